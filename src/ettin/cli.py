@@ -1,0 +1,41 @@
+"""The `ettin` command line: thin over the modules. Each area registers its own subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+AREAS = ("ettin.hf_cli", "ettin.data.cli", "ettin.train.cli", "ettin.eval.cli")
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as one clear line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ettin", description="Paired encoder/decoder language models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in AREAS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:  # an area not built yet must not break the others
+            if e.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, FileNotFoundError, ValueError) as e:
+        print(f"ettin {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

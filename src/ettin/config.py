@@ -1,0 +1,140 @@
+"""Model configuration: one dataclass, one `objective` switch, and the size presets.
+
+The encoder and the decoder share every field but `objective`. Attention (bidirectional or causal),
+the sliding-window shape, the loss and the Hugging Face class all follow from it; nobody flips flags in sync.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Objective = Literal["mlm", "clm"]
+LAYER_TYPES = ("full_attention", "sliding_attention")
+
+# ModernBERT tokenizer special ids (../shared/data/modernbert_tokenizer)
+MODERNBERT_SPECIAL = dict(pad_token_id=50283, bos_token_id=50281, eos_token_id=50282, mask_token_id=50284)
+
+
+@dataclass
+class ModelConfig:
+    objective: Objective = "mlm"
+    vocab_size: int = 50368
+    hidden_size: int = 768
+    intermediate_size: int = 1152  # GeGLU: per branch (Wi produces 2x this)
+    num_layers: int = 22
+    num_heads: int = 12
+    global_every: int = 3  # layer i is global iff i % global_every == 0 (0, 3, 6, ...)
+    layer_types: list[str] | None = None  # derived from global_every when None
+    local_attention: int = 128  # total window of local layers, as transformers' `local_attention`
+    global_rope_theta: float = 160_000.0
+    local_rope_theta: float = 10_000.0
+    norm_eps: float = 1e-5
+    max_position_embeddings: int = 8192
+    initializer_range: float = 0.02
+    initializer_cutoff_factor: float = 2.0
+    attention_dropout: float = 0.0
+    pad_token_id: int = MODERNBERT_SPECIAL["pad_token_id"]
+    bos_token_id: int = MODERNBERT_SPECIAL["bos_token_id"]  # [CLS]; decoders use it as BOS
+    eos_token_id: int = MODERNBERT_SPECIAL["eos_token_id"]  # [SEP]
+    mask_token_id: int = MODERNBERT_SPECIAL["mask_token_id"]
+    # Runtime choices (not architecture): attention backend and head chunking.
+    attn_backend: str = "auto"  # auto | sdpa | flex | flash
+    loss_chunk_size: int = 4096  # tokens per chunk of the fused head + cross-entropy
+    extra: dict[str, Any] = field(default_factory=dict)  # unknown HF config keys travel through export
+
+    def __post_init__(self) -> None:
+        if self.objective not in ("mlm", "clm"):
+            raise ValueError(f"objective must be 'mlm' or 'clm', got {self.objective!r}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.layer_types is None:
+            self.layer_types = [
+                "full_attention" if i % self.global_every == 0 else "sliding_attention"
+                for i in range(self.num_layers)
+            ]
+        self.layer_types = list(self.layer_types)
+        if len(self.layer_types) != self.num_layers:
+            raise ValueError(f"layer_types has {len(self.layer_types)} entries for {self.num_layers} layers")
+        bad = [t for t in self.layer_types if t not in LAYER_TYPES]
+        if bad:
+            raise ValueError(f"unknown layer type(s) {bad}; expected one of {LAYER_TYPES}")
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id", "mask_token_id"):
+            tok = getattr(self, name)
+            if tok is not None and not 0 <= tok < self.vocab_size:
+                raise ValueError(f"{name}={tok} is outside the vocabulary (size {self.vocab_size})")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def causal(self) -> bool:
+        return self.objective == "clm"
+
+    @property
+    def window(self) -> tuple[int, int]:
+        """(left, right) reach of a local layer, exactly as transformers applies it.
+
+        Encoder (ModernBertModel): |i - j| <= local_attention // 2  -> (64, 64) for 128.
+        Decoder (ModernBertDecoderModel): i - sliding_window < j <= i, sliding_window = local_attention // 2
+        -> (63, 0) for 128. The parity tests pin both.
+        """
+        half = self.local_attention // 2
+        return (half - 1, 0) if self.causal else (half, half)
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown model config field(s): {unknown}")
+        return cls(**d)
+
+    def num_parameters(self, with_head: bool = True) -> int:
+        """Parameter count from the shapes (tied embeddings), as in the reference table."""
+        H, inter, L, V = self.hidden_size, self.intermediate_size, self.num_layers, self.vocab_size
+        per_layer = 3 * H * H + H * H + H * 2 * inter + inter * H + 2 * H  # qkv, o, Wi, Wo, attn+mlp norm
+        n = V * H + H + L * per_layer - H + H  # embeddings + emb norm + layers (layer 0 no attn norm) + final
+        if with_head:
+            n += H * H + H + V  # dense, norm, decoder bias
+        return n
+
+    def __str__(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+# name: (layers, hidden, intermediate, heads). Reference ettin.md section 1.
+_SIZES: dict[str, tuple[int, int, int, int]] = {
+    "17m": (7, 256, 384, 4),
+    "32m": (10, 384, 576, 6),
+    "68m": (19, 512, 768, 8),
+    "150m": (22, 768, 1152, 12),
+    "400m": (28, 1024, 2624, 16),
+    "1b": (28, 1792, 3840, 28),
+    # Tiny shapes for tests and the CPU demo (small vocabularies come from `ettin tokenizer train`).
+    "tiny": (4, 64, 96, 2),
+    "demo": (6, 128, 192, 2),
+}
+SIZES = tuple(_SIZES)
+
+
+def preset(name: str, objective: Objective = "mlm", **overrides: Any) -> ModelConfig:
+    """A size preset, e.g. ``preset("17m", "clm")``; keyword overrides win (``vocab_size=4096``)."""
+    key = name.lower().removeprefix("ettin-").removesuffix("-encoder").removesuffix("-decoder")
+    if key not in _SIZES:
+        raise KeyError(f"unknown model size {name!r}; known: {', '.join(SIZES)}")
+    layers, hidden, inter, heads = _SIZES[key]
+    kw: dict[str, Any] = dict(
+        objective=objective, num_layers=layers, hidden_size=hidden, intermediate_size=inter, num_heads=heads
+    )
+    kw.update(overrides)
+    return ModelConfig(**kw)
