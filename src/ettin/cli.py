@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-AREAS = ("ettin.hf_cli", "ettin.data.cli", "ettin.train.cli", "ettin.eval.cli")
+AREAS = ("ettin.data.cli", "ettin.train.cli", "ettin.eval.cli")
 
 
 class UserError(Exception):

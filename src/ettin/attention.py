@@ -1,0 +1,223 @@
+"""Rotary embeddings and one attention function with a small backend switch.
+
+Two token layouts reach attention:
+- dense:  (B, T, heads, D), every row a full sequence (no padding): the fast path for fixed-length training;
+- varlen: (N, heads, D), the real tokens of several documents back to back, with `cu_seqlens` boundaries
+          (unpadded / packed input). Attention never crosses a document boundary.
+
+Backends:
+- "sdpa":  torch.nn.functional.scaled_dot_product_attention. Varlen input is grouped into buckets of documents
+           of similar length and re-padded per bucket, so little compute goes to padding (CPU default).
+- "flex":  FlexAttention with a BlockMask built from document ids, the causal flag and the window.
+- "flash": flash-attn's varlen kernel (CUDA, when installed), window passed as (left, right).
+A local ("sliding_attention") layer reaches `window = (left, right)` tokens; see ModelConfig.window.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+BACKENDS = ("sdpa", "flex", "flash")
+_BUCKET = 64  # varlen SDPA pads each document to a multiple of this
+
+
+def flash_available() -> bool:
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def resolve_backend(name: str, device: torch.device) -> str:
+    if name == "auto":
+        return "flash" if device.type == "cuda" and flash_available() else "sdpa"
+    if name not in BACKENDS:
+        raise ValueError(f"unknown attention backend {name!r}; expected auto or one of {BACKENDS}")
+    if name == "flash" and not flash_available():
+        raise RuntimeError("attn_backend='flash' needs flash-attn on a CUDA device (pip install 'ettin[flash]')")
+    return name
+
+
+# ----------------------------------------------------------------------------------------------- RoPE
+def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape positions.shape + (head_dim,), float32, non-interleaved (as transformers)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float, device=positions.device) / head_dim))
+    freqs = positions[..., None].float() * inv_freq
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    """q, k: (..., heads, D); cos, sin: (..., D) broadcast over heads."""
+    cos, sin = cos.unsqueeze(-2).to(q.dtype), sin.unsqueeze(-2).to(q.dtype)
+    return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+
+
+# ------------------------------------------------------------------------------------------ masks
+@functools.lru_cache(maxsize=64)
+def band_mask(t_q: int, t_k: int, left: int, right: int, device: torch.device, offset: int = 0) -> torch.Tensor:
+    """Bool (t_q, t_k): query i (at absolute slot i + offset) may see key j iff -right <= (i+offset) - j <= left."""
+    i = torch.arange(t_q, device=device)[:, None] + offset
+    j = torch.arange(t_k, device=device)[None, :]
+    d = i - j
+    return (d <= left) & (d >= -right)
+
+
+def layer_reach(causal: bool, local: bool, window: tuple[int, int]) -> tuple[int, int]:
+    """(left, right) reach of a layer; a huge number stands for 'unbounded'."""
+    big = 1 << 30
+    left, right = window if local else (big, big)
+    return left, 0 if causal else right
+
+
+# ---------------------------------------------------------------------------------------- layouts
+@dataclass
+class Varlen:
+    """Real tokens of several documents back to back. cu_seqlens: (docs + 1,) int32."""
+
+    cu_seqlens: torch.Tensor
+    max_seqlen: int
+    _buckets: list | None = field(default=None, repr=False)
+    _doc_ids: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.cu_seqlens[1:] - self.cu_seqlens[:-1]
+
+    def doc_ids(self) -> torch.Tensor:
+        if self._doc_ids is None:
+            self._doc_ids = torch.repeat_interleave(
+                torch.arange(len(self.lengths), device=self.cu_seqlens.device), self.lengths.long()
+            )
+        return self._doc_ids
+
+    def buckets(self) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
+        """Documents grouped by padded length L (a multiple of _BUCKET, capped at max_seqlen).
+
+        Each bucket: (gather (n, L) token indices with N for padding, valid (n, L) bool, L). Built once per
+        forward and shared by every layer.
+        """
+        if self._buckets is not None:
+            return self._buckets
+        lengths = self.lengths.tolist()
+        starts = self.cu_seqlens[:-1].tolist()
+        total = int(self.cu_seqlens[-1])
+        groups: dict[int, list[int]] = {}
+        for d, n in enumerate(lengths):
+            if n > 0:
+                groups.setdefault(min(math.ceil(n / _BUCKET) * _BUCKET, self.max_seqlen), []).append(d)
+        device = self.cu_seqlens.device
+        out = []
+        for L, docs in sorted(groups.items()):
+            st = torch.tensor([starts[d] for d in docs], device=device)[:, None]
+            ln = torch.tensor([lengths[d] for d in docs], device=device)[:, None]
+            ar = torch.arange(L, device=device)[None, :]
+            valid = ar < ln
+            gather = torch.where(valid, st + ar, torch.full_like(ar, total))
+            out.append((gather, valid, L))
+        self._buckets = out
+        return out
+
+
+# ------------------------------------------------------------------------------------------ attend
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool,
+    reach: tuple[int, int],
+    backend: str = "sdpa",
+    varlen: Varlen | None = None,
+    dropout: float = 0.0,
+) -> torch.Tensor:
+    """Scaled dot-product attention over dense (B, T, h, D) or varlen (N, h, D) q/k/v; returns q's shape.
+
+    `reach` = (left, right) from `layer_reach`; for full layers it is unbounded (causal sets right = 0).
+    """
+    left, right = reach
+    windowed = max(left, right) < (1 << 29) and not (causal and left >= (1 << 29))
+    if backend == "flash":
+        return _attend_flash(q, k, v, causal, reach, varlen, dropout)
+    if backend == "flex":
+        return _attend_flex(q, k, v, causal, reach, varlen)
+    if varlen is None:  # dense: (B, T, h, D)
+        qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
+        T = q.shape[1]
+        needs_band = (left < T - 1) or (not causal and right < T - 1)
+        if needs_band and (windowed or causal):
+            mask = band_mask(T, T, left, right, q.device)
+            out = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask, dropout_p=dropout)
+        else:
+            out = F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal, dropout_p=dropout)
+        return out.transpose(1, 2)
+    return _attend_sdpa_varlen(q, k, v, reach, varlen, dropout)
+
+
+def _attend_sdpa_varlen(q, k, v, reach, varlen: Varlen, dropout: float) -> torch.Tensor:
+    left, right = reach
+    N = q.shape[0]
+    pad_row = q.new_zeros((1,) + q.shape[1:])
+    qp, kp, vp = (torch.cat([x, pad_row]) for x in (q, k, v))  # index N -> zeros
+    out = q.new_empty(q.shape)
+    for gather, valid, L in varlen.buckets():
+        qb, kb, vb = (x[gather].transpose(1, 2) for x in (qp, kp, vp))  # (n, h, L, D)
+        mask = band_mask(L, L, min(left, L), min(right, L), q.device)[None, None] & valid[:, None, None, :]
+        ob = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, dropout_p=dropout)
+        ob = ob.transpose(1, 2)  # (n, L, h, D)
+        out[gather[valid]] = ob[valid]
+    assert out.shape[0] == N
+    return out
+
+
+def _attend_flash(q, k, v, causal, reach, varlen, dropout):
+    from flash_attn import flash_attn_func, flash_attn_varlen_func
+
+    left, right = reach
+    window = (-1 if left >= (1 << 29) else left, -1 if right >= (1 << 29) else right)
+    if causal:
+        window = (window[0], 0)
+    if varlen is None:
+        return flash_attn_func(q, k, v, dropout_p=dropout, causal=causal, window_size=window)
+    cu = varlen.cu_seqlens.to(torch.int32)
+    return flash_attn_varlen_func(
+        q, k, v, cu, cu, varlen.max_seqlen, varlen.max_seqlen, dropout_p=dropout, causal=causal, window_size=window
+    )
+
+
+def _attend_flex(q, k, v, causal, reach, varlen):
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    left, right = reach
+    if varlen is None:  # dense batch: every row its own document
+        B, T = q.shape[:2]
+        doc = None
+        qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))  # (B, h, T, D)
+    else:
+        B, T = 1, q.shape[0]
+        doc = varlen.doc_ids()
+        qt, kt, vt = (x.transpose(0, 1).unsqueeze(0) for x in (q, k, v))  # (1, h, N, D)
+
+    def mask_mod(b, h, qi, ki):
+        d = qi - ki
+        m = (d <= left) & (d >= -right)
+        if doc is not None:
+            m = m & (doc[qi] == doc[ki])
+        return m
+
+    block = create_block_mask(mask_mod, B, None, T, T, device=q.device)
+    out = flex_attention(qt, kt, vt, block_mask=block)
+    if varlen is None:
+        return out.transpose(1, 2)
+    return out.squeeze(0).transpose(0, 1)

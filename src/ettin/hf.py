@@ -1,0 +1,301 @@
+"""Hugging Face interop through one name map, used in both directions.
+
+Encoder  <-> transformers `ModernBertForMaskedLM`        (model_type "modernbert")
+Decoder  <-> transformers `ModernBertDecoderForCausalLM` (model_type "modernbert-decoder")
+
+Our parameter names are ModernBERT's without the "model." prefix; the decoder class in transformers keeps
+separate q/k/v projections where we keep the fused Wqkv, so the map splits and joins those rows. The decoder
+weight is tied to the token embeddings and is not written (transformers ties it on load).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ettin.config import ModelConfig
+from ettin.model import EttinModel
+
+HF_MODEL_TYPE = {"mlm": "modernbert", "clm": "modernbert-decoder"}
+HF_ARCH = {"mlm": "ModernBertForMaskedLM", "clm": "ModernBertDecoderForCausalLM"}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+_UNSUPPORTED = {  # HF config values this architecture does not implement
+    "norm_bias": False, "attention_bias": False, "mlp_bias": False, "decoder_bias": True,
+    "hidden_activation": "gelu", "classifier_activation": "gelu", "classifier_bias": False,
+}
+
+
+# ------------------------------------------------------------------------------------------ names
+def _head_prefix(objective: str) -> str:
+    return "head" if objective == "mlm" else "lm_head"
+
+
+def to_hf_state_dict(model: EttinModel) -> dict[str, torch.Tensor]:
+    cfg = model.config
+    out: dict[str, torch.Tensor] = {}
+    for name, t in model.state_dict().items():
+        t = t.detach().contiguous()
+        if name == "decoder_bias":
+            out["decoder.bias"] = t
+        elif name.startswith("head."):
+            out[_head_prefix(cfg.objective) + name[len("head"):]] = t
+        elif cfg.objective == "clm" and name.endswith("attn.Wqkv.weight"):
+            base = "model." + name[: -len("Wqkv.weight")]
+            for part, w in zip(("q_proj", "k_proj", "v_proj"), t.chunk(3, dim=0)):
+                out[f"{base}{part}.weight"] = w.contiguous()
+        else:
+            out["model." + name] = t
+    return out
+
+
+def from_hf_state_dict(sd: dict[str, torch.Tensor], objective: str) -> dict[str, torch.Tensor]:
+    sd = {re.sub(r"^_orig_mod\.", "", k): v for k, v in sd.items()}
+    out: dict[str, torch.Tensor] = {}
+    head = _head_prefix(objective) + "."
+    qkv: dict[str, dict[str, torch.Tensor]] = {}
+    for k, v in sd.items():
+        if k == "decoder.weight":
+            continue  # tied to the embeddings
+        if k == "decoder.bias":
+            out["decoder_bias"] = v
+        elif k.startswith(head):
+            out["head." + k[len(head):]] = v
+        elif k.startswith("model."):
+            name = k[len("model."):]
+            m = re.match(r"(layers\.\d+\.attn\.)(q_proj|k_proj|v_proj)\.weight$", name)
+            if m:
+                qkv.setdefault(m.group(1), {})[m.group(2)] = v
+            else:
+                out[name] = v
+        else:
+            raise KeyError(f"unexpected weight {k!r} in a {HF_MODEL_TYPE[objective]} checkpoint")
+    for base, parts in qkv.items():
+        missing = {"q_proj", "k_proj", "v_proj"} - set(parts)
+        if missing:
+            raise KeyError(f"{base}: missing {sorted(missing)}")
+        out[base + "Wqkv.weight"] = torch.cat([parts["q_proj"], parts["k_proj"], parts["v_proj"]], dim=0)
+    if "decoder_bias" not in out and "decoder.weight" in sd:
+        raise KeyError("checkpoint has no decoder.bias")
+    return out
+
+
+# ----------------------------------------------------------------------------------------- config
+def config_from_hf(d: dict[str, Any], mask_token_id: int | None = None) -> ModelConfig:
+    mtype = d.get("model_type")
+    objectives = {v: k for k, v in HF_MODEL_TYPE.items()}
+    if mtype not in objectives:
+        raise ValueError(f"model_type {mtype!r} is not supported (expected 'modernbert' or 'modernbert-decoder')")
+    for key, expected in _UNSUPPORTED.items():
+        if key in d and d[key] != expected:
+            raise ValueError(f"config.json: {key}={d[key]!r} is not supported (this architecture uses {expected!r})")
+    n_layers = d["num_hidden_layers"]
+    layer_types = d.get("layer_types")
+    if layer_types is None:
+        every = d.get("global_attn_every_n_layers", 3)
+        layer_types = ["sliding_attention" if i % every else "full_attention" for i in range(n_layers)]
+    rope = d.get("rope_parameters") or {}
+    global_theta = (rope.get("full_attention") or {}).get("rope_theta", d.get("global_rope_theta", 160_000.0))
+    local_theta = (rope.get("sliding_attention") or {}).get("rope_theta")
+    if local_theta is None:
+        local_theta = d.get("local_rope_theta")
+        if local_theta is None or local_theta == -1:
+            local_theta = 10_000.0 if mtype == "modernbert" else global_theta
+    local_attention = d.get("local_attention")
+    if local_attention is None and d.get("sliding_window"):
+        local_attention = 2 * d["sliding_window"]
+    vocab = d["vocab_size"]
+    if mask_token_id is None:
+        mask_token_id = 50284 if vocab > 50284 else None
+    known = {"model_type", "architectures", "transformers_version", "vocab_size", "hidden_size",
+             "intermediate_size", "num_hidden_layers", "num_attention_heads", "layer_types", "rope_parameters",
+             "global_rope_theta", "local_rope_theta", "local_attention", "sliding_window", "norm_eps",
+             "max_position_embeddings", "initializer_range", "initializer_cutoff_factor", "attention_dropout",
+             "pad_token_id", "bos_token_id", "eos_token_id", "global_attn_every_n_layers", *_UNSUPPORTED}
+    return ModelConfig(
+        objective=objectives[mtype],
+        vocab_size=vocab,
+        hidden_size=d["hidden_size"],
+        intermediate_size=d["intermediate_size"],
+        num_layers=n_layers,
+        num_heads=d["num_attention_heads"],
+        layer_types=list(layer_types),
+        local_attention=local_attention or 128,
+        global_rope_theta=float(global_theta),
+        local_rope_theta=float(local_theta),
+        norm_eps=d.get("norm_eps", 1e-5),
+        max_position_embeddings=d.get("max_position_embeddings", 8192),
+        initializer_range=d.get("initializer_range", 0.02),
+        initializer_cutoff_factor=d.get("initializer_cutoff_factor", 2.0),
+        pad_token_id=d.get("pad_token_id"),
+        bos_token_id=d.get("bos_token_id", d.get("cls_token_id")),
+        eos_token_id=_first(d.get("eos_token_id", d.get("sep_token_id"))),
+        mask_token_id=mask_token_id,
+        extra={k: v for k, v in d.items() if k not in known},
+    )
+
+
+def _first(x):
+    return x[0] if isinstance(x, list) else x
+
+
+def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
+    d: dict[str, Any] = dict(cfg.extra)
+    d.update(
+        architectures=[HF_ARCH[cfg.objective]],
+        model_type=HF_MODEL_TYPE[cfg.objective],
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        layer_types=list(cfg.layer_types),
+        local_attention=cfg.local_attention,
+        rope_parameters={
+            "full_attention": {"rope_type": "default", "rope_theta": cfg.global_rope_theta},
+            "sliding_attention": {"rope_type": "default", "rope_theta": cfg.local_rope_theta},
+        },
+        # older transformers (4.x) read these
+        global_rope_theta=cfg.global_rope_theta,
+        local_rope_theta=cfg.local_rope_theta,
+        global_attn_every_n_layers=cfg.global_every,
+        norm_eps=cfg.norm_eps,
+        max_position_embeddings=cfg.max_position_embeddings,
+        initializer_range=cfg.initializer_range,
+        initializer_cutoff_factor=cfg.initializer_cutoff_factor,
+        attention_dropout=cfg.attention_dropout,
+        pad_token_id=cfg.pad_token_id,
+        bos_token_id=cfg.bos_token_id,
+        eos_token_id=cfg.eos_token_id,
+        cls_token_id=cfg.bos_token_id,
+        sep_token_id=cfg.eos_token_id,
+        tie_word_embeddings=True,
+        torch_dtype="float32",
+        **_UNSUPPORTED,
+    )
+    if cfg.objective == "clm":
+        d["sliding_window"] = cfg.local_attention // 2
+        d["use_cache"] = True
+    return d
+
+
+# ------------------------------------------------------------------------------------- load/save
+def resolve_path(path_or_id: str | os.PathLike, revision: str | None = None) -> Path:
+    """A local folder, or a hub id fetched with huggingface_hub (online users; tests use local folders)."""
+    p = Path(path_or_id)
+    if p.exists():
+        if not p.is_dir():
+            raise FileNotFoundError(f"{p}: expected a folder with config.json and model.safetensors")
+        return p
+    if str(path_or_id).startswith((".", "/")) or os.sep in str(path_or_id).strip("/").replace("/", "", 1):
+        raise FileNotFoundError(f"{path_or_id}: no such folder")
+    from huggingface_hub import snapshot_download
+
+    patterns = ["config.json", "*.safetensors", "*.bin", *TOKENIZER_FILES]
+    return Path(snapshot_download(str(path_or_id), revision=revision, allow_patterns=patterns))
+
+
+def _load_state_dict(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    files = sorted(folder.glob("*.safetensors"))
+    if files:
+        sd: dict[str, torch.Tensor] = {}
+        for f in files:
+            sd.update(load_file(str(f)))
+        return sd
+    bins = sorted(folder.glob("pytorch_model*.bin"))
+    if not bins:
+        raise FileNotFoundError(f"{folder}: no model.safetensors or pytorch_model.bin")
+    sd = {}
+    for f in bins:
+        sd.update(torch.load(f, map_location="cpu", weights_only=True))
+    return sd
+
+
+def _mask_id_from_tokenizer(folder: Path) -> int | None:
+    tok = folder / "tokenizer.json"
+    if not tok.exists():
+        return None
+    for t in json.loads(tok.read_text()).get("added_tokens", []):
+        if t.get("content") == "[MASK]":
+            return int(t["id"])
+    return None
+
+
+def from_pretrained(path_or_id: str | os.PathLike, revision: str | None = None, **overrides: Any) -> EttinModel:
+    """Our model from a Hugging Face folder or hub id (model_type modernbert -> mlm, modernbert-decoder -> clm).
+
+    `overrides` replace runtime config fields (e.g. attn_backend="flex")."""
+    folder = resolve_path(path_or_id, revision)
+    cfg_file = folder / "config.json"
+    if not cfg_file.exists():
+        raise FileNotFoundError(f"{cfg_file}: missing")
+    try:
+        raw = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{cfg_file}: invalid JSON ({e})") from e
+    cfg = config_from_hf(raw, mask_token_id=_mask_id_from_tokenizer(folder))
+    if overrides:
+        cfg = cfg.replace(**overrides)
+    model = EttinModel(cfg, init=False)
+    sd = from_hf_state_dict(_load_state_dict(folder), cfg.objective)
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise KeyError(f"{folder}: weights do not match the config (missing {missing}, unexpected {unexpected})")
+    return model
+
+
+def save_pretrained(model: EttinModel, path: str | os.PathLike, tokenizer: Any = None) -> Path:
+    """Write config.json + model.safetensors (+ tokenizer files) atomically into `path`."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        sd = {k: v.to("cpu") for k, v in to_hf_state_dict(model).items()}
+        save_file(sd, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(config_to_hf(model.config), indent=2) + "\n")
+        if tokenizer is not None:
+            save_tokenizer(tokenizer, tmp, model.config)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def save_tokenizer(tokenizer: Any, folder: Path, cfg: ModelConfig | None = None) -> None:
+    """Accepts a tokenizer folder / tokenizer.json path, a `tokenizers.Tokenizer`, or an HF tokenizer."""
+    if hasattr(tokenizer, "save_pretrained"):
+        tokenizer.save_pretrained(str(folder))
+        return
+    if isinstance(tokenizer, (str, os.PathLike)):
+        src = Path(tokenizer)
+        src_dir = src if src.is_dir() else src.parent
+        if not (src_dir / "tokenizer.json").exists():
+            raise FileNotFoundError(f"{src_dir}: no tokenizer.json")
+        for name in TOKENIZER_FILES:
+            if (src_dir / name).exists():
+                shutil.copy(src_dir / name, folder / name)
+        if (src_dir / "tokenizer_config.json").exists():
+            return
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(src_dir / "tokenizer.json"))
+    from transformers import PreTrainedTokenizerFast
+
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+        pad_token="[PAD]", mask_token="[MASK]", bos_token="[CLS]", eos_token="[SEP]",
+    )
+    fast.save_pretrained(str(folder))

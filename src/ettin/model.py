@@ -1,0 +1,281 @@
+"""The paired Ettin Transformer: one ModernBERT-style model, `objective` = "mlm" (encoder) or "clm" (decoder).
+
+Design choices
+- Nothing but the attention mask (bidirectional vs causal), the local window's shape and the loss target depends
+  on the objective. Parameter names follow transformers' ModernBERT so that export is a rename (ettin.hf).
+- Pre-norm blocks with bias-free LayerNorm (no attention norm in layer 0), fused QKV, RoPE with a global and a
+  local theta, sliding-window attention on local layers, GeGLU MLP, final norm, prediction head
+  dense -> GELU -> norm -> decoder tied to the token embeddings (+ bias).
+- Input is unpadded whenever it has padding or packed documents: the linear layers then run on real tokens only
+  and attention on documents (ettin.attention.Varlen); a full (B, T) batch takes the dense fast path.
+- Losses use *aligned* labels (labels[t] is the target of position t, -100 to ignore) for both objectives: the
+  CLM collator shifts. The head runs only on positions with a label (sparse prediction) through a fused,
+  chunked linear + cross-entropy (ettin.losses), so the (N, V) logits are never held in training.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ettin.attention import Varlen, apply_rope, attend, band_mask, layer_reach, resolve_backend, rope_cos_sin
+from ettin.config import ModelConfig
+from ettin.losses import linear_cross_entropy
+
+
+@dataclass
+class ModelOutput:
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None  # (B, T, V)
+    hidden_states: torch.Tensor | None = None  # (B, T, H), after the final norm
+    num_targets: int = 0  # positions that contributed to the loss
+
+
+def _norm(cfg: ModelConfig) -> nn.LayerNorm:
+    return nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps, bias=False)
+
+
+class Embeddings(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.norm = _norm(cfg)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.tok_embeddings(input_ids))
+
+
+class MLP(nn.Module):
+    """GeGLU: Wo(gelu(a) * g) with [a, g] = Wi(x)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.Wi = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
+        self.Wo = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, g = self.Wi(x).chunk(2, dim=-1)
+        return self.Wo(F.gelu(a) * g)
+
+
+class _Context:
+    """Per-forward state shared by all layers: layout, rotary tables, backend, cache masks."""
+
+    def __init__(self, cfg: ModelConfig, positions: torch.Tensor, varlen: Varlen | None, backend: str,
+                 key_valid: torch.Tensor | None = None, q_offset: int = 0):
+        self.cfg, self.varlen, self.backend = cfg, varlen, backend
+        self.key_valid, self.q_offset = key_valid, q_offset  # cache mode only
+        self.rope = {}
+        for kind, theta in (("full_attention", cfg.global_rope_theta), ("sliding_attention", cfg.local_rope_theta)):
+            if kind in cfg.layer_types and theta not in {t for t, _ in self.rope.values()}:
+                self.rope[kind] = (theta, rope_cos_sin(positions, cfg.head_dim, theta))
+            elif kind in cfg.layer_types:  # same theta: share the table
+                self.rope[kind] = next(v for v in self.rope.values() if v[0] == theta)
+
+    def cos_sin(self, kind: str):
+        return self.rope[kind][1]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.cfg = cfg
+        self.kind = cfg.layer_types[layer_idx]
+        self.reach = layer_reach(cfg.causal, self.kind == "sliding_attention", cfg.window)
+        self.Wqkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size, bias=False)
+        self.Wo = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor, ctx: _Context, cache: list | None = None) -> torch.Tensor:
+        cfg = self.cfg
+        lead = x.shape[:-1]  # (B, T) dense or (N,) varlen
+        q, k, v = self.Wqkv(x).view(*lead, 3, cfg.num_heads, cfg.head_dim).unbind(-3)  # each (*lead, h, D)
+        cos, sin = ctx.cos_sin(self.kind)
+        q, k = apply_rope(q, k, cos, sin)
+        drop = cfg.attention_dropout if self.training else 0.0
+        if cache is not None:
+            out = self._attend_cached(q, k, v, ctx, cache)
+        else:
+            out = attend(q, k, v, causal=cfg.causal, reach=self.reach, backend=ctx.backend, varlen=ctx.varlen,
+                         dropout=drop)
+        return self.Wo(out.reshape(*lead, cfg.hidden_size))
+
+    def _attend_cached(self, q, k, v, ctx: _Context, cache: list) -> torch.Tensor:
+        # cache = [k_past, v_past] of (B, h, S, D) for this layer; q, k, v: (B, T, h, D)
+        k, v = k.transpose(1, 2), v.transpose(1, 2)
+        if cache[0] is not None:
+            k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
+        cache[0], cache[1] = k, v
+        T, S = q.shape[1], k.shape[2]
+        left, right = self.reach
+        mask = band_mask(T, S, min(left, S), min(right, S), q.device, offset=ctx.q_offset)
+        mask = mask[None, None] & ctx.key_valid[:, None, None, :S]
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=mask)
+        return out.transpose(1, 2)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.attn_norm = nn.Identity() if layer_idx == 0 else _norm(cfg)
+        self.attn = Attention(cfg, layer_idx)
+        self.mlp_norm = _norm(cfg)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, ctx: _Context, cache: list | None = None) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), ctx, cache)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class PredictionHead(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False)
+        self.norm = _norm(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(F.gelu(self.dense(x)))
+
+
+class EttinModel(nn.Module):
+    def __init__(self, config: ModelConfig, init: bool = True):
+        super().__init__()
+        self.config = config
+        self.embeddings = Embeddings(config)
+        self.layers = nn.ModuleList(Block(config, i) for i in range(config.num_layers))
+        self.final_norm = _norm(config)
+        self.head = PredictionHead(config)
+        self.decoder_bias = nn.Parameter(torch.zeros(config.vocab_size))
+        if init and not any(p.is_meta for p in self.parameters()):
+            self.init_weights()
+
+    # -------------------------------------------------------------------------------- init
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """ModernBERT init: truncated normal (cutoff 2 std), std 0.02 in, 0.02 / sqrt(2 L) out."""
+        cfg = self.config
+        std_in = cfg.initializer_range
+        std_out = cfg.initializer_range / math.sqrt(2.0 * cfg.num_layers)
+        cut = cfg.initializer_cutoff_factor
+
+        def tn(w: torch.Tensor, std: float) -> None:
+            nn.init.trunc_normal_(w, mean=0.0, std=std, a=-cut * std, b=cut * std)
+
+        tn(self.embeddings.tok_embeddings.weight, std_in)
+        for block in self.layers:
+            tn(block.attn.Wqkv.weight, std_in)
+            tn(block.attn.Wo.weight, std_out)
+            tn(block.mlp.Wi.weight, std_in)
+            tn(block.mlp.Wo.weight, std_out)
+        tn(self.head.dense.weight, std_out)
+        self.decoder_bias.zero_()
+        for m in self.modules():
+            if isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+
+    @property
+    def decoder_weight(self) -> torch.Tensor:
+        return self.embeddings.tok_embeddings.weight  # tied
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ------------------------------------------------------------------------------ layout
+    def _layout(self, input_ids, attention_mask, position_ids):
+        """Decide dense vs varlen. Returns (indices or None, positions, varlen or None)."""
+        B, T = input_ids.shape
+        device = input_ids.device
+        packed = position_ids is not None and bool((position_ids[:, 1:] == 0).any())
+        padded = attention_mask is not None and not bool(attention_mask.all())
+        if not packed and not padded:
+            pos = position_ids if position_ids is not None else torch.arange(T, device=device)[None].expand(B, T)
+            return None, pos, None
+        mask = attention_mask.bool() if attention_mask is not None else torch.ones(B, T, dtype=torch.bool,
+                                                                                    device=device)
+        indices = mask.flatten().nonzero().squeeze(1)  # (N,)
+        if packed:
+            pos = position_ids.flatten()[indices]
+            row = indices // T
+            starts = (pos == 0) | torch.cat([torch.ones(1, dtype=torch.bool, device=device), row[1:] != row[:-1]])
+        else:  # padded rows, left or right: one document per row
+            pos = (mask.long().cumsum(1) - 1).flatten()[indices]
+            starts = pos == 0
+        start_idx = starts.nonzero().squeeze(1)
+        cu = torch.cat([start_idx, torch.tensor([len(indices)], device=device)]).to(torch.int32)
+        max_len = int((cu[1:] - cu[:-1]).max()) if len(cu) > 1 else 0
+        return indices, pos, Varlen(cu_seqlens=cu, max_seqlen=max_len)
+
+    # ----------------------------------------------------------------------------- forward
+    def hidden_states(self, input_ids, attention_mask=None, position_ids=None, *, _unpadded=False):
+        """Final-norm hidden states (B, T, H); padding positions are zeros."""
+        cfg = self.config
+        indices, pos, varlen = self._layout(input_ids, attention_mask, position_ids)
+        backend = resolve_backend(cfg.attn_backend, input_ids.device)
+        if varlen is not None:
+            x = self.embeddings(input_ids.flatten()[indices])  # (N, H)
+        else:
+            x = self.embeddings(input_ids)  # (B, T, H)
+        ctx = _Context(cfg, pos, varlen, backend)
+        for block in self.layers:
+            x = block(x, ctx)
+        x = self.final_norm(x)
+        if _unpadded:
+            return x, indices
+        if varlen is not None:
+            B, T = input_ids.shape
+            full = x.new_zeros(B * T, x.shape[-1])
+            full[indices] = x
+            x = full.view(B, T, -1)
+        return x
+
+    def logits_from_hidden(self, h: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.head(h), self.decoder_weight, self.decoder_bias)
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, labels=None, return_logits=None):
+        if labels is None or return_logits:
+            h = self.hidden_states(input_ids, attention_mask, position_ids)
+            logits = self.logits_from_hidden(h)
+            loss, n = None, 0
+            if labels is not None:
+                tgt = labels.masked_fill(attention_mask == 0, -100) if attention_mask is not None else labels
+                n = int((tgt != -100).sum())
+                loss = F.cross_entropy(logits.float().flatten(0, 1), tgt.flatten(), ignore_index=-100)
+            return ModelOutput(loss=loss, logits=logits, hidden_states=h, num_targets=n)
+        h, indices = self.hidden_states(input_ids, attention_mask, position_ids, _unpadded=True)
+        flat_labels = labels.flatten() if indices is None else labels.flatten()[indices]
+        h = h.reshape(-1, h.shape[-1])
+        keep = (flat_labels != -100).nonzero().squeeze(1)  # sparse prediction: only positions with a target
+        hk, tk = h[keep], flat_labels[keep]
+        loss = linear_cross_entropy(self.head(hk), self.decoder_weight, self.decoder_bias, tk,
+                                    chunk_size=self.config.loss_chunk_size)
+        return ModelOutput(loss=loss, num_targets=int(keep.numel()))
+
+    # -------------------------------------------------------------------- cached decoding
+    def forward_cached(self, input_ids, cache: list, key_valid: torch.Tensor, positions: torch.Tensor):
+        """Decoder step(s) with a KV cache. input_ids (B, T); key_valid (B, S_total) bool over cache slots
+        (past + these T); positions (B, T). Returns logits of the last position (B, V)."""
+        past = 0 if cache[0][0] is None else cache[0][0].shape[2]
+        ctx = _Context(self.config, positions, None, "sdpa", key_valid=key_valid, q_offset=past)
+        x = self.embeddings(input_ids)
+        for block, layer_cache in zip(self.layers, cache):
+            x = block(x, ctx, layer_cache)
+        x = self.final_norm(x[:, -1])
+        return self.logits_from_hidden(x)
+
+    def new_cache(self) -> list:
+        return [[None, None] for _ in self.layers]
+
+    # ------------------------------------------------------------------------ HF interop
+    def save_pretrained(self, path, tokenizer=None, safe_serialization: bool = True) -> None:
+        from ettin.hf import save_pretrained
+
+        save_pretrained(self, path, tokenizer=tokenizer)
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str, **kwargs) -> EttinModel:
+        from ettin.hf import from_pretrained
+
+        return from_pretrained(path_or_id, **kwargs)

@@ -1,0 +1,166 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ettin.config import SIZES, ModelConfig, preset
+from ettin.losses import linear_cross_entropy
+from ettin.model import EttinModel
+
+SPECIAL = dict(pad_token_id=3, bos_token_id=1, eos_token_id=2, mask_token_id=4)
+
+
+def tiny(objective="mlm", **kw):
+    kw = {**dict(vocab_size=128, local_attention=8), **SPECIAL, **kw}
+    return EttinModel(preset("tiny", objective, **kw)).eval()
+
+
+@pytest.mark.parametrize(
+    "size,backbone,with_head",
+    [("17m", 16.80, 16.91), ("32m", 31.88, 32.08), ("68m", 68.14, 68.46), ("150m", 149.01, 149.66),
+     ("400m", 394.78, 395.88), ("1b", 1028.05, 1031.31)],
+)
+def test_preset_parameter_counts_match_reference(size, backbone, with_head):
+    cfg = preset(size)
+    assert round(cfg.num_parameters(with_head=False) / 1e6, 2) == backbone
+    assert round(cfg.num_parameters() / 1e6, 2) == with_head
+
+
+def test_module_parameter_count_matches_formula():
+    for obj in ("mlm", "clm"):
+        cfg = preset("17m", obj)
+        with torch.device("meta"):
+            m = EttinModel(cfg)
+        assert m.num_parameters() == cfg.num_parameters()  # tied decoder counted once
+    assert set(SIZES) >= {"17m", "32m", "68m", "150m", "400m", "1b", "tiny"}
+
+
+def test_layer_pattern_and_objective_switch():
+    cfg = preset("150m")
+    assert [i for i, t in enumerate(cfg.layer_types) if t == "full_attention"] == list(range(0, 22, 3))
+    assert cfg.window == (64, 64) and preset("150m", "clm").window == (63, 0)
+    with pytest.raises(ValueError, match="objective"):
+        ModelConfig(objective="seq2seq")
+    with pytest.raises(ValueError, match="pad_token_id"):
+        preset("tiny", vocab_size=100)  # default special ids are outside a 100-token vocabulary
+
+
+def test_init_follows_modernbert():
+    m = EttinModel(preset("17m", vocab_size=4096, pad_token_id=3, bos_token_id=1, eos_token_id=2,
+                          mask_token_id=4))
+    std_out = 0.02 / math.sqrt(2 * 7)
+    w_in, w_out = m.layers[1].attn.Wqkv.weight, m.layers[1].mlp.Wo.weight
+    assert w_in.abs().max() <= 2 * 0.02 + 1e-6 and w_out.abs().max() <= 2 * std_out + 1e-6
+    # truncated at 2 std, the std shrinks by ~0.88
+    assert 0.80 * 0.02 < w_in.std() < 0.95 * 0.02
+    assert 0.80 * std_out < w_out.std() < 0.95 * std_out
+    assert torch.all(m.decoder_bias == 0) and torch.all(m.final_norm.weight == 1)
+    assert isinstance(m.layers[0].attn_norm, torch.nn.Identity)
+    assert not isinstance(m.layers[1].attn_norm, torch.nn.Identity)
+
+
+@pytest.mark.parametrize("objective", ["mlm", "clm"])
+def test_padding_does_not_change_real_tokens(objective):
+    m = tiny(objective)
+    a = torch.randint(5, 128, (1, 30))
+    b = torch.randint(5, 128, (1, 20))
+    batch = torch.full((2, 30), 3)
+    batch[0], batch[1, :20] = a[0], b[0]
+    mask = (batch != 3).long()
+    mask[0] = 1
+    with torch.no_grad():
+        out = m(batch, attention_mask=mask).logits
+        ref_a, ref_b = m(a).logits, m(b).logits
+    torch.testing.assert_close(out[0], ref_a[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out[1, :20], ref_b[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("objective", ["mlm", "clm"])
+def test_packed_documents_never_attend_across_boundaries(objective):
+    m = tiny(objective)
+    docs = [torch.randint(5, 128, (n,)) for n in (7, 25, 12)]
+    ids = torch.cat(docs)[None]
+    pos = torch.cat([torch.arange(len(d)) for d in docs])[None]
+    with torch.no_grad():
+        packed = m(ids, position_ids=pos).logits[0]
+        alone = torch.cat([m(d[None]).logits[0] for d in docs])
+    torch.testing.assert_close(packed, alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("objective", ["mlm", "clm"])
+def test_sdpa_and_flex_backends_agree(objective):
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    m = tiny(objective)
+    ids = torch.randint(5, 128, (2, 24))
+    mask = torch.ones(2, 24, dtype=torch.long)
+    mask[1, 15:] = 0
+    pos = torch.cat([torch.arange(10), torch.arange(14)])[None].expand(2, -1)
+    with torch.no_grad():
+        ref = [m(ids).logits, m(ids, attention_mask=mask).logits, m(ids, position_ids=pos).logits]
+        m.config.attn_backend = "flex"
+        try:
+            got = [m(ids).logits, m(ids, attention_mask=mask).logits, m(ids, position_ids=pos).logits]
+        except Exception as e:  # FlexAttention may need a compiler on some CPUs
+            pytest.skip(f"FlexAttention unavailable on this machine: {type(e).__name__}: {e}")
+    for r, g, sel in zip(ref, got, [slice(None), mask.bool(), slice(None)]):
+        torch.testing.assert_close(g[sel], r[sel], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("n", [1, 7, 300])
+def test_fused_linear_cross_entropy_matches_plain(n):
+    x = torch.randn(n, 16, requires_grad=True)
+    w = torch.randn(50, 16, requires_grad=True)
+    b = torch.randn(50, requires_grad=True)
+    t = torch.randint(0, 50, (n,))
+    t[::3] = -100
+    if (t != -100).sum() == 0:
+        t[0] = 5
+    loss = linear_cross_entropy(x, w, b, t, chunk_size=64)
+    ref = F.cross_entropy(F.linear(x, w, b), t, ignore_index=-100)
+    torch.testing.assert_close(loss, ref, atol=1e-5, rtol=1e-5)
+    g = torch.autograd.grad(loss * 3, (x, w, b))
+    gr = torch.autograd.grad(ref * 3, (x, w, b))
+    for a, r in zip(g, gr):
+        torch.testing.assert_close(a, r, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("objective", ["mlm", "clm"])
+def test_sparse_loss_equals_dense_loss_and_gradients(objective):
+    m = tiny(objective).train()
+    ids = torch.randint(5, 128, (2, 32))
+    labels = torch.full_like(ids, -100)
+    sel = torch.rand(ids.shape) < 0.3
+    labels[sel] = torch.randint(5, 128, (int(sel.sum()),))
+    sparse = m(ids, labels=labels)
+    g_sparse = torch.autograd.grad(sparse.loss, list(m.parameters()))
+    dense = m(ids, labels=labels, return_logits=True)
+    g_dense = torch.autograd.grad(dense.loss, list(m.parameters()))
+    torch.testing.assert_close(sparse.loss, dense.loss, atol=1e-5, rtol=1e-5)
+    assert sparse.num_targets == int(sel.sum()) and sparse.logits is None
+    for a, b in zip(g_sparse, g_dense):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("objective", ["mlm", "clm"])
+def test_bf16_autocast_trains(objective):
+    m = tiny(objective).train()
+    ids = torch.randint(5, 128, (2, 32))
+    labels = ids.clone()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m(ids, labels=labels)
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
+    fp32 = m(ids, labels=labels).loss
+    assert abs(out.loss.item() - fp32.item()) < 0.05 * fp32.item()
+
+
+def test_meta_build_then_init():
+    cfg = preset("tiny", vocab_size=128, **SPECIAL)
+    with torch.device("meta"):
+        m = EttinModel(cfg)
+    assert all(p.is_meta for p in m.parameters())
+    m.to_empty(device="cpu")
+    m.init_weights()
+    assert torch.isfinite(m(torch.randint(5, 128, (1, 8))).logits).all()
