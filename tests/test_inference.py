@@ -1,0 +1,90 @@
+import pytest
+import torch
+
+from ettin.config import preset
+from ettin.inference import embed, fill_mask, generate, pool
+from ettin.model import EttinModel
+
+SPECIAL = dict(pad_token_id=3, bos_token_id=1, eos_token_id=2, mask_token_id=4)
+
+
+def dec():
+    m = EttinModel(preset("tiny", "clm", vocab_size=96, local_attention=8, **SPECIAL)).eval()
+    for p in m.parameters():
+        if p.dim() > 1:
+            p.data.normal_(0, 0.3)
+    return m
+
+
+def test_kv_cache_generation_equals_recomputation():
+    m = dec()
+    prompt = torch.randint(5, 96, (3, 9))
+    a = generate(m, prompt, max_new_tokens=20, use_cache=True)
+    b = generate(m, prompt, max_new_tokens=20, use_cache=False)
+    assert torch.equal(a, b)
+
+
+def test_left_padded_batch_generates_like_single_prompts():
+    m = dec()
+    p1, p2 = torch.randint(5, 96, (1, 9)), torch.randint(5, 96, (1, 5))
+    batch = torch.full((2, 9), 3)
+    batch[0], batch[1, 4:] = p1[0], p2[0]
+    mask = (torch.arange(9)[None] >= torch.tensor([[0], [4]])).long()
+    out = generate(m, batch, max_new_tokens=12, attention_mask=mask)
+    assert torch.equal(out[0, 9:], generate(m, p1, max_new_tokens=12)[0, 9:])
+    assert torch.equal(out[1, 9:], generate(m, p2, max_new_tokens=12)[0, 5:])
+
+
+def test_sampling_is_seeded_and_stops_at_eos():
+    m = dec()
+    prompt = torch.randint(5, 96, (2, 4))
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    a = generate(m, prompt, 15, temperature=0.8, top_k=10, top_p=0.9, generator=g1)
+    b = generate(m, prompt, 15, temperature=0.8, top_k=10, top_p=0.9, generator=g2)
+    assert torch.equal(a, b)
+    # force EOS: bias the decoder towards token 2
+    m.decoder_bias.data[2] = 100.0
+    out = generate(m, prompt, 10, eos_token_id=2)
+    assert out.shape[1] == 5 and torch.all(out[:, -1] == 2)
+
+
+def test_top_k_one_is_greedy():
+    m = dec()
+    prompt = torch.randint(5, 96, (2, 6))
+    assert torch.equal(generate(m, prompt, 8, temperature=1.0, top_k=1), generate(m, prompt, 8))
+
+
+def test_generate_rejects_encoder():
+    m = EttinModel(preset("tiny", "mlm", vocab_size=96, **SPECIAL))
+    with pytest.raises(ValueError, match="decoder"):
+        generate(m, torch.ones(1, 3, dtype=torch.long))
+
+
+def test_pooling():
+    h = torch.arange(2 * 4 * 1, dtype=torch.float).view(2, 4, 1)
+    mask = torch.tensor([[1, 1, 1, 0], [0, 1, 1, 1]])
+    assert pool(h, mask, "cls").flatten().tolist() == [0.0, 5.0]
+    assert pool(h, mask, "last").flatten().tolist() == [2.0, 7.0]
+    assert pool(h, mask, "mean").flatten().tolist() == [1.0, 6.0]
+    with pytest.raises(ValueError):
+        pool(h, mask, "max")
+
+
+def test_embed_is_padding_invariant():
+    m = EttinModel(preset("tiny", "mlm", vocab_size=96, **SPECIAL)).eval()
+    ids = torch.randint(5, 96, (1, 7))
+    padded = torch.cat([ids, torch.full((1, 5), 3)], 1)
+    mask = torch.cat([torch.ones(1, 7), torch.zeros(1, 5)], 1).long()
+    for pooling in ("cls", "mean", "last"):
+        torch.testing.assert_close(embed(m, ids, pooling=pooling), embed(m, padded, mask, pooling), atol=1e-5,
+                                   rtol=1e-5)
+
+
+def test_fill_mask(shared_data):
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(shared_data / "modernbert_tokenizer" / "tokenizer.json"))
+    m = EttinModel(preset("tiny", "mlm")).eval()
+    m.decoder_bias.data[6181] = 50.0  # " France"
+    preds = fill_mask(m, tok, "The capital of [MASK] is Paris.", top_k=3)
+    assert len(preds) == 1 and preds[0][0][0].strip() == "France" and preds[0][0][1] > 0.9
