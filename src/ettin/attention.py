@@ -53,15 +53,16 @@ def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[
     return emb.cos(), emb.sin()
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
 def apply_rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-    """q, k: (..., heads, D); cos, sin: (..., D) broadcast over heads."""
-    cos, sin = cos.unsqueeze(-2).to(q.dtype), sin.unsqueeze(-2).to(q.dtype)
-    return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+    """q, k: (..., heads, D); cos, sin: (..., D) broadcast over heads. Non-interleaved halves, as transformers:
+    x * cos + rotate_half(x) * sin, written on the halves so no rotated copy is made."""
+    half = q.shape[-1] // 2
+    c = cos[..., :half].unsqueeze(-2).to(q.dtype)
+    s = sin[..., :half].unsqueeze(-2).to(q.dtype)
+    qk = torch.stack((q, k))  # one pass for both
+    x1, x2 = qk[..., :half], qk[..., half:]
+    out = torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1)
+    return out[0], out[1]
 
 
 # ------------------------------------------------------------------------------------------ masks

@@ -1,0 +1,244 @@
+"""Training-step and inference throughput: ettin against transformers' ModernBERT classes, same batches, same run.
+
+    .venv/bin/python bench/bench_model.py                      # full table (several minutes on 2 cores)
+    .venv/bin/python bench/bench_model.py --sizes 17m --seqs 512 --dtypes bf16 --steps 3
+
+Training step = forward + backward + optimizer step (StableAdamW from torch-optimi for both). transformers runs at
+its best settings: SDPA attention, `sparse_prediction=True` for MLM. MLM masks 30% of tokens. Inference: an
+encoder forward on a batch of variable-length sequences (lengths 16..512); transformers pads, ettin unpads.
+Utilisation is model FLOPs (6 x params x tokens for the backbone, + attention, + the head on the positions where
+it runs) against the machine's measured peak matmul rate in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+from optimi import StableAdamW  # noqa: E402
+
+from ettin.config import preset  # noqa: E402
+from ettin.model import EttinModel  # noqa: E402
+
+V = 50368
+
+
+def peak_matmul(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - t)
+
+
+def hf_model(cfg, objective: str):
+    from transformers import (
+        ModernBertConfig,
+        ModernBertDecoderConfig,
+        ModernBertDecoderForCausalLM,
+        ModernBertForMaskedLM,
+    )
+
+    kw = dict(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+              num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, attn_implementation="sdpa")
+    if objective == "mlm":
+        return ModernBertForMaskedLM(ModernBertConfig(sparse_prediction=True, **kw))
+    return ModernBertDecoderForCausalLM(ModernBertDecoderConfig(**kw))
+
+
+def make_batch(B: int, T: int, objective: str, g: torch.Generator):
+    ids = torch.randint(5, 50000, (B, T), generator=g)
+    if objective == "mlm":
+        sel = torch.rand(B, T, generator=g) < 0.3
+        labels = torch.where(sel, ids, torch.full_like(ids, -100))
+        inp = torch.where(sel, torch.full_like(ids, 50284), ids)
+        return inp, labels, labels  # ours and transformers take the same MLM labels
+    aligned = torch.cat([ids[:, 1:], torch.full((B, 1), -100)], dim=1)
+    return ids, aligned, ids  # ettin: aligned labels; transformers shifts internally
+
+
+def flops_per_step(cfg, tokens: int, head_tokens: int, T: int, causal: bool) -> float:
+    H = cfg.hidden_size
+    body = cfg.num_parameters(with_head=False) - cfg.vocab_size * H
+    attn = 0
+    for kind in cfg.layer_types:
+        reach = T if kind == "full_attention" else min(T, cfg.local_attention + 1)
+        attn += 4 * H * reach * (0.5 if causal and kind == "full_attention" else 1.0)
+    head = 2 * (H * H + H * cfg.vocab_size)
+    return 3 * (tokens * (2 * body + attn) + head_tokens * head)
+
+
+def train_steps(model, batches, dtype, steps: int, which: str):
+    opt = StableAdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.0)
+    model.train()
+    times = []
+    for i in range(steps + 1):
+        inp, lab_ours, lab_hf = batches[i % len(batches)]
+        t = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+            if which == "ettin":
+                loss = model(inp, labels=lab_ours).loss
+            else:
+                loss = model(input_ids=inp, labels=lab_hf).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if i:  # first step is warm-up
+            times.append(time.perf_counter() - t)
+    return statistics.median(times), float(loss)
+
+
+def rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def bench_train(args, results):
+    g = torch.Generator().manual_seed(0)
+    peaks = {"fp32": peak_matmul(torch.float32), "bf16": peak_matmul(torch.bfloat16)}
+    print(f"peak matmul: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
+    hdr = f"{'size':>5} {'obj':>4} {'seq':>5} {'dtype':>5} | {'transformers tok/s':>18} {'ettin tok/s':>12} " \
+          f"{'ratio':>6} | {'MFU hf':>6} {'MFU ours':>8} | {'loss hf':>8} {'loss ours':>9}"
+    print(hdr)
+    for size in args.sizes:
+        for objective in args.objectives:
+            for T in args.seqs:
+                B = max(1, args.tokens // T)
+                batches = [make_batch(B, T, objective, g) for _ in range(2)]
+                head_tokens = int((batches[0][1] != -100).sum())
+                for dtype in args.dtypes:
+                    cfg = preset(size, objective, vocab_size=V)
+                    row = {}
+                    for which in ("transformers", "ettin"):
+                        torch.manual_seed(0)
+                        model = EttinModel(cfg) if which == "ettin" else hf_model(cfg, objective)
+                        if which == "ettin" and args.compile:
+                            model = torch.compile(model)
+                        sec, loss = train_steps(model, batches, dtype, args.steps, which)
+                        row[which] = (B * T / sec, loss)
+                        del model
+                        gc.collect()
+                    fl = flops_per_step(cfg, B * T, head_tokens, T, objective == "clm")
+                    hf_tps, ours_tps = row["transformers"][0], row["ettin"][0]
+                    mfu = [fl / (B * T / tps) / peaks[dtype] for tps in (hf_tps, ours_tps)]
+                    print(f"{size:>5} {objective:>4} {T:>5} {dtype:>5} | {hf_tps:18.0f} {ours_tps:12.0f} "
+                          f"{ours_tps / hf_tps:6.2f} | {mfu[0]:6.1%} {mfu[1]:8.1%} | {row['transformers'][1]:8.3f} "
+                          f"{row['ettin'][1]:9.3f}", flush=True)
+                    results.append(dict(kind="train", size=size, objective=objective, seq=T, dtype=dtype,
+                                        batch=B, transformers_tps=hf_tps, ettin_tps=ours_tps,
+                                        ratio=ours_tps / hf_tps, mfu_transformers=mfu[0], mfu_ettin=mfu[1]))
+
+
+def bench_memory(args, results):
+    """Peak memory of one training step, each implementation in a fresh subprocess (ru_maxrss is per process)."""
+    import subprocess
+
+    print(f"\npeak RSS of a training step (fresh process each), seq {args.seqs[0]}, {args.tokens} tokens:")
+    for size in args.sizes:
+        for objective in args.objectives:
+            for dtype in args.dtypes:
+                row = {}
+                for which in ("transformers", "ettin"):
+                    cmd = [sys.executable, __file__, "--_memory-probe", which, "--sizes", size, "--objectives",
+                           objective, "--dtypes", dtype, "--seqs", str(args.seqs[0]), "--tokens", str(args.tokens)]
+                    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+                    row[which] = json.loads(out.strip().splitlines()[-1])
+                base = row["transformers"]["baseline_gb"]
+                hf_gb = row["transformers"]["peak_gb"] - base
+                ours_gb = row["ettin"]["peak_gb"] - row["ettin"]["baseline_gb"]
+                print(f"  {size} {objective} {dtype}: transformers +{hf_gb:.2f} GB, ettin +{ours_gb:.2f} GB "
+                      f"(ratio {ours_gb / hf_gb:.2f})", flush=True)
+                results.append(dict(kind="memory", size=size, objective=objective, dtype=dtype,
+                                    transformers_gb=hf_gb, ettin_gb=ours_gb))
+
+
+def memory_probe(args):
+    which, size, objective, dtype, T = args._memory_probe, args.sizes[0], args.objectives[0], args.dtypes[0], \
+        args.seqs[0]
+    cfg = preset(size, objective, vocab_size=V)
+    model = EttinModel(cfg) if which == "ettin" else hf_model(cfg, objective)
+    batches = [make_batch(max(1, args.tokens // T), T, objective, torch.Generator().manual_seed(0))]
+    gc.collect()
+    base = rss_gb()
+    train_steps(model, batches, dtype, 1, which)
+    print(json.dumps({"baseline_gb": base, "peak_gb": rss_gb()}))
+
+
+def bench_inference(args, results):
+    from transformers import ModernBertConfig, ModernBertModel
+
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(16, 513, (args.infer_batch,), generator=g).tolist()
+    T = max(lengths)
+    ids = torch.randint(5, 50000, (len(lengths), T), generator=g)
+    mask = (torch.arange(T)[None] < torch.tensor(lengths)[:, None]).long()
+    real = sum(lengths)
+    print(f"\nencoder inference, {len(lengths)} sequences of 16..512 tokens ({real} real, {ids.numel()} padded):")
+    for size in args.sizes:
+        cfg = preset(size, "mlm", vocab_size=V)
+        hf = ModernBertModel(ModernBertConfig(vocab_size=V, hidden_size=cfg.hidden_size,
+                                              intermediate_size=cfg.intermediate_size,
+                                              num_hidden_layers=cfg.num_layers,
+                                              num_attention_heads=cfg.num_heads, attn_implementation="sdpa")).eval()
+        ours = EttinModel(cfg).eval()
+        for dtype in args.dtypes:
+            row = {}
+            runs = (("transformers", lambda m=hf: m(input_ids=ids, attention_mask=mask).last_hidden_state),
+                    ("ettin", lambda m=ours: m.hidden_states(ids, mask)))
+            for which, fn in runs:
+                ts = []
+                for i in range(args.steps + 1):
+                    t = time.perf_counter()
+                    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+                        fn()
+                    if i:
+                        ts.append(time.perf_counter() - t)
+                row[which] = real / statistics.median(ts)
+            print(f"  {size} {dtype}: transformers {row['transformers']:.0f} real tok/s, ettin {row['ettin']:.0f} "
+                  f"real tok/s, ratio {row['ettin'] / row['transformers']:.2f}", flush=True)
+            results.append(dict(kind="inference", size=size, dtype=dtype, transformers_tps=row["transformers"],
+                                ettin_tps=row["ettin"], ratio=row["ettin"] / row["transformers"]))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", nargs="+", default=["17m", "32m"])
+    p.add_argument("--objectives", nargs="+", default=["mlm", "clm"])
+    p.add_argument("--seqs", nargs="+", type=int, default=[512, 1024])
+    p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"])
+    p.add_argument("--tokens", type=int, default=4096, help="tokens per training step")
+    p.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up step)")
+    p.add_argument("--infer-batch", type=int, default=32)
+    p.add_argument("--compile", action="store_true", help="torch.compile the ettin model")
+    p.add_argument("--only", choices=["train", "memory", "inference"], nargs="+",
+                   default=["train", "memory", "inference"])
+    p.add_argument("--json", help="write the results here")
+    p.add_argument("--_memory-probe", dest="_memory_probe", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    torch.manual_seed(0)
+    if args._memory_probe:
+        return memory_probe(args)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    results: list[dict] = []
+    if "train" in args.only:
+        bench_train(args, results)
+    if "memory" in args.only:
+        bench_memory(args, results)
+    if "inference" in args.only:
+        bench_inference(args, results)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
