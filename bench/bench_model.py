@@ -78,24 +78,33 @@ def flops_per_step(cfg, tokens: int, head_tokens: int, T: int, causal: bool) -> 
     return 3 * (tokens * (2 * body + attn) + head_tokens * head)
 
 
-def train_steps(model, batches, dtype, steps: int, which: str):
-    opt = StableAdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.0)
-    model.train()
-    times = []
-    for i in range(steps + 1):
-        inp, lab_ours, lab_hf = batches[i % len(batches)]
+class Trainer:
+    """One model + optimizer; `step(batch)` runs forward + backward + optimizer step and returns seconds."""
+
+    def __init__(self, model, dtype: str, which: str):
+        self.model, self.dtype, self.which = model.train(), dtype, which
+        self.opt = StableAdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.0)
+        self.loss = float("nan")
+
+    def step(self, batch) -> float:
+        inp, lab_ours, lab_hf = batch
         t = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
-            if which == "ettin":
-                loss = model(inp, labels=lab_ours).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.dtype == "bf16"):
+            if self.which == "ettin":
+                loss = self.model(inp, labels=lab_ours).loss
             else:
-                loss = model(input_ids=inp, labels=lab_hf).loss
+                loss = self.model(input_ids=inp, labels=lab_hf).loss
         loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if i:  # first step is warm-up
-            times.append(time.perf_counter() - t)
-    return statistics.median(times), float(loss)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.loss = loss.item()
+        return time.perf_counter() - t
+
+
+def train_steps(model, batches, dtype, steps: int, which: str):
+    tr = Trainer(model, dtype, which)
+    times = [tr.step(batches[i % len(batches)]) for i in range(steps + 1)][1:]  # first step is warm-up
+    return statistics.median(times), tr.loss
 
 
 def rss_gb() -> float:
@@ -117,16 +126,21 @@ def bench_train(args, results):
                 head_tokens = int((batches[0][1] != -100).sum())
                 for dtype in args.dtypes:
                     cfg = preset(size, objective, vocab_size=V)
-                    row = {}
-                    for which in ("transformers", "ettin"):
-                        torch.manual_seed(0)
-                        model = EttinModel(cfg) if which == "ettin" else hf_model(cfg, objective)
-                        if which == "ettin" and args.compile:
-                            model = torch.compile(model)
-                        sec, loss = train_steps(model, batches, dtype, args.steps, which)
-                        row[which] = (B * T / sec, loss)
-                        del model
-                        gc.collect()
+                    # both models live side by side and their steps alternate, so load drift hits both alike
+                    torch.manual_seed(0)
+                    hf = Trainer(hf_model(cfg, objective), dtype, "transformers")
+                    torch.manual_seed(0)
+                    ours_model = EttinModel(cfg)
+                    ours = Trainer(torch.compile(ours_model) if args.compile else ours_model, dtype, "ettin")
+                    times = {"transformers": [], "ettin": []}
+                    for i in range(args.steps + 1):
+                        for tr in (hf, ours):
+                            sec = tr.step(batches[i % len(batches)])
+                            if i:  # the first step is warm-up
+                                times[tr.which].append(sec)
+                    row = {tr.which: (B * T / statistics.median(times[tr.which]), tr.loss) for tr in (hf, ours)}
+                    del hf, ours, ours_model
+                    gc.collect()
                     fl = flops_per_step(cfg, B * T, head_tokens, T, objective == "clm")
                     hf_tps, ours_tps = row["transformers"][0], row["ettin"][0]
                     mfu = [fl / (B * T / tps) / peaks[dtype] for tps in (hf_tps, ours_tps)]

@@ -1,0 +1,224 @@
+"""Collators: instance spans -> framed rows -> the tensors each objective trains on.
+
+Framing (objective-specific; the spans, and so the batch order, are not):
+  mlm, mntp: every segment is `[CLS] span [SEP]`.
+  clm:       every segment is `[CLS] span`, plus `[SEP]` only where the span ends its document
+             ([CLS] is the BOS, as the reference's decoders; no [SEP] forced in mid-document chunks).
+Rows are right-padded with [PAD] to seq_len; `attention_mask` is 1 on real tokens, 0 on padding.
+Packed rows (several segments) also get `position_ids` restarting at 0 at every segment (padding
+continues as one more run from 0), the model's "flattening" convention.
+
+Objectives (labels are ALIGNED targets, -100 = ignore, as the model contract says):
+  mlm:  each non-special, non-pad token is selected with probability `rate`; a selected token becomes
+        [MASK] (80%), a random non-special token (10%) or stays (10%); labels = the original token at
+        selected positions, -100 elsewhere.
+  clm:  labels[t] = input_ids[t + 1] when t + 1 is in the same segment; -100 at each segment's last
+        token and on padding: no loss across a document boundary.
+  mntp: masked next-token prediction (LLM2Vec): selection and replacement as mlm, but the label of a
+        selected position i sits at i - 1 (predicted from the previous position, causal-style);
+        -100 elsewhere. Position 0 of a segment is [CLS], never selected, so i - 1 stays inside it.
+Randomness comes from one generator per *global row*, keyed by (seed, phase, step, row): the masks do
+not depend on the rank, the world size or the worker that builds the row, and a resumed run redraws
+exactly the same ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+OBJECTIVES = ("mlm", "clm", "mntp")
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    """The ids the collators need. `num_tokens`: ids [0, num_tokens) exist (random replacements are drawn
+    from those that are not special)."""
+
+    cls_id: int
+    sep_id: int
+    pad_id: int
+    mask_id: int
+    num_tokens: int
+    special_ids: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self,
+            "special_ids",
+            tuple(sorted({*self.special_ids, self.cls_id, self.sep_id, self.pad_id, self.mask_id})),
+        )
+
+    @classmethod
+    def coerce(cls, info: object) -> SpecialTokens:
+        """From a SpecialTokens, an `ettin.data.tokenizer.TokenizerInfo`, a `tokenizers.Tokenizer`, a path
+        to a tokenizer.json (or its folder), or a dict/object with cls/sep/pad/mask ids and vocab_size."""
+        if isinstance(info, SpecialTokens):
+            return info
+        if isinstance(info, (str, bytes)) or hasattr(info, "__fspath__"):
+            from ettin.data.tokenizer import load_tokenizer
+
+            info = load_tokenizer(info)
+        if type(info).__name__ == "Tokenizer" and hasattr(info, "get_added_tokens_decoder"):
+            from ettin.data.tokenizer import tokenizer_info
+
+            info = tokenizer_info(info)
+
+        def get(*names: str):
+            for name in names:
+                value = info.get(name) if isinstance(info, dict) else getattr(info, name, None)
+                if value is not None:
+                    return value
+            return None
+
+        ids = {role: get(f"{role}_id", f"{role}_token_id") for role in ("cls", "sep", "pad", "mask")}
+        missing = [role for role, value in ids.items() if value is None]
+        if missing:
+            raise ValueError(f"tokenizer has no {', '.join(f'[{m.upper()}]' for m in missing)} token id")
+        tokenizer = get("tokenizer")
+        num = (
+            tokenizer.get_vocab_size(with_added_tokens=True)
+            if tokenizer is not None
+            else get("num_tokens", "vocab_size")
+        )
+        if num is None:
+            raise ValueError("tokenizer info has neither a tokenizer nor vocab_size")
+        return cls(
+            **{f"{k}_id": int(v) for k, v in ids.items()},
+            num_tokens=int(num),
+            special_ids=tuple(int(i) for i in (get("special_ids", "all_special_ids") or ())),
+        )
+
+    def replacement_ids(self) -> np.ndarray:
+        """Ids a 10%-random replacement may take: every existing id that is not special."""
+        return np.setdiff1d(
+            np.arange(self.num_tokens, dtype=np.int64), np.asarray(self.special_ids, dtype=np.int64)
+        )
+
+
+@dataclass
+class Framed:
+    """Rows before the objective: numpy (B, T) arrays."""
+
+    input_ids: np.ndarray  # (B, T) int64, [PAD] after the last segment
+    segment: np.ndarray  # (B, T) int32: segment number within the row, -1 on padding
+    position_ids: np.ndarray  # (B, T) int64, restarting at 0 per segment
+    packed: bool
+
+    @property
+    def attention_mask(self) -> np.ndarray:
+        return (self.segment >= 0).astype(np.int64)
+
+
+def frame(
+    rows: list[list[tuple[np.ndarray, bool]]],
+    seq_len: int,
+    objective: str,
+    special: SpecialTokens,
+    packed: bool,
+) -> Framed:
+    """rows[b] = [(span tokens, span ends its document), ...] -> framed (B, seq_len) arrays."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    batch = len(rows)
+    ids = np.full((batch, seq_len), special.pad_id, dtype=np.int64)
+    segment = np.full((batch, seq_len), -1, dtype=np.int32)
+    positions = np.zeros((batch, seq_len), dtype=np.int64)
+    always_sep = objective != "clm"
+    for b, row in enumerate(rows):
+        t = 0
+        for s, (tokens, ends_doc) in enumerate(row):
+            n = len(tokens)
+            end = t + 1 + n + (1 if always_sep or ends_doc else 0)
+            if end > seq_len:
+                raise ValueError(
+                    f"row {b}: {end} tokens do not fit seq_len {seq_len} (instance index mismatch?)"
+                )
+            ids[b, t] = special.cls_id
+            ids[b, t + 1 : t + 1 + n] = tokens
+            if end > t + 1 + n:
+                ids[b, end - 1] = special.sep_id
+            segment[b, t:end] = s
+            positions[b, t:end] = np.arange(end - t)
+            t = end
+        positions[b, t:] = np.arange(seq_len - t)
+    return Framed(ids, segment, positions, packed)
+
+
+def row_generator(seed: int, phase: str, step: int, row: int) -> np.random.Generator:
+    """The generator of one global row of one step (counter-based Philox: cheap to create)."""
+    from ettin.data.mixture import derive_key
+
+    return np.random.Generator(np.random.Philox(key=derive_key(seed, phase, "collate", step, row)))
+
+
+def select_and_replace(
+    framed: Framed,
+    rate: float,
+    rngs: list[np.random.Generator],
+    special: SpecialTokens,
+    replacement_ids: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """BERT masking: -> (corrupted input_ids, selected mask), both (B, T)."""
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"mlm_probability must be in [0, 1), got {rate}")
+    ids = framed.input_ids
+    batch, length = ids.shape
+    pool = special.replacement_ids() if replacement_ids is None else replacement_ids
+    draws = np.empty((batch, 2, length))
+    picks = np.empty((batch, length), dtype=np.int64)
+    for b, rng in enumerate(rngs):
+        draws[b] = rng.random((2, length))
+        picks[b] = rng.integers(0, len(pool), length)
+    maskable = (framed.segment >= 0) & ~np.isin(ids, special.special_ids)
+    selected = maskable & (draws[:, 0] < rate)
+    how = draws[:, 1]
+    out = ids.copy()
+    out[selected & (how < 0.8)] = special.mask_id
+    random_tok = selected & (how >= 0.8) & (how < 0.9)
+    out[random_tok] = pool[picks[random_tok]]
+    return out, selected
+
+
+def clm_labels(framed: Framed) -> np.ndarray:
+    ids, seg = framed.input_ids, framed.segment
+    labels = np.full_like(ids, IGNORE)
+    same = (seg[:, :-1] == seg[:, 1:]) & (seg[:, :-1] >= 0)
+    labels[:, :-1] = np.where(same, ids[:, 1:], IGNORE)
+    return labels
+
+
+def collate(
+    framed: Framed,
+    objective: str,
+    special: SpecialTokens,
+    rngs: list[np.random.Generator] | None = None,
+    mlm_probability: float = 0.3,
+    replacement_ids: np.ndarray | None = None,
+) -> dict[str, torch.Tensor]:
+    """Framed rows -> {input_ids, labels, attention_mask[, position_ids]} torch tensors (B, T) int64."""
+    if objective == "clm":
+        input_ids, labels = framed.input_ids, clm_labels(framed)
+    elif objective in ("mlm", "mntp"):
+        if rngs is None or len(rngs) != len(framed.input_ids):
+            raise ValueError("mlm/mntp collation needs one generator per row")
+        input_ids, selected = select_and_replace(framed, mlm_probability, rngs, special, replacement_ids)
+        original = framed.input_ids
+        if objective == "mlm":
+            labels = np.where(selected, original, IGNORE)
+        else:
+            labels = np.full_like(original, IGNORE)
+            labels[:, :-1] = np.where(selected[:, 1:], original[:, 1:], IGNORE)
+    else:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    out = {
+        "input_ids": torch.from_numpy(np.ascontiguousarray(input_ids)),
+        "labels": torch.from_numpy(np.ascontiguousarray(labels)),
+        "attention_mask": torch.from_numpy(framed.attention_mask),
+    }
+    if framed.packed:
+        out["position_ids"] = torch.from_numpy(framed.position_ids)
+    return out

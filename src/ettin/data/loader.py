@@ -1,0 +1,294 @@
+"""One batch order for both models: `PhaseLoader.batch(step)` is a pure function of (seed, phase, step).
+
+    loader = PhaseLoader(mixture, tokenizer_info, seq_len, global_batch_size, seed, phase, objective,
+                         rank=0, world_size=1, mlm_probability=0.3)
+    batch = loader.batch(step)      # this rank's rows: input_ids, labels, attention_mask[, position_ids]
+    loader.fingerprint(num_steps)   # sha256 of the global order of the first num_steps batches
+
+How the order is made (see `ettin.data.mixture`): global batch `step` holds phase positions
+[start(step), start(step) + size(step)); a position maps to (source, instance) through keyed
+permutations, in O(1) time and memory. Nothing here reads the objective, the rank, the world size or
+the number of workers, so the encoder and the decoder (and a 1-GPU and an 8-GPU run) get the same
+instances in the same batches, and a run resumes at any step by calling batch(step): no replay.
+
+Distributed: rank r of w takes rows r, r + w, r + 2w, ... of the global batch and reads only those
+instances; the ranks together hold exactly the global batch (rows differ by at most one across ranks
+when w does not divide the batch). Masking randomness is keyed per global row, so it does not depend
+on w either.
+
+Batch-size warmup (optional, `BatchWarmup`): the global batch grows linearly in *tokens* from `start`
+rows to the full batch over `tokens` tokens (the reference ramps from the device microbatch over e.g.
+125B tokens), sizes rounded down to a multiple of `multiple`. Tokens are counted as seq_len per row, so
+the schedule, and the order, remain a pure function of the step: sizes are precomputed once up to
+the end of the ramp, start(step) is a lookup (or arithmetic after the ramp).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ettin.data.collate import OBJECTIVES, SpecialTokens, collate, frame, row_generator
+from ettin.data.instances import InstanceConfig, InstanceIndex, load_or_build_index
+from ettin.data.mixture import Mixture, MixtureError, MixturePlan, load_mixture, mixture_from_dict
+
+
+@dataclass(frozen=True)
+class BatchWarmup:
+    start: int  # global rows at step 0
+    tokens: float  # tokens (seq_len per row) over which the size ramps to the full batch
+    multiple: int = 1  # sizes are multiples of this (e.g. the world size times the microbatch)
+
+
+class BatchSchedule:
+    """Global batch size per step and the phase position where each step starts."""
+
+    def __init__(self, global_batch_size: int, seq_len: int, warmup: BatchWarmup | None = None):
+        if global_batch_size < 1:
+            raise ValueError(f"global_batch_size must be >= 1, got {global_batch_size}")
+        self.full = global_batch_size
+        sizes: list[int] = []
+        if warmup is not None and warmup.tokens > 0 and warmup.start < global_batch_size:
+            if warmup.start < 1 or warmup.multiple < 1:
+                raise ValueError(f"batch warmup: start and multiple must be >= 1 ({warmup})")
+            consumed = 0
+            while True:
+                frac = consumed * seq_len / warmup.tokens
+                size = warmup.start + (global_batch_size - warmup.start) * min(frac, 1.0)
+                size = max(warmup.start, int(size) // warmup.multiple * warmup.multiple)
+                if size >= global_batch_size:
+                    break
+                sizes.append(size)
+                consumed += size
+        self.ramp_sizes = np.asarray(sizes, dtype=np.int64)  # (W,) sizes of the warmup steps
+        self.ramp_starts = np.concatenate([[0], np.cumsum(self.ramp_sizes)]).astype(np.int64)  # (W + 1,)
+
+    def size(self, step: int) -> int:
+        return int(self.ramp_sizes[step]) if step < len(self.ramp_sizes) else self.full
+
+    def start(self, step: int) -> int:
+        w = len(self.ramp_sizes)
+        return int(self.ramp_starts[step]) if step <= w else int(self.ramp_starts[w]) + (step - w) * self.full
+
+
+class PhaseLoader:
+    """Batches of one training phase for one rank. See the module docstring for the guarantees."""
+
+    def __init__(
+        self,
+        mixture: Mixture | str | Path | dict,
+        tokenizer_info: object,
+        seq_len: int,
+        global_batch_size: int,
+        seed: int,
+        phase: str,
+        objective: str,
+        rank: int = 0,
+        world_size: int = 1,
+        mlm_probability: float = 0.3,
+        instances: InstanceConfig | str | None = None,
+        batch_warmup: BatchWarmup | None = None,
+        cache_dir: str | Path | None = None,
+        datasets: dict[str, object] | None = None,
+    ):
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world_size {world_size}")
+        self._args = dict(
+            mixture=mixture,
+            tokenizer_info=tokenizer_info,
+            seq_len=seq_len,
+            global_batch_size=global_batch_size,
+            seed=seed,
+            phase=phase,
+            objective=objective,
+            rank=rank,
+            world_size=world_size,
+            mlm_probability=mlm_probability,
+            instances=instances,
+            batch_warmup=batch_warmup,
+            cache_dir=cache_dir,
+            datasets=datasets,
+        )
+        if isinstance(mixture, (str, Path)):
+            mixture = load_mixture(mixture)
+        elif isinstance(mixture, dict):
+            mixture = mixture_from_dict(mixture)
+        self.mixture = mixture
+        self.special = SpecialTokens.coerce(tokenizer_info)
+        self._pool = self.special.replacement_ids()
+        self.seq_len, self.seed, self.phase, self.objective = seq_len, seed, phase, objective
+        self.rank, self.world_size, self.mlm_probability = rank, world_size, mlm_probability
+        if instances is None:  # the mixture's choice, else Ettin's chunking
+            instances = mixture.instances or InstanceConfig()
+        self.instance_config = InstanceConfig(mode=instances) if isinstance(instances, str) else instances
+        self.packed = self.instance_config.mode == "pack"
+        self.schedule = BatchSchedule(global_batch_size, seq_len, batch_warmup)
+        if min(self.schedule.size(0), global_batch_size) < world_size:
+            raise ValueError(
+                f"global batch ({self.schedule.size(0)} rows at step 0) is smaller than world_size "
+                f"{world_size}: every rank needs at least one row"
+            )
+        self.datasets: list[object] = []
+        self.indices: list[InstanceIndex] = []
+        opened: dict[Path, object] = {}  # sources that share a prepared folder share one TokenDataset
+        for spec in mixture.sources:
+            ds = (datasets or {}).get(spec.name)
+            if ds is None:
+                from ettin.data.shards import TokenDataset
+
+                path = mixture.resolved_path(spec).resolve()
+                try:
+                    ds = opened[path] if path in opened else TokenDataset(path)
+                except (FileNotFoundError, ValueError) as e:
+                    raise MixtureError(f"{mixture.file}: sources[{spec.name}].path: {e}") from e
+                opened[path] = ds
+            doc_range = None
+            if spec.subset is not None:
+                ranges = getattr(ds, "source_ranges", {})
+                if spec.subset not in ranges:
+                    raise MixtureError(
+                        f"{mixture.file}: sources[{spec.name}].subset: {spec.subset!r} is not in "
+                        f"that dataset (it has: {', '.join(sorted(ranges)) or 'none'})"
+                    )
+                doc_range = ranges[spec.subset]
+            self.datasets.append(ds)
+            self.indices.append(load_or_build_index(ds, seq_len, self.instance_config, doc_range, cache_dir))
+        self.plan = MixturePlan(
+            mixture, [len(i) for i in self.indices], [i.num_tokens for i in self.indices], seed, phase
+        )
+
+    # -------------------------------------------------------------------------------------- the order
+
+    def global_instances(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """(source, instance) of every row of global batch `step`, both (size(step),) int64."""
+        start = self.schedule.start(step)
+        return self.plan.lookup(np.arange(start, start + self.schedule.size(step), dtype=np.int64))
+
+    def rank_rows(self, step: int) -> np.ndarray:
+        """Rows of the global batch that this rank holds."""
+        return np.arange(self.rank, self.schedule.size(step), self.world_size, dtype=np.int64)
+
+    def fingerprint(self, num_steps: int) -> str:
+        """sha256 of the first num_steps global batches: (source, instance) ids, batch sizes, and what the
+        ids mean (dataset content and instance-index keys). Identical for mlm, clm and any world size."""
+        h = hashlib.sha256()
+        header = {
+            "seq_len": self.seq_len,
+            "mode": self.instance_config.mode,
+            "sources": [[s.name, i.key] for s, i in zip(self.mixture.sources, self.indices)],
+        }
+        h.update(json.dumps(header, sort_keys=True).encode())
+        sizes = np.array([self.schedule.size(s) for s in range(num_steps)], dtype=np.int64)
+        h.update(sizes.tobytes())
+        end = self.schedule.start(num_steps)
+        chunk = 1 << 20
+        for lo in range(0, end, chunk):
+            src, inst = self.plan.lookup(np.arange(lo, min(lo + chunk, end), dtype=np.int64))
+            h.update(np.stack([src, inst], axis=1).tobytes())
+        return h.hexdigest()
+
+    def global_tokens(self, step: int) -> int:
+        """Positions the global batch fills (content + [CLS]/[SEP] per segment; padding excluded)."""
+        src, inst = self.global_instances(step)
+        return int(sum(int(self.indices[s].lengths[i]) for s, i in zip(src.tolist(), inst.tolist())))
+
+    # ------------------------------------------------------------------------------------ this rank's rows
+
+    def _row_spans(self, source: int, instance: int) -> list[tuple[np.ndarray, bool]]:
+        ds, index = self.datasets[source], self.indices[source]
+        out = []
+        for doc, a, b in index.spans_of(instance).tolist():
+            tokens = ds[doc]
+            out.append((tokens[a:b], b == len(tokens)))
+        return out
+
+    def batch(self, step: int) -> dict[str, torch.Tensor]:
+        """This rank's rows of global batch `step`: input_ids, labels, attention_mask (B_r, seq_len) int64,
+        and position_ids when packing."""
+        rows = self.rank_rows(step)
+        start = self.schedule.start(step)
+        src, inst = self.plan.lookup(start + rows)
+        framed = frame(
+            [self._row_spans(s, i) for s, i in zip(src.tolist(), inst.tolist())],
+            self.seq_len,
+            self.objective,
+            self.special,
+            self.packed,
+        )
+        rngs = None
+        if self.objective != "clm":
+            rngs = [row_generator(self.seed, self.phase, step, int(r)) for r in rows]
+        return collate(framed, self.objective, self.special, rngs, self.mlm_probability, self._pool)
+
+    def iterate(
+        self, start_step: int = 0, num_steps: int | None = None, prefetch: int = 2
+    ) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+        """(step, batch) from start_step on, built `prefetch` steps ahead in background threads."""
+        end = None if num_steps is None else start_step + num_steps
+        with ThreadPoolExecutor(max_workers=max(1, prefetch)) as pool:
+            pending = {}
+            step = start_step
+            while end is None or step < end:
+                for s in range(step, step + max(1, prefetch) + 1):
+                    if (end is None or s < end) and s not in pending:
+                        pending[s] = pool.submit(self.batch, s)
+                yield step, pending.pop(step).result()
+                step += 1
+
+    def torch_loader(
+        self, start_step: int = 0, num_steps: int = 1, num_workers: int = 0
+    ) -> torch.utils.data.DataLoader:
+        """A torch DataLoader over steps (each item is a whole rank batch): worker processes do not
+        change the order, since every item is batch(step)."""
+        return torch.utils.data.DataLoader(
+            _Steps(self, start_step, num_steps), batch_size=None, num_workers=num_workers, shuffle=False
+        )
+
+    def data_position(self, step: int) -> dict:
+        """What a checkpoint records to resume this loader exactly (the next step to read)."""
+        return {
+            "phase": self.phase,
+            "seed": self.seed,
+            "next_step": step,
+            "next_position": self.schedule.start(step),
+            "mixture": self.mixture.name,
+        }
+
+    def describe(self) -> dict:
+        return {
+            "mixture": self.mixture.name,
+            "file": self.mixture.file,
+            "phase": self.phase,
+            "seed": self.seed,
+            "seq_len": self.seq_len,
+            "mode": self.instance_config.mode,
+            "draws_per_epoch": self.plan.total,
+            "sources": self.plan.summary(),
+            "instance_stats": {s.name: i.stats for s, i in zip(self.mixture.sources, self.indices)},
+        }
+
+    def __getstate__(self) -> dict:  # workers reopen datasets and cached indices instead of copying memmaps
+        return self._args
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state)
+
+
+class _Steps(torch.utils.data.Dataset):
+    def __init__(self, loader: PhaseLoader, start: int, count: int):
+        self.loader, self.start, self.count = loader, start, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return self.loader.batch(self.start + i)
