@@ -1,0 +1,258 @@
+"""What every task shares: the model under test with its tokenizer, batching, scoring and fine-tuning helpers.
+
+Input formats (the same for both objectives, so the comparison is controlled):
+  single text   [CLS] a [SEP]            pair   [CLS] a [SEP] b [SEP]
+  decoder LM    [CLS] text ...           ([CLS] is the decoders' BOS, as lm-eval's add_bos_token=True)
+Scoring is sparse: the vocabulary head runs only at the positions that are scored.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ettin.inference import pool
+from ettin.model import EttinModel
+
+
+class TaskDataError(ValueError):
+    """A task file that cannot be read: the message names the file and line."""
+
+
+@dataclass
+class Subject:
+    """The model under evaluation with its tokenizer (a `tokenizers.Tokenizer`)."""
+
+    model: EttinModel
+    tokenizer: object
+    device: torch.device = torch.device("cpu")
+    max_length: int = 256
+    tokens_per_batch: int = 8192  # padded tokens per forward batch
+
+    def __post_init__(self) -> None:
+        cfg = self.model.config
+        tok_vocab = self.tokenizer.get_vocab_size()
+        if tok_vocab > cfg.vocab_size:
+            raise ValueError(
+                f"the tokenizer has {tok_vocab} ids but the model's vocabulary has only {cfg.vocab_size}: "
+                "they do not belong together"
+            )
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id", "mask_token_id"):
+            if getattr(cfg, name) is None:
+                raise ValueError(f"the model config has no {name}; evaluation needs it")
+        self.model.to(self.device).eval()
+
+    @property
+    def objective(self) -> str:
+        return self.model.config.objective
+
+    @property
+    def is_encoder(self) -> bool:
+        return self.objective == "mlm"
+
+    @property
+    def cls(self) -> int:
+        return self.model.config.bos_token_id
+
+    @property
+    def sep(self) -> int:
+        return self.model.config.eos_token_id
+
+    @property
+    def pad(self) -> int:
+        return self.model.config.pad_token_id
+
+    @property
+    def mask(self) -> int:
+        return self.model.config.mask_token_id
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids))
+
+    def pair(self, a: list[int], b: list[int] | None = None, max_length: int | None = None) -> list[int]:
+        """[CLS] a [SEP] (b [SEP]), the longer text trimmed first to fit max_length."""
+        limit = (max_length or self.max_length) - (2 if b is None else 3)
+        a, b = list(a), (None if b is None else list(b))
+        while len(a) + (len(b) if b is not None else 0) > limit:
+            if b is not None and len(b) >= len(a):
+                b.pop()
+            else:
+                a.pop()
+        return [self.cls, *a, self.sep] + ([] if b is None else [*b, self.sep])
+
+    def pooling(self, encoder_pooling: str) -> str:
+        return encoder_pooling if self.is_encoder else "last"
+
+
+def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded (B, T) ids and (B, T) attention mask."""
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def length_batches(lengths: Sequence[int], tokens_per_batch: int) -> Iterator[list[int]]:
+    """Indices grouped by similar length so that each padded batch holds about tokens_per_batch tokens."""
+    order = np.argsort(np.asarray(lengths), kind="stable")[::-1]
+    batch: list[int] = []
+    for i in order:
+        if batch and (len(batch) + 1) * lengths[batch[0]] > tokens_per_batch:
+            yield batch
+            batch = []
+        batch.append(int(i))
+    if batch:
+        yield batch
+
+
+@torch.no_grad()
+def score_positions(
+    subject: Subject, rows: Sequence[Sequence[int]], positions: Sequence[Sequence[int]],
+    targets: Sequence[Sequence[int]], argmax: list | None = None,
+) -> list[np.ndarray]:
+    """Log-probabilities log p(targets[r][j] | logits of rows[r] at positions[r][j]); one array per row.
+    When `argmax` is a list, it receives the arg-max token of each scored position (one array per row)."""
+    model = subject.model
+    out: list[np.ndarray | None] = [None] * len(rows)
+    if argmax is not None:
+        argmax[:] = [None] * len(rows)
+    for batch in length_batches([len(r) for r in rows], subject.tokens_per_batch):
+        ids, mask = pad_batch([rows[i] for i in batch], subject.pad, subject.device)
+        h = model.hidden_states(ids, mask)  # (B, T, H)
+        b_idx = torch.tensor([k for k, i in enumerate(batch) for _ in positions[i]], device=subject.device)
+        t_idx = torch.tensor([p for i in batch for p in positions[i]], device=subject.device)
+        tgt = torch.tensor([t for i in batch for t in targets[i]], device=subject.device)
+        logp = F.log_softmax(model.logits_from_hidden(h[b_idx, t_idx]).float(), dim=-1)  # (N, V)
+        picked = logp.gather(1, tgt[:, None]).squeeze(1).cpu().numpy()
+        best = logp.argmax(-1).cpu().numpy() if argmax is not None else None
+        start = 0
+        for i in batch:
+            out[i] = picked[start : start + len(positions[i])]
+            if argmax is not None:
+                argmax[i] = best[start : start + len(positions[i])]
+            start += len(positions[i])
+    return out  # type: ignore[return-value]
+
+
+def causal_loglik(subject: Subject, items: Sequence[tuple[list[int], list[int]]]) -> list[np.ndarray]:
+    """Decoder: per-token log p(target | [BOS] context, earlier target tokens) for (context, target) pairs.
+
+    The context is trimmed from the left when [BOS] + context + target exceeds max_length."""
+    rows, positions, targets = [], [], []
+    for ctx, tgt in items:
+        if not tgt:
+            raise ValueError("causal_loglik: empty target")
+        tgt = tgt[-(subject.max_length - 1):]
+        ctx = ctx[max(0, len(ctx) + len(tgt) + 1 - subject.max_length):]
+        seq = [subject.cls, *ctx, *tgt]
+        rows.append(seq[:-1])  # the last token is never an input
+        start = len(ctx) + 1
+        positions.append(list(range(start - 1, start - 1 + len(tgt))))
+        targets.append(tgt)
+    return score_positions(subject, rows, positions, targets)
+
+
+def masked_pll(
+    subject: Subject, items: Sequence[tuple[list[int], list[int], list[int]]]
+) -> list[np.ndarray]:
+    """Encoder pseudo-log-likelihood: for (left, target, right), mask each target token in turn in
+    [CLS] left target right [SEP] and score it (Salazar et al. 2020). Returns per-token log-probs per item."""
+    rows, positions, targets, owner = [], [], [], []
+    for k, (left, tgt, right) in enumerate(items):
+        if not tgt:
+            raise ValueError("masked_pll: empty target")
+        overflow = len(left) + len(tgt) + len(right) + 2 - subject.max_length
+        if overflow > len(left) + len(right):
+            raise ValueError(f"masked_pll: a target of {len(tgt)} tokens does not fit max_length {subject.max_length}")
+        cut = min(max(overflow, 0), len(left))  # trim the far left first, then the far right
+        left, right = left[cut:], right[: len(right) - max(0, overflow - cut)]
+        base = [subject.cls, *left, *tgt, *right, subject.sep]
+        for j, t in enumerate(tgt):
+            pos = 1 + len(left) + j
+            row = list(base)
+            row[pos] = subject.mask
+            rows.append(row)
+            positions.append([pos])
+            targets.append([t])
+            owner.append(k)
+    flat = score_positions(subject, rows, positions, targets)
+    per_item: list[list[float]] = [[] for _ in items]
+    for k, lp in zip(owner, flat):
+        per_item[k].append(float(lp[0]))
+    return [np.asarray(v) for v in per_item]
+
+
+@torch.no_grad()
+def encode_pooled(subject: Subject, model: EttinModel, seqs: Sequence[list[int]], pooling: str) -> torch.Tensor:
+    """Pooled hidden states (N, H) of already-wrapped token sequences, in input order."""
+    out = [None] * len(seqs)
+    for batch in length_batches([len(s) for s in seqs], subject.tokens_per_batch):
+        ids, mask = pad_batch([seqs[i] for i in batch], subject.pad, subject.device)
+        pooled = pool(model.hidden_states(ids, mask), mask, pooling)
+        for k, i in enumerate(batch):
+            out[i] = pooled[k]
+    return torch.stack(out)  # type: ignore[arg-type]
+
+
+@dataclass
+class FinetuneSettings:
+    epochs: int = 2
+    batch_size: int = 16
+    lr: float = 2e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+
+
+def finetune(
+    subject: Subject, head: torch.nn.Module, num_examples: int, loss_fn: Callable[[EttinModel, list[int]], torch.Tensor],
+    settings: FinetuneSettings, seed: int,
+) -> EttinModel:
+    """AdamW over a deep copy of the model plus `head` for settings.epochs passes over num_examples examples,
+    linear warmup then linear decay; loss_fn(model, batch_indices) -> scalar loss. Returns the tuned copy
+    (the subject's model is left untouched)."""
+    torch.manual_seed(seed)
+    model = copy.deepcopy(subject.model).train()
+    head.to(subject.device).train()
+    params = [p for p in [*model.parameters(), *head.parameters()] if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=settings.lr,
+    )
+    steps_per_epoch = math.ceil(num_examples / settings.batch_size)
+    total = max(1, steps_per_epoch * settings.epochs)
+    warmup = max(1, int(settings.warmup_ratio * total))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
+    )
+    rng = np.random.default_rng(seed)
+    for _ in range(settings.epochs):
+        order = rng.permutation(num_examples)
+        for start in range(0, num_examples, settings.batch_size):
+            loss = loss_fn(model, order[start : start + settings.batch_size].tolist())
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"fine-tuning diverged (loss {loss.item()})")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+    model.eval()
+    head.eval()
+    return model

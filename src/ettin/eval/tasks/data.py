@@ -1,0 +1,95 @@
+"""Task file readers. Every reader checks its rows and names the file and line of the first bad one.
+
+Held-out prose: the LAST 2% of the documents (ceil) of each pretraining JSONL file are reserved for
+evaluation (language modelling, generation). Training mixtures must leave them out; `held_out_range`
+gives the exact document range per file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from ettin.eval.tasks.common import TaskDataError
+
+HELD_OUT_FRACTION = 0.02
+PRETRAIN_FILES = (
+    "wikipedia_vital_summaries_en.jsonl",
+    "sotu_addresses.jsonl",
+    "moby_dick_chapters.jsonl",
+    "gutenberg_books.jsonl",
+)
+
+
+def default_data_dir() -> Path:
+    """$ETTIN_DATA, else ../shared/data relative to the working directory (the layout of this project)."""
+    return Path(os.environ.get("ETTIN_DATA", "../shared/data"))
+
+
+def require_file(path: Path) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: task file not found (set --data-dir or $ETTIN_DATA)")
+    return path
+
+
+def read_tsv(path: Path, header: bool = True, columns: Sequence[str] | None = None) -> list[dict[str, str]]:
+    """Rows of a GLUE-style TSV (no quoting, BOM tolerated) as dicts; `columns` names a header-less file's
+    columns. Every row must have as many fields as the header; the error names file and line."""
+    require_file(path)
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        names = list(columns) if columns is not None else None
+        rows = []
+        for line_no, row in enumerate(reader, start=1):
+            if header and line_no == 1:
+                names = names or row
+                continue
+            if not row:
+                continue
+            if names is None or len(row) != len(names):
+                raise TaskDataError(f"{path}:{line_no}: expected {len(names or [])} tab-separated fields, got {len(row)}")
+            rows.append(dict(zip(names, row)) | {"_line": str(line_no)})
+    return rows
+
+
+def read_jsonl(path: Path, required: Sequence[str] = ()) -> list[dict]:
+    require_file(path)
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise TaskDataError(f"{path}:{line_no}: invalid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise TaskDataError(f"{path}:{line_no}: expected a JSON object")
+            missing = [k for k in required if k not in obj]
+            if missing:
+                raise TaskDataError(f"{path}:{line_no}: missing field(s) {missing}")
+            obj["_line"] = line_no
+            out.append(obj)
+    return out
+
+
+def held_out_range(num_docs: int, fraction: float = HELD_OUT_FRACTION) -> range:
+    """Document indices reserved for evaluation: the last ceil(fraction * num_docs) documents."""
+    n = math.ceil(fraction * num_docs) if num_docs else 0
+    return range(num_docs - n, num_docs)
+
+
+def pretrain_documents(data_dir: Path, held_out: bool) -> list[dict]:
+    """Held-out (or training-side) documents of every pretraining file, each tagged with its `_file`."""
+    docs = []
+    for name in PRETRAIN_FILES:
+        rows = read_jsonl(data_dir / "pretrain" / name, required=("text",))
+        keep = held_out_range(len(rows))
+        for i, row in enumerate(rows):
+            if (i in keep) == held_out:
+                docs.append(row | {"_file": name, "_index": i})
+    return docs

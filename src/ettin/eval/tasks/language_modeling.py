@@ -1,0 +1,159 @@
+"""Held-out language modelling and generation, on the last 2% of each pretraining file (see tasks/data.py).
+
+Language modelling: every held-out document is tokenized and cut into non-overlapping windows of
+max_length - 2 tokens; the same windows serve both objectives, and the token budget is split evenly over
+the pretraining files.
+  decoders  perplexity: exp(mean NLL of every window token given [BOS] and the window's earlier tokens)
+  encoders  15% of each window's tokens (a fixed seed) are replaced by [MASK] at once; masked-token
+            accuracy (arg-max) and pseudo-perplexity exp(mean NLL of the masked tokens)
+Generation: the first `prompt_tokens` of a held-out document prompt `new_tokens` more, compared with the
+document's true continuation (token accuracy and ROUGE-L over token ids, chrF over the decoded text).
+  decoders  greedy decoding with the KV cache (ettin.inference.generate), stopping at [SEP]
+  encoders  a documented baseline: iterative mask filling, left to right. [CLS] prompt [MASK]*n [SEP]; each
+            step fills the leftmost [MASK] with its arg-max token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ettin.eval import metrics
+from ettin.eval.tasks.common import Subject, score_positions
+from ettin.eval.tasks.data import PRETRAIN_FILES, pretrain_documents
+from ettin.inference import generate
+
+
+@dataclass
+class LanguageModelingSettings:
+    limit: int = 128  # windows of max_length - 2 tokens, split evenly over the pretraining files
+    mask_probability: float = 0.15  # encoders
+
+
+@dataclass
+class GenerationSettings:
+    limit: int = 64  # prompts, taken round-robin over the pretraining files
+    prompt_tokens: int = 32
+    new_tokens: int = 32
+
+
+def held_out_windows(subject: Subject, data_dir: Path, limit: int) -> list[tuple[str, list[int]]]:
+    """(file name, window ids) pairs; each pretraining file contributes up to limit / number of files."""
+    size = subject.max_length - 2
+    per_file = max(1, limit // len(PRETRAIN_FILES))
+    used = dict.fromkeys(PRETRAIN_FILES, 0)
+    windows = []
+    for doc in pretrain_documents(data_dir, held_out=True):
+        name = doc["_file"]
+        ids = subject.encode(doc["text"]) if used[name] < per_file else []
+        for start in range(0, len(ids), size):
+            if used[name] >= per_file or len(ids) - start < 2:
+                break
+            windows.append((name, ids[start : start + size]))
+            used[name] += 1
+    return windows
+
+
+def run_lm(subject: Subject, data_dir: Path, settings: LanguageModelingSettings, seed: int) -> dict:
+    windows = held_out_windows(subject, data_dir, settings.limit)
+    if subject.is_encoder:
+        rng = np.random.default_rng(seed)
+        rows, positions, targets = [], [], []
+        for _, w in windows:
+            n = max(1, int(round(settings.mask_probability * len(w))))
+            picks = np.sort(rng.choice(len(w), size=n, replace=False))
+            row = [subject.cls, *w, subject.sep]
+            for p in picks:
+                row[p + 1] = subject.mask
+            rows.append(row)
+            positions.append((picks + 1).tolist())
+            targets.append([w[p] for p in picks])
+        best: list = []
+        logps = score_positions(subject, rows, positions, targets, argmax=best)
+    else:
+        rows = [[subject.cls, *w[:-1]] for _, w in windows]
+        positions = [list(range(len(w))) for _, w in windows]
+        targets = [w for _, w in windows]
+        logps = score_positions(subject, rows, positions, targets)
+    per_file: dict[str, list[float]] = {}
+    for (name, _), lp in zip(windows, logps):
+        per_file.setdefault(name, []).extend(lp.tolist())
+    nll = -np.concatenate(logps)
+    result: dict = {"n": len(windows), "tokens_scored": int(nll.size)}
+    ppl_by_file = {k.removesuffix(".jsonl"): metrics.perplexity(-float(np.sum(v)), len(v)) for k, v in per_file.items()}
+    if subject.is_encoder:
+        hits = np.concatenate([b == np.asarray(t) for b, t in zip(best, targets)])
+        result |= {"main": "masked_accuracy", "masked_accuracy": float(hits.mean()),
+                   "pseudo_perplexity": metrics.perplexity(float(nll.sum()), nll.size),
+                   "pseudo_perplexity_by_file": ppl_by_file, "mask_probability": settings.mask_probability}
+    else:
+        result |= {"main": "perplexity", "perplexity": metrics.perplexity(float(nll.sum()), nll.size),
+                   "perplexity_by_file": ppl_by_file}
+    return result
+
+
+def generation_prompts(subject: Subject, data_dir: Path, settings: GenerationSettings) -> list[tuple[list, list]]:
+    """(prompt ids, true continuation ids) from held-out documents long enough, round-robin over files."""
+    need = settings.prompt_tokens + settings.new_tokens
+    by_file: dict[str, list] = {}
+    for doc in pretrain_documents(data_dir, held_out=True):
+        by_file.setdefault(doc["_file"], []).append(doc["text"])
+    queues = [iter(v) for v in by_file.values()]
+    prompts: list[tuple[list, list]] = []
+    while queues and len(prompts) < settings.limit:
+        for q in list(queues):
+            text = next(q, None)
+            if text is None:
+                queues.remove(q)
+                continue
+            ids = subject.encode(text[: 16 * need])  # a generous character prefix is enough
+            if len(ids) >= need and len(prompts) < settings.limit:
+                prompts.append((ids[: settings.prompt_tokens], ids[settings.prompt_tokens : need]))
+    return prompts
+
+
+@torch.no_grad()
+def _mask_fill(subject: Subject, prompts: torch.Tensor, new_tokens: int) -> torch.Tensor:
+    """Encoder baseline: fill [MASK] slots after the prompt left to right, one arg-max per step."""
+    B, P = prompts.shape
+    masks = torch.full((B, new_tokens), subject.mask, dtype=torch.long, device=prompts.device)
+    sep = torch.full((B, 1), subject.sep, dtype=torch.long, device=prompts.device)
+    ids = torch.cat([prompts, masks, sep], dim=1)  # (B, P + n + 1), prompts start with [CLS]
+    for j in range(new_tokens):
+        h = subject.model.hidden_states(ids)[:, P + j]  # (B, H)
+        ids[:, P + j] = subject.model.logits_from_hidden(h).argmax(-1)
+    return ids[:, P : P + new_tokens]
+
+
+def run_generation(subject: Subject, data_dir: Path, settings: GenerationSettings) -> dict:
+    prompts = generation_prompts(subject, data_dir, settings)
+    if not prompts:
+        raise ValueError("generation: no held-out document is long enough for the prompt and continuation")
+    if settings.prompt_tokens + settings.new_tokens + 2 > subject.max_length:
+        raise ValueError("generation: prompt_tokens + new_tokens exceed the evaluation max_length")
+    outputs = []
+    for start in range(0, len(prompts), 32):
+        chunk = prompts[start : start + 32]
+        ids = torch.tensor([[subject.cls, *p] for p, _ in chunk], device=subject.device)  # (B, 1 + P)
+        if subject.is_encoder:
+            new = _mask_fill(subject, ids, settings.new_tokens)
+        else:
+            new = generate(subject.model, ids, max_new_tokens=settings.new_tokens, temperature=0.0,
+                           eos_token_id=subject.sep)[:, ids.shape[1] :]
+        for row in new.tolist():
+            cut = row.index(subject.sep) if subject.sep in row else len(row)
+            outputs.append(row[:cut])
+    acc, rouge, chrf = [], [], []
+    for (_, ref), out in zip(prompts, outputs):
+        acc.append(metrics.token_accuracy(out, ref))
+        rouge.append(metrics.rouge_l(out, ref))
+        chrf.append(metrics.chrf(subject.decode(out), subject.decode(ref)))
+    example = {"prompt": subject.decode(prompts[0][0]), "reference": subject.decode(prompts[0][1]),
+               "output": subject.decode(outputs[0])}
+    return {"main": "chrf", "chrf": float(np.mean(chrf)), "rouge_l": float(np.mean(rouge)),
+            "token_accuracy": float(np.mean(acc)), "n": len(prompts),
+            "method": "iterative mask filling (baseline)" if subject.is_encoder else "greedy decoding",
+            "example": example}

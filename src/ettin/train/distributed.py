@@ -1,0 +1,116 @@
+"""Process groups and parallel wrappers, applied from outside the model.
+
+`torchrun` sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR; without them the run is one process and
+nothing here starts a process group. Backend: nccl on CUDA, gloo on CPU.
+
+  ddp   torch.nn.parallel.DistributedDataParallel (replicated weights, all-reduced gradients)
+  fsdp  FSDP2: `fully_shard` on every transformer block, then on the root (embeddings, head, norms)
+
+Gradients are averaged over ranks by both wrappers; the loop scales each micro-batch loss so that the
+result is the mean over the *global* batch's predicted tokens (the same as one process would compute).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+
+def world_size_from_env() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def setup(device: str | None = None) -> DistInfo:
+    """Initialise from torchrun's environment (no-op for a single process)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    dev = torch.device(f"cuda:{local}") if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(
+            backend="nccl" if use_cuda else "gloo", timeout=datetime.timedelta(minutes=30)
+        )
+    return DistInfo(rank=rank, world_size=world, local_rank=local, device=dev)
+
+
+def teardown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def strategy(requested: str, world_size: int) -> str:
+    if requested == "auto":
+        return "ddp" if world_size > 1 else "none"
+    if requested in ("ddp", "fsdp") and world_size == 1 and not dist.is_initialized():
+        return "none"
+    return requested
+
+
+def blocks_of(model: nn.Module) -> list[nn.Module]:
+    """The transformer blocks: the items of the model's largest ModuleList."""
+    lists = [m for m in model.modules() if isinstance(m, nn.ModuleList)]
+    if not lists:
+        return []
+    return list(max(lists, key=len))
+
+
+def apply_fsdp(model: nn.Module, mixed_bf16: bool = False) -> nn.Module:
+    """FSDP2: shard each block, then the root. Works on meta-device models (materialise afterwards)."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    kwargs = {}
+    if mixed_bf16:
+        kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    for block in blocks_of(model):
+        fully_shard(block, **kwargs)
+    fully_shard(model, **kwargs)
+    return model
+
+
+def wrap(model: nn.Module, mode: str, info: DistInfo) -> nn.Module:
+    if mode == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [info.device.index] if info.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+    if mode == "fsdp":
+        return apply_fsdp(model)
+    return model
+
+
+def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The EttinModel inside DDP / torch.compile wrappers (FSDP2 keeps the module itself)."""
+    inner = getattr(model, "_orig_mod", model)
+    inner = getattr(inner, "module", inner)
+    return getattr(inner, "_orig_mod", inner)

@@ -1,0 +1,327 @@
+"""The training loop: phases in order, each starting from the previous phase's final checkpoint.
+
+Everything happens visibly here: build the model for the phase (its RoPE thetas and context come
+from the phase), wrap it (DDP / FSDP2 / compile), load the starting state, then for each step:
+fetch the global batch's slice for this rank, accumulate gradients over micro-batches, check the
+loss, set the LR, step the optimizer, log, checkpoint. No callbacks.
+
+The loss of a step is the mean cross-entropy over every predicted token of the global batch: each
+micro-batch's mean is weighted by its share of the global count of predicted tokens (all-reduced
+first), so gradient accumulation and the number of ranks do not change the numbers.
+
+Resume: `--resume` restarts from the newest complete checkpoint with model, optimizer, schedule
+position, data position (the loader is a pure function of the step) and RNG states, and reproduces
+the uninterrupted run's per-step losses bitwise on CPU in fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from ettin.train import checkpoint as ckpt
+from ettin.train import distributed as D
+from ettin.train.batches import ensure_data, make_source
+from ettin.train.optim import build_optimizer
+from ettin.train.progress import Progress, guess_peak_flops, plot_loss_curve, step_flops
+from ettin.train.recipe import Recipe, RecipeError
+from ettin.train.schedule import PhaseSchedule
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite (and the recipe says stop)."""
+
+
+@dataclass
+class PhaseResult:
+    phase: str
+    steps: int
+    first_loss: float
+    last_loss: float
+    checkpoint: str
+    fingerprint: str
+    losses: list[float] = field(default_factory=list)
+    skipped: int = 0
+
+
+# ----------------------------------------------------------------------------------------- set-up
+
+
+def load_data_tokenizer(recipe: Recipe):
+    """The TokenizerInfo of a prepared-data recipe (None for synthetic data)."""
+    if recipe.data.source != "prepared":
+        return None
+    from ettin.data.tokenizer import load_tokenizer
+
+    return load_tokenizer(recipe.data.tokenizer)
+
+
+def vocab_and_special(recipe: Recipe, tokenizer) -> tuple[int, dict[str, int]]:
+    if tokenizer is None:
+        from ettin.train.batches import SYNTHETIC_SPECIAL
+
+        return int(recipe.data.vocab_size), dict(SYNTHETIC_SPECIAL)
+    special = dict(pad_token_id=tokenizer.pad_id, bos_token_id=tokenizer.cls_id,
+                   eos_token_id=tokenizer.sep_id, mask_token_id=tokenizer.mask_id)
+    return int(recipe.data.vocab_size or tokenizer.vocab_size), special
+
+
+def build_model(config, info: D.DistInfo, mode: str, meta_init: bool, seed: int):
+    """Same seed on every rank, so every rank starts from identical weights (or shards of them)."""
+    from ettin.model import EttinModel
+
+    torch.manual_seed(seed)
+    if mode == "fsdp" and meta_init:
+        with torch.device("meta"):
+            model = EttinModel(config)
+        D.apply_fsdp(model)
+        model.to_empty(device=info.device)
+        model.init_weights()
+        return model, model
+    model = EttinModel(config).to(info.device)
+    return model, D.wrap(model, mode, info)
+
+
+def _prepare_run_dir(run_dir: Path, recipe: Recipe, objective: str, tokenizer, resume: bool) -> None:
+    if not resume and ckpt.list_checkpoints(run_dir):
+        raise RecipeError(f"{run_dir} already holds checkpoints: pass --resume to continue, or another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    text = recipe.to_yaml().replace(f"objective: {recipe.objective}", f"objective: {objective}", 1)
+    (run_dir / "recipe.yaml").write_text(text)
+    if tokenizer is not None and Path(tokenizer.path).is_file():
+        shutil.copyfile(tokenizer.path, run_dir / "tokenizer.json")
+
+
+def _resume_point(recipe: Recipe, run_dir: Path) -> tuple[int, Path | None, bool]:
+    """(phase index to run next, checkpoint to start from, whether it is a mid-phase resume)."""
+    latest = ckpt.latest_checkpoint(run_dir)
+    if latest is None:
+        return 0, None, False
+    meta = ckpt.read_meta(latest)
+    index = meta["phase_index"]
+    if index >= len(recipe.phases) or recipe.phases[index].name != meta["phase"]:
+        raise RecipeError(f"{latest}: phase {meta['phase']!r} does not match the recipe's phases")
+    if meta["step"] >= recipe.phase_steps(recipe.phases[index]):
+        return index + 1, latest, False
+    return index, latest, True
+
+
+# ------------------------------------------------------------------------------------------ train
+
+
+def train(
+    recipe: Recipe,
+    run_dir: str | Path,
+    objective: str | None = None,
+    resume: bool = False,
+    log=print,
+) -> list[PhaseResult]:
+    """Train every phase of a recipe into run_dir (works under torchrun). Returns one result per phase run."""
+    objective = objective or recipe.objective
+    run_dir = Path(run_dir)
+    info = D.setup()
+    if recipe.train.cpu_threads and info.device.type == "cpu":
+        torch.set_num_threads(recipe.train.cpu_threads)
+    if info.is_main:
+        ensure_data(recipe, log=log)
+    if info.active:
+        dist.barrier()
+    tokenizer = load_data_tokenizer(recipe)
+    if info.is_main:
+        _prepare_run_dir(run_dir, recipe, objective, tokenizer, resume)
+    if info.active:
+        dist.barrier()
+    start, start_ckpt, mid_phase = _resume_point(recipe, run_dir) if resume else (0, None, False)
+    if start_ckpt is not None and info.is_main:
+        log(f"resuming from {start_ckpt}")
+    results = []
+    for index in range(start, len(recipe.phases)):
+        init = start_ckpt if index == start else ckpt.latest_checkpoint(run_dir)
+        results.append(
+            train_phase(recipe, index, run_dir, objective, info, tokenizer, init, mid_phase and index == start, log)
+        )
+    if results and info.is_main:
+        final = Path(results[-1].checkpoint)
+        ckpt.export_hf(final, run_dir / "final")
+        plot_loss_curve(run_dir, run_dir / "loss_curve.png", title=f"{recipe.name} ({objective})")
+    return results
+
+
+def train_phase(
+    recipe: Recipe,
+    index: int,
+    run_dir: Path,
+    objective: str,
+    info: D.DistInfo,
+    tokenizer,
+    init: Path | None,
+    resume: bool,
+    log=print,
+) -> PhaseResult:
+    phase = recipe.phases[index]
+    t = recipe.train
+    vocab, special = vocab_and_special(recipe, tokenizer)
+    config = recipe.model_config(phase, vocab, objective, special)
+    mode = D.strategy(t.distributed, info.world_size)
+    model, wrapped = build_model(config, info, mode, t.meta_init, recipe.seed)
+    optimizer = build_optimizer(model, t)
+    schedule = PhaseSchedule.from_recipe(recipe, phase)
+    total = schedule.total_steps
+    step, tokens = 0, 0
+    if resume:
+        meta = ckpt.load_checkpoint(init, model, optimizer, restore_rng=True)
+        step, tokens = meta["step"], meta["tokens"]
+    elif init is not None:  # the previous phase's final checkpoint (or a cross-objective start)
+        keep_optimizer = not phase.reset_optimizer and ckpt.read_meta(init).get("has_optimizer", True)
+        meta = ckpt.load_checkpoint(init, model, optimizer if keep_optimizer else None)
+        tokens = meta.get("tokens", 0) if meta.get("run_objective") == objective else 0
+    elif recipe.model.init_from:
+        _load_initial_weights(recipe.model.init_from, model)
+    if t.compile:
+        wrapped = torch.compile(wrapped)
+    source = make_source(recipe, phase, objective, info.rank, info.world_size, tokenizer)
+    fingerprint = source.fingerprint(total)
+    peak = t.peak_flops or guess_peak_flops(info.device)
+    progress = Progress(run_dir, phase.name, total, step, enabled=info.is_main, bar=t.progress,
+                        tensorboard=t.tensorboard, wandb_run=_wandb(recipe, run_dir, objective, info),
+                        peak_flops=peak, devices=info.world_size)
+    progress.note(f"phase {phase.name}: steps {step}..{total} of {recipe.tokens_per_step(phase):,} tokens; "
+                  f"model {recipe.model.size} {objective} ({model.num_parameters() / 1e6:.2f}M params, "
+                  f"rope {phase.global_rope_theta:g}/{phase.local_rope_theta:g}, seq {phase.seq_len}); "
+                  f"data order fingerprint {fingerprint}")
+    _write_fingerprint(run_dir, phase.name, fingerprint, total, info)
+    save_every = recipe.save_every_steps(phase)
+    micro = recipe.micro_batch_size(phase)
+    losses: list[float] = []
+    skipped = 0
+    window_tokens, window_flops = 0, 0.0
+    last_ckpt = init
+    while step < total:
+        batch = {k: v.to(info.device, non_blocking=True) for k, v in source.batch(step).items()}
+        loss, n_tokens, n_predicted = train_step(wrapped, batch, micro, t.precision, mode, info)
+        if not math.isfinite(loss):
+            optimizer.zero_grad(set_to_none=True)
+            message = f"non-finite loss ({loss}) at phase {phase.name} step {step} (tokens {tokens:,})"
+            if t.nan_policy == "stop":
+                progress.close()
+                raise NonFiniteLoss(message + "; set train.nan_policy=skip to skip such batches")
+            progress.note(message + ": batch skipped")
+            skipped += 1
+        else:
+            set_lr(optimizer, t.lr * schedule.factor(step))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        step += 1
+        tokens += n_tokens
+        losses.append(loss)
+        window_tokens += n_tokens
+        window_flops += step_flops(config, n_tokens, n_predicted, phase.seq_len)
+        if step % t.log_every == 0 or step == total:
+            record = {"phase": phase.name, "step": step, "tokens": tokens, "loss": loss,
+                      "lr": t.lr * schedule.factor(step - 1), "predicted": n_predicted}
+            progress.log(step, record, window_flops, window_tokens)
+            window_tokens, window_flops = 0, 0.0
+        if step == total or (save_every and step % save_every == 0):
+            meta = {"run": run_dir.name, "run_objective": objective, "phase": phase.name, "phase_index": index,
+                    "step": step, "phase_steps": total, "tokens": tokens, "model_config": config.to_dict(),
+                    "scheduler": {**schedule.__dict__, "next_step": step},
+                    "data_position": {"phase": phase.name, "next_step": step, "seed": recipe.seed,
+                                      "fingerprint": fingerprint},
+                    "world_size": info.world_size, "has_optimizer": True, "time": time.time()}
+            last_ckpt = ckpt.save_checkpoint(run_dir, ckpt.checkpoint_name(phase.name, step), model, optimizer,
+                                             meta, keep=t.keep_checkpoints)
+    progress.close()
+    if info.is_main:
+        plot_loss_curve(run_dir, run_dir / f"loss_curve-{phase.name}.png", title=f"{recipe.name} {phase.name}")
+    first = losses[0] if losses else math.nan
+    return PhaseResult(phase.name, total, first, losses[-1] if losses else math.nan, str(last_ckpt),
+                       fingerprint, losses, skipped)
+
+
+def _load_initial_weights(path: str, model: torch.nn.Module) -> None:
+    """model.init_from: a DCP checkpoint folder or a Hugging Face folder (e.g. from convert-objective)."""
+    path_obj = Path(path)
+    if (path_obj / ckpt.META).is_file():
+        ckpt.load_checkpoint(path_obj, model)
+        return
+    from ettin.hf import from_pretrained
+
+    source = from_pretrained(str(path_obj))
+    missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
+    if missing or unexpected:
+        raise RecipeError(f"model.init_from {path}: weights do not match (missing {missing}, unexpected {unexpected})")
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def train_step(model, batch: dict[str, torch.Tensor], micro_batch_size: int, precision: str, mode: str,
+               info: D.DistInfo) -> tuple[float, int, int]:
+    """Forward + backward over this rank's slice in micro-batches; returns the global-batch loss,
+    the global count of real tokens and of predicted tokens."""
+    labels = batch["labels"]
+    mask = batch.get("attention_mask")
+    valid = labels != -100 if mask is None else (labels != -100) & mask.bool()
+    counts = torch.stack([valid.sum(), mask.sum() if mask is not None else torch.tensor(labels.numel())])
+    counts = D.all_reduce_sum(counts.to(torch.float64))
+    n_global, n_tokens = counts.tolist()
+    rows = labels.shape[0]
+    starts = list(range(0, rows, micro_batch_size))
+    loss_sum = torch.zeros((), dtype=torch.float64, device=labels.device)
+    autocast = torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    for i, lo in enumerate(starts):
+        micro = {k: v[lo : lo + micro_batch_size] for k, v in batch.items()}
+        n_micro = int(valid[lo : lo + micro_batch_size].sum())
+        last = i == len(starts) - 1
+        with _sync_context(model, mode, last), autocast:
+            out = model(**micro)
+        weight = n_micro * info.world_size / max(n_global, 1.0)
+        term = out.loss * weight if n_micro else out.loss.nan_to_num(0.0) * 0.0
+        term.backward()
+        if n_micro:
+            loss_sum += out.loss.detach().to(torch.float64) * n_micro
+    loss_sum = D.all_reduce_sum(loss_sum)
+    return float(loss_sum / max(n_global, 1.0)) if n_global else math.nan, int(n_tokens), int(n_global)
+
+
+def _sync_context(model, mode: str, last: bool):
+    """Gradient sync only on the last micro-batch (DDP no_sync; FSDP2 requires_gradient_sync)."""
+    if mode == "ddp" and not last:
+        return model.no_sync()
+    if mode == "fsdp":
+        inner = getattr(model, "_orig_mod", model)
+        inner.set_requires_gradient_sync(last)
+    return contextlib.nullcontext()
+
+
+def _write_fingerprint(run_dir: Path, phase: str, fingerprint: str, steps: int, info: D.DistInfo) -> None:
+    if not info.is_main:
+        return
+    path = run_dir / "fingerprints.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data[phase] = {"fingerprint": fingerprint, "steps": steps}
+    tmp = path.with_name(".fingerprints.json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _wandb(recipe: Recipe, run_dir: Path, objective: str, info: D.DistInfo) -> Any:
+    if not recipe.train.wandb or not info.is_main:
+        return None
+    try:
+        import wandb
+    except ImportError:
+        raise RecipeError(f"{recipe.source_file}: train.wandb: wandb is not installed (pip install ettin[wandb])") from None
+    return wandb.init(project="ettin", name=f"{recipe.name}-{objective}", dir=str(run_dir),
+                      config=recipe.to_dict(), resume="allow")

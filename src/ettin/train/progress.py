@@ -1,0 +1,195 @@
+"""What the user sees: a progress bar, metrics.jsonl, TensorBoard (wandb optional), loss-curve PNGs.
+
+MFU = achieved model FLOPs / (devices x peak FLOP/s). Model FLOPs per step (forward + backward = 3x
+forward, 2 FLOPs per multiply-add):
+  body  6 x (non-embedding block parameters) x tokens
+  attn  12 x layers x H x (attended keys per query) x tokens   (global: seq_len, or seq_len/2 causal;
+                                                              local: the window)
+  head  6 x (H^2 + V x H) x predicted tokens                   (MLM predicts only masked positions)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+# Peak dense FLOP/s per device for MFU when the recipe gives none (bf16 tensor cores on GPUs).
+_PEAKS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
+CPU_PEAK = 200e9  # the 2-core development machine's measured fp32 matmul rate (issue 2)
+
+
+def guess_peak_flops(device) -> float:
+    import torch
+
+    if getattr(device, "type", str(device)) == "cuda" and torch.cuda.is_available():
+        name = torch.cuda.get_device_name(device)
+        for key, value in _PEAKS.items():
+            if key in name:
+                return value
+        return 100e12
+    return CPU_PEAK
+
+
+def step_flops(config, tokens: int, predicted: int, seq_len: int) -> float:
+    """Model FLOPs of one optimizer step over `tokens` input tokens and `predicted` loss positions."""
+    H, inter, L, V = config.hidden_size, config.intermediate_size, config.num_layers, config.vocab_size
+    body_params = L * (4 * H * H + 3 * H * inter)
+    attended = 0.0
+    for kind in config.layer_types:
+        if kind == "full_attention":
+            attended += seq_len / 2 if config.causal else seq_len
+        else:
+            left, right = config.window
+            attended += min(seq_len, left + right + 1) if not config.causal else min(seq_len, left + 1)
+    return 6.0 * body_params * tokens + 12.0 * H * attended * tokens + 6.0 * (H * H + V * H) * predicted
+
+
+class Progress:
+    """One per phase. Only the main rank writes; other ranks get a silent instance."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        phase: str,
+        total_steps: int,
+        start_step: int,
+        enabled: bool,
+        bar: bool = True,
+        tensorboard: bool = True,
+        wandb_run: Any = None,
+        peak_flops: float = CPU_PEAK,
+        devices: int = 1,
+    ):
+        self.enabled = enabled
+        self.phase = phase
+        self.total_steps = total_steps
+        self.peak = peak_flops * devices
+        self.run_dir = Path(run_dir)
+        self._t0 = time.perf_counter()
+        self._last = (self._t0, start_step)
+        self._bar = self._tb = None
+        self._wandb = wandb_run
+        self._metrics = None
+        if not enabled:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._metrics = open_metrics(self.run_dir / "metrics.jsonl")
+        if bar:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total_steps, initial=start_step, desc=phase, unit="step", dynamic_ncols=True)
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+            except ImportError:  # tensorboard is a dependency, but a stripped install should still train
+                self._tb = None
+
+    def log(self, step: int, record: dict[str, Any], flops: float, tokens_in_window: int) -> dict[str, Any]:
+        """`step` is the number of completed steps in this phase; adds tokens_per_s, mfu and eta_s."""
+        now = time.perf_counter()
+        dt = max(1e-9, now - self._last[0])
+        steps_done = step - self._last[1]
+        self._last = (now, step)
+        record = dict(record)
+        record["tokens_per_s"] = tokens_in_window / dt
+        record["mfu"] = flops / dt / self.peak if self.peak else math.nan
+        record["eta_s"] = (self.total_steps - step) * dt / max(1, steps_done)
+        if not self.enabled:
+            return record
+        self._metrics.write(json.dumps(record) + "\n")
+        self._metrics.flush()
+        if self._tb is not None:
+            for key in ("loss", "lr", "tokens_per_s", "mfu"):
+                self._tb.add_scalar(f"{self.phase}/{key}", record[key], record["tokens"])
+        if self._wandb is not None:
+            self._wandb.log({f"{self.phase}/{k}": v for k, v in record.items() if isinstance(v, (int, float))})
+        if self._bar is not None:
+            self._bar.update(steps_done)
+            self._bar.set_postfix_str(
+                f"tok {_human(record['tokens'])} loss {record['loss']:.4f} "
+                f"{_human(record['tokens_per_s'])}tok/s mfu {100 * record['mfu']:.1f}% "
+                f"eta {_clock(record['eta_s'])}",
+                refresh=False,
+            )
+        return record
+
+    def note(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self._tb is not None:
+            self._tb.flush()
+            self._tb.close()
+        if self._metrics is not None:
+            self._metrics.close()
+
+
+def open_metrics(path: Path):
+    """Append mode; a line cut short by a crash (a killed run) is dropped first."""
+    if path.is_file():
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with open(path, "r+b") as f:
+                f.truncate(data.rfind(b"\n") + 1)
+    return open(path, "a")
+
+
+def _human(x: float) -> str:
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.2f}{unit}"
+    return f"{x:.0f}"
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_loss_curve(run_dir: str | Path, out: str | Path | None = None, title: str | None = None) -> Path:
+    """PNG of loss against tokens, one line per phase (atomic write)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    out = Path(out) if out else run_dir / "loss_curve.png"
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for phase in dict.fromkeys(r["phase"] for r in rows):
+        pts = [(r["tokens"], r["loss"]) for r in rows if r["phase"] == phase and math.isfinite(r["loss"])]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=phase, linewidth=1)
+    ax.set_xlabel("tokens")
+    ax.set_ylabel("training loss")
+    ax.set_title(title or run_dir.name)
+    ax.grid(alpha=0.3)
+    if rows:
+        ax.legend()
+    tmp = out.with_name(f".{out.stem}.tmp.png")
+    fig.tight_layout()
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out

@@ -1,0 +1,439 @@
+"""Training recipes: typed dataclasses, YAML loading, dotted overrides and validation.
+
+A recipe is one YAML file: the model size, the data, the optimiser settings and a list of phases.
+Everything is validated before any work starts; a bad value raises `RecipeError` naming the file and
+the field (``recipes/tiny.yaml: train.lr: expected a number, got 'fast'``).
+
+Token counts accept suffixes: ``1.7T``, ``250B``, ``3M``, ``64k`` (powers of ten), or plain integers.
+One level of inheritance: ``extends: 150m.yaml`` deep-merges this file onto that one (lists such as
+``phases`` are replaced, not merged). Overrides use dotted paths: ``train.lr=1e-3``,
+``phases.1.tokens=2M``, ``--model.size=17m``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ettin.config import SIZES, ModelConfig
+
+SCHEDULES = ("warmup_stable", "one_minus_sqrt", "warmup_stable_decay", "constant")
+OBJECTIVES = ("mlm", "clm")
+_SUFFIX = {"k": 1e3, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run: the message names the file and the field."""
+
+
+def parse_tokens(value: Any) -> int:
+    """``"1.7T"`` -> 1_700_000_000_000; ints pass through; ``"2_000"`` works too."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a token count, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip().replace("_", "").removesuffix("tok")
+        scale = _SUFFIX.get(text[-1:], None)
+        try:
+            number = float(text[:-1]) * scale if scale else float(text)
+        except ValueError:
+            number = math.nan
+        if math.isfinite(number) and number >= 0:
+            return int(round(number))
+    raise ValueError(f"expected a token count such as 250B, 4M or 65536, got {value!r}")
+
+
+@dataclass
+class ModelSection:
+    size: str = "tiny"  # a preset name from ettin.config (17m ... 1b, tiny, demo)
+    overrides: dict[str, Any] = field(default_factory=dict)  # any ModelConfig field, e.g. attn_backend
+    init_from: str | None = None  # checkpoint dir or HF dir to start phase 1 from (cross-objective)
+
+
+@dataclass
+class PrepareSection:
+    """Make the data a recipe needs when it is missing (idempotent): a tokenizer, then token shards."""
+
+    out: str  # the prepared folder (`ettin data prepare --out`)
+    sources: list[str] = field(default_factory=list)  # source specs, as `ettin data prepare --source`
+    tokenizer_vocab_size: int | None = None  # train data.tokenizer on the training side when it is missing
+    workers: int = 1
+
+
+@dataclass
+class DataSection:
+    source: str = "prepared"  # prepared (token shards via ettin.data) | synthetic (random ids, speed checks)
+    tokenizer: str | None = None  # tokenizer.json path (or a folder holding one)
+    vocab_size: int | None = None  # synthetic data / when no tokenizer is given
+    mixtures: dict[str, Any] = field(default_factory=dict)  # phase mixture name -> YAML path or mapping
+    holdout_fraction: float = 0.02  # the last ceil(fraction x docs) of each source are never trained on
+    vars: dict[str, str] = field(default_factory=dict)  # environment for ${VAR} in mixture paths
+    prepare: PrepareSection | None = None
+
+
+@dataclass
+class TrainSection:
+    lr: float = 3e-3  # peak learning rate of phase 1; phases scale it with lr_start / lr_end
+    weight_decay: float = 3e-4  # fully decoupled (optimi decouple_lr=True, max_lr = lr)
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    global_batch_size: int = 8  # sequences per optimizer step, all ranks together
+    micro_batch_size: int = 8  # sequences per forward on one rank (gradient accumulation fills the rest)
+    batch_size_warmup_tokens: int = 0  # published value, recorded; see docs/training.md (not applied)
+    cpu_threads: int = 0  # torch intra-op threads on CPU (0: torch's default); 1 is fastest on a busy machine
+    precision: str = "fp32"  # fp32 | bf16 (autocast; weights and optimizer stay fp32)
+    compile: bool = False
+    distributed: str = "auto"  # auto (ddp when world > 1) | none | ddp | fsdp
+    meta_init: bool = False  # fsdp: build on meta, shard, then init (large models)
+    save_every_tokens: int = 0  # 0: only at the end of each phase
+    keep_checkpoints: int = 0  # 0: keep all (the suite releases its intermediate checkpoints)
+    log_every: int = 1
+    nan_policy: str = "stop"  # stop | skip
+    peak_flops: float | None = None  # per device, for MFU; None: a guess from the device
+    tensorboard: bool = True
+    wandb: bool = False
+    progress: bool = True
+    mntp: bool = False  # encoder-from-decoder: masked next-token prediction (LLM2Vec) instead of MLM
+
+
+@dataclass
+class PhaseSection:
+    name: str = "pretrain"
+    tokens: int = 0  # token budget of the phase (tokens = steps x global batch x seq_len)
+    seq_len: int = 1024
+    global_rope_theta: float = 10_000.0
+    local_rope_theta: float = 10_000.0
+    mlm_probability: float = 0.3
+    mixture: str = "pretrain"  # key into data.mixtures (or a preset name ettin.data knows)
+    schedule: str = "warmup_stable"
+    warmup_tokens: int = 0
+    decay_tokens: int = 0  # warmup_stable_decay only: length of the final 1-sqrt decay
+    lr_start: float = 1.0  # factor of train.lr at the peak / start of the phase
+    lr_end: float | None = None  # factor at the end (None: same as lr_start)
+    reset_optimizer: bool = False  # False: moments carry over from the previous phase (as Composer loads)
+    global_batch_size: int | None = None  # this phase's batch (default: train.global_batch_size)
+    micro_batch_size: int | None = None  # this phase's micro-batch (default: train.micro_batch_size)
+
+    @property
+    def end_factor(self) -> float:
+        return self.lr_start if self.lr_end is None else self.lr_end
+
+
+@dataclass
+class Recipe:
+    name: str = "run"
+    objective: str = "mlm"  # the model `ettin train` builds; `ettin pair` trains both
+    seed: int = 0
+    out_dir: str = "runs"
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    phases: list[PhaseSection] = field(default_factory=list)
+    source_file: str = "<recipe>"  # where it came from (for messages); not a setting
+
+    # ---- derived numbers -------------------------------------------------------------------------
+    def batch_size(self, phase: PhaseSection) -> int:
+        return phase.global_batch_size or self.train.global_batch_size
+
+    def micro_batch_size(self, phase: PhaseSection) -> int:
+        return phase.micro_batch_size or self.train.micro_batch_size
+
+    def tokens_per_step(self, phase: PhaseSection) -> int:
+        return self.batch_size(phase) * phase.seq_len
+
+    def phase_steps(self, phase: PhaseSection) -> int:
+        return max(1, math.ceil(phase.tokens / self.tokens_per_step(phase)))
+
+    def save_every_steps(self, phase: PhaseSection) -> int:
+        if self.train.save_every_tokens <= 0:
+            return 0
+        return max(1, round(self.train.save_every_tokens / self.tokens_per_step(phase)))
+
+    def model_config(
+        self, phase: PhaseSection, vocab_size: int, objective: str | None = None, special: dict | None = None
+    ) -> ModelConfig:
+        """The phase's model: size preset + overrides, the tokenizer's vocabulary and special ids, the
+        phase's RoPE thetas and context."""
+        from ettin.config import preset
+
+        kw = dict(self.model.overrides)
+        kw.update(special or {})
+        kw.update(
+            vocab_size=vocab_size,
+            global_rope_theta=float(phase.global_rope_theta),
+            local_rope_theta=float(phase.local_rope_theta),
+            max_position_embeddings=max(phase.seq_len, int(kw.get("max_position_embeddings", 0))),
+        )
+        return preset(self.model.size, objective or self.objective, **kw)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("source_file")
+        d["train"]["betas"] = list(d["train"]["betas"])
+        return d
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ---- loading -------------------------------------------------------------------------------------
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe file, apply dotted overrides, validate; raises RecipeError naming file and field."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file not found")
+    raw = _read_with_extends(path, seen=())
+    for text in overrides or []:
+        apply_override(raw, text, str(path))
+    return recipe_from_dict(raw, str(path))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise RecipeError(f"{path}{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _read_with_extends(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    data = _read_yaml(path)
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    base_path = (path.parent / str(base)).resolve()
+    if base_path in seen or len(seen) > 4:
+        raise RecipeError(f"{path}: extends: circular or too deep ({base})")
+    if not base_path.is_file():
+        raise RecipeError(f"{path}: extends: {base} not found")
+    return _deep_merge(_read_with_extends(base_path, (*seen, base_path)), data)
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "mixtures":
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def apply_override(raw: dict[str, Any], text: str, source: str = "<override>") -> None:
+    """``train.lr=1e-3`` (a leading ``--`` is allowed); the value is parsed as YAML."""
+    body = text.removeprefix("--")
+    if "=" not in body:
+        raise RecipeError(f"{source}: override {text!r}: expected key.path=value")
+    key, value_text = body.split("=", 1)
+    try:
+        value = yaml.safe_load(value_text)
+    except yaml.YAMLError:
+        value = value_text
+    parts = key.split(".")
+    node: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            node = _list_item(node, part, key, source)
+        else:
+            if not isinstance(node.get(part, {}), (dict, list)):
+                raise RecipeError(f"{source}: override {key}: {'.'.join(parts[: i + 1])} is not a section")
+            node = node.setdefault(part, {})
+    last = parts[-1]
+    if isinstance(node, list):
+        index = int(last) if last.isdigit() else -1
+        if not 0 <= index < len(node):
+            raise RecipeError(f"{source}: override {key}: no item {last} (the list has {len(node)})")
+        node[index] = value
+    else:
+        node[last] = value
+
+
+def _list_item(items: list, part: str, key: str, source: str) -> Any:
+    if part.isdigit() and int(part) < len(items):
+        return items[int(part)]
+    for item in items:  # phases may be addressed by name: phases.decay.tokens=1M
+        if isinstance(item, dict) and item.get("name") == part:
+            return item
+    raise RecipeError(f"{source}: override {key}: no list item {part!r}")
+
+
+# ---- typed conversion + validation ---------------------------------------------------------------
+
+_TOKEN_FIELDS = {"tokens", "warmup_tokens", "decay_tokens", "save_every_tokens", "batch_size_warmup_tokens"}
+
+
+def _convert(cls: type, data: Any, where: str, source: str) -> Any:
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: {where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)} - {"source_file"}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise RecipeError(f"{source}: {where}: unknown field(s) {unknown}; known: {sorted(names)}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, f"{where}.{name}".lstrip("."), source)
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str, source: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        return _coerce(hint, value, where, source)
+    if where.split(".")[-1] in _TOKEN_FIELDS:
+        try:
+            return parse_tokens(value)
+        except ValueError as e:
+            raise RecipeError(f"{source}: {where}: {e}") from None
+    if dataclasses.is_dataclass(hint):
+        return _convert(hint, value, where, source)
+    if origin is list:
+        if not isinstance(value, list):
+            raise RecipeError(f"{source}: {where}: expected a list, got {value!r}")
+        return [_coerce(args[0], v, f"{where}.{i}", source) for i, v in enumerate(value)]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise RecipeError(f"{source}: {where}: expected {len(args)} values, got {value!r}")
+        return tuple(_coerce(a, v, f"{where}.{i}", source) for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict or hint is Any:
+        if origin is dict and not isinstance(value, dict):
+            raise RecipeError(f"{source}: {where}: expected a mapping, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise RecipeError(f"{source}: {where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RecipeError(f"{source}: {where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, str):  # YAML reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RecipeError(f"{source}: {where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise RecipeError(f"{source}: {where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def recipe_from_dict(raw: dict[str, Any], source: str = "<recipe>") -> Recipe:
+    recipe = _convert(Recipe, raw, "", source)
+    recipe.source_file = source
+    validate(recipe)
+    return recipe
+
+
+def _check(ok: bool, source: str, where: str, message: str) -> None:
+    if not ok:
+        raise RecipeError(f"{source}: {where}: {message}")
+
+
+def validate(r: Recipe) -> None:
+    """Every check that can fail before training starts."""
+    s = r.source_file
+    _check(r.objective in OBJECTIVES, s, "objective", f"must be one of {OBJECTIVES}, got {r.objective!r}")
+    _check(r.model.size in SIZES, s, "model.size", f"unknown size {r.model.size!r}; known: {', '.join(SIZES)}")
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    bad = sorted(set(r.model.overrides) - fields)
+    _check(not bad, s, "model.overrides", f"unknown model config field(s) {bad}")
+    _check(r.data.source in ("prepared", "synthetic"), s, "data.source", "must be 'prepared' or 'synthetic'")
+    if r.data.source == "synthetic":
+        _check(bool(r.data.vocab_size), s, "data.vocab_size", "synthetic data needs a vocab_size")
+    else:
+        _check(r.data.tokenizer is not None, s, "data.tokenizer", "prepared data needs a tokenizer")
+    _check(0.0 <= r.data.holdout_fraction < 1.0, s, "data.holdout_fraction", "must be in [0, 1)")
+    if r.data.prepare is not None:
+        _check(bool(r.data.prepare.sources), s, "data.prepare.sources", "list the sources to prepare")
+    t = r.train
+    _check(t.lr > 0, s, "train.lr", f"must be positive, got {t.lr}")
+    _check(t.weight_decay >= 0, s, "train.weight_decay", "must be >= 0")
+    _check(all(0 <= b < 1 for b in t.betas), s, "train.betas", f"each in [0, 1), got {t.betas}")
+    _check(t.eps > 0, s, "train.eps", "must be positive")
+    _check(t.global_batch_size > 0, s, "train.global_batch_size", "must be positive")
+    _check(0 < t.micro_batch_size, s, "train.micro_batch_size", "must be positive")
+    _check(t.precision in ("fp32", "bf16"), s, "train.precision", f"fp32 or bf16, got {t.precision!r}")
+    _check(t.distributed in ("auto", "none", "ddp", "fsdp"), s, "train.distributed",
+           f"auto, none, ddp or fsdp, got {t.distributed!r}")
+    _check(t.nan_policy in ("stop", "skip"), s, "train.nan_policy", f"stop or skip, got {t.nan_policy!r}")
+    _check(t.log_every > 0, s, "train.log_every", "must be positive")
+    _check(t.keep_checkpoints >= 0, s, "train.keep_checkpoints", "must be >= 0 (0 keeps all)")
+    _check(bool(r.phases), s, "phases", "a recipe needs at least one phase")
+    names = [p.name for p in r.phases]
+    _check(len(set(names)) == len(names), s, "phases", f"phase names must be unique, got {names}")
+    for i, p in enumerate(r.phases):
+        w = f"phases.{i} ({p.name})"
+        _check(p.name.replace("_", "").replace("-", "").isalnum(), s, f"{w}.name", "letters, digits, - and _")
+        _check(p.tokens > 0, s, f"{w}.tokens", "must be positive")
+        _check(p.seq_len > 1, s, f"{w}.seq_len", "must be > 1")
+        _check(0.0 <= p.mlm_probability < 1.0, s, f"{w}.mlm_probability", "must be in [0, 1)")
+        _check(p.schedule in SCHEDULES, s, f"{w}.schedule", f"one of {SCHEDULES}, got {p.schedule!r}")
+        _check(p.lr_start > 0 and p.end_factor >= 0, s, f"{w}.lr_start", "factors must be positive")
+        _check(p.warmup_tokens + p.decay_tokens <= p.tokens, s, f"{w}.warmup_tokens",
+               "warmup + decay exceed the phase's tokens")
+        _check(r.batch_size(p) > 0 and r.micro_batch_size(p) > 0, s, f"{w}.global_batch_size", "positive")
+        _check(p.global_rope_theta > 0 and p.local_rope_theta > 0, s, f"{w}.global_rope_theta", "positive")
+        if r.data.source == "prepared" and r.data.mixtures:
+            _check(p.mixture in r.data.mixtures, s, f"{w}.mixture",
+                   f"{p.mixture!r} is not in data.mixtures ({sorted(r.data.mixtures)})")
+        try:
+            ids = dict(pad_token_id=0, bos_token_id=1, eos_token_id=2, mask_token_id=3)  # shapes only
+            r.model_config(p, r.data.vocab_size or 50368, special=ids)
+        except (ValueError, KeyError) as e:
+            raise RecipeError(f"{s}: model (phase {p.name}): {e}") from None
+
+
+def describe(r: Recipe, world_size: int = 1) -> str:
+    """The `--dry-run` summary: token budgets, steps and schedule per phase."""
+    from ettin.train.schedule import PhaseSchedule
+
+    lines = [f"recipe {r.name} ({r.source_file}): objective {r.objective}, model {r.model.size}, seed {r.seed}"]
+    t = r.train
+    lines.append(
+        f"optimizer StableAdamW lr {t.lr:g} wd {t.weight_decay:g} betas {tuple(t.betas)} eps {t.eps:g} "
+        f"(fully decoupled); precision {t.precision}; distributed {t.distributed} on {world_size} rank(s)"
+    )
+    total = 0
+    for p in r.phases:
+        steps = r.phase_steps(p)
+        sched = PhaseSchedule.from_recipe(r, p)
+        points = sorted({0, sched.warmup_steps, steps // 2, steps - 1} - {-1})
+        lr_text = ", ".join(f"step {k}: {t.lr * sched.factor(k):.3g}" for k in points if k < steps)
+        tokens = steps * r.tokens_per_step(p)
+        total += tokens
+        save = r.save_every_steps(p)
+        accum = max(1, -(-r.batch_size(p) // (r.micro_batch_size(p) * world_size)))
+        lines.append(
+            f"  phase {p.name}: {p.tokens:,} tokens -> {steps:,} steps x {r.tokens_per_step(p):,} tokens "
+            f"(batch {r.batch_size(p)} x seq {p.seq_len}; {world_size} x {r.micro_batch_size(p)} x {accum} accum); rope {p.global_rope_theta:g}/{p.local_rope_theta:g}; "
+            f"mlm {p.mlm_probability}; mixture {p.mixture}; {p.schedule} ({lr_text}); "
+            f"checkpoint every {save or steps} steps"
+        )
+    lines.append(f"total {total:,} tokens")
+    return "\n".join(lines)

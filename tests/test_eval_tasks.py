@@ -1,0 +1,290 @@
+"""Evaluation tasks: scoring rules on toy models worked out by hand, task file readers and their errors,
+and `ettin eval` end to end (both objectives, every task, caching, run folders) on tiny random models
+with task files written into tmp_path."""
+
+import json
+import math
+import random
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from ettin.cli import main as ettin_main
+from ettin.config import preset
+from ettin.eval import runner
+from ettin.eval.tasks import bias, get_task, multiple_choice, override, with_limit
+from ettin.eval.tasks.common import Subject, TaskDataError, causal_loglik, masked_pll
+from ettin.eval.tasks.data import held_out_range, read_jsonl, read_tsv
+from ettin.model import EttinModel
+
+SPECIALS = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
+WORDS = ("the a cat dog runs sleeps on mat river city old new king queen water fire paper table he she "
+         "they his her their was were could would house road light dark green blue").split()
+
+
+# ------------------------------------------------------------------------------------- toy model
+class ToyTokenizer:
+    def get_vocab_size(self):
+        return 8
+
+
+class ToyModel(torch.nn.Module):
+    """Logits at position t are W[ids[t - shift]]: shift=1 reads the left neighbour (an encoder filling a
+    [MASK] from its left), shift=0 the token itself (a decoder predicting the next token)."""
+
+    def __init__(self, objective: str, W: torch.Tensor):
+        super().__init__()
+        self.config = SimpleNamespace(objective=objective, vocab_size=8, pad_token_id=3, bos_token_id=1,
+                                      eos_token_id=2, mask_token_id=4, max_position_embeddings=64)
+        self.W = W
+        self.shift = 1 if objective == "mlm" else 0
+
+    def hidden_states(self, ids, mask=None):
+        src = torch.roll(ids, self.shift, dims=1) if self.shift else ids
+        return torch.nn.functional.one_hot(src, 8).float()  # (B, T, 8)
+
+    def logits_from_hidden(self, h):
+        return h @ self.W
+
+
+def _toy_W():
+    W = torch.zeros(8, 8)
+    W[5, 6] = math.log(3)  # after token 5, token 6 has probability 3 / (3 + 7)
+    W[6, 7] = math.log(5)  # after token 6, token 7 has probability 5 / (5 + 7)
+    return W
+
+
+def test_masked_pll_by_hand():
+    subj = Subject(ToyModel("mlm", _toy_W()), ToyTokenizer())
+    # [CLS] 5 [MASK] 7 [SEP] scores 6 from its left neighbour 5: log 0.3;
+    # [CLS] 5 6 [MASK] [SEP] scores 7 from 6: log(5/12)
+    (pll,) = masked_pll(subj, [([5], [6, 7], [])])
+    assert pll.tolist() == pytest.approx([math.log(0.3), math.log(5 / 12)], rel=1e-5)
+    # a right context is kept and does not move the masked positions
+    (pll,) = masked_pll(subj, [([5], [6], [7, 7])])
+    assert pll.tolist() == pytest.approx([math.log(0.3)], rel=1e-5)
+
+
+def test_causal_loglik_by_hand():
+    subj = Subject(ToyModel("clm", _toy_W()), ToyTokenizer())
+    # [BOS] 5 6 -> p(6 | ..5) = 0.3, p(7 | ..6) = 5/12; a context-free target is scored after [BOS]: 1/8
+    a, b = causal_loglik(subj, [([5], [6, 7]), ([], [6])])
+    assert a.tolist() == pytest.approx([math.log(0.3), math.log(5 / 12)], rel=1e-5)
+    assert b.tolist() == pytest.approx([math.log(1 / 8)], rel=1e-5)
+
+
+def test_tokenizer_larger_than_model_vocab_is_refused():
+    tok = SimpleNamespace(get_vocab_size=lambda: 9)
+    with pytest.raises(ValueError, match="9 ids but the model's vocabulary has only 8"):
+        Subject(ToyModel("mlm", _toy_W()), tok)
+
+
+# ----------------------------------------------------------------------------------- readers
+def test_held_out_range_is_the_last_two_percent():
+    assert held_out_range(10033) == range(9832, 10033)  # ceil(200.66) = 201 documents
+    assert held_out_range(135) == range(132, 135)
+    assert len(held_out_range(0)) == 0
+
+
+def test_malformed_rows_name_file_and_line(tmp_path):
+    tsv = tmp_path / "dev.tsv"
+    tsv.write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tonly two\n")
+    with pytest.raises(TaskDataError, match=r"dev\.tsv:3: expected 4"):
+        read_tsv(tsv)
+    jl = tmp_path / "mc.jsonl"
+    jl.write_text('{"query": "q", "choices": ["a", "b"], "gold": 1}\n{"query": "q", "choices": ["a"], "gold": 0}\n')
+    with pytest.raises(TaskDataError, match=r"mc\.jsonl:2: choices"):
+        multiple_choice.load_items(jl)
+    jl.write_text('{"goal": "g", "sol1": "a", "sol2": "b", "label": 2}\n')
+    with pytest.raises(TaskDataError, match=r"mc\.jsonl:1: gold/label 2"):
+        multiple_choice.load_items(jl)
+    jl.write_text("{not json\n")
+    with pytest.raises(TaskDataError, match=r"mc\.jsonl:1: invalid JSON"):
+        read_jsonl(jl)
+
+
+def test_winogender_pronoun_spans():
+    prefix, spans, suffix = bias._split(["The nurse said he was late.", "The nurse said she was late.",
+                                          "The nurse said they were late."])
+    assert (prefix, spans, suffix) == ("The nurse said ", ["he was", "she was", "they were"], " late.")
+    prefix, spans, suffix = bias._split(["A b his c.", "A b her c.", "A b their c."])
+    assert spans == ["his", "her", "their"] and suffix == " c."
+
+
+def test_task_settings_limit_and_override():
+    spec = with_limit(get_task("cola"), 5)
+    assert spec.settings.train_limit == 5 and spec.settings.eval_limit == 5
+    override(spec, "finetune.lr", "3e-4")
+    assert spec.settings.finetune.lr == 3e-4
+    with pytest.raises(ValueError, match="no setting"):
+        override(spec, "nope", "1")
+    with pytest.raises(ValueError, match="unknown task"):
+        get_task("mnli")  # hub GLUE tasks are named glue:NAME
+
+
+def test_hub_glue_is_refused_offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="offline"):
+        get_task("glue:mnli").check(tmp_path)
+    with pytest.raises(ValueError, match="unknown GLUE task"):
+        get_task("glue:nope").check(tmp_path)
+
+
+# ------------------------------------------------------------------------------ fake task data
+def _sentence(rng, n=8):
+    return " ".join(rng.choice(WORDS) for _ in range(n)).capitalize() + "."
+
+
+def make_data(root: Path) -> Path:
+    rng = random.Random(0)
+    (root / "pretrain").mkdir(parents=True)
+    for name in ("wikipedia_vital_summaries_en", "sotu_addresses", "moby_dick_chapters", "gutenberg_books"):
+        with open(root / "pretrain" / f"{name}.jsonl", "w") as f:
+            for i in range(60):
+                text = " ".join(_sentence(rng) for _ in range(12))
+                f.write(json.dumps({"id": str(i), "title": f"T{i}", "description": _sentence(rng, 3), "text": text})
+                        + "\n")
+
+    def tsv(path, header, rows):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join("\t".join(map(str, r)) + "\n" for r in ([header] if header else []) + rows))
+
+    pairs = lambda labels: [[i, _sentence(rng), _sentence(rng), rng.choice(labels)] for i in range(24)]  # noqa: E731
+    for split in ("train", "dev"):
+        tsv(root / "glue/CoLA" / f"{split}.tsv", None, [["src", rng.choice([0, 1]), "", _sentence(rng)] for _ in range(24)])
+        tsv(root / "sst2" / f"{split}.tsv", ["label", "sentence"], [[rng.choice([0, 1]), _sentence(rng)] for _ in range(24)])
+        tsv(root / "glue/RTE" / f"{split}.tsv", ["index", "sentence1", "sentence2", "label"],
+            pairs(["entailment", "not_entailment"]))
+        tsv(root / "glue/WNLI" / f"{split}.tsv", ["index", "sentence1", "sentence2", "label"], pairs([0, 1]))
+        head = ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2", "score"]
+        tsv(root / "glue/STS-B" / f"{split}.tsv", head,
+            [[i, "g", "f", "y", i, "s", "s", _sentence(rng), _sentence(rng), f"{rng.uniform(0, 5):.3f}"] for i in range(24)])
+    tsv(root / "glue/QNLI/dev.tsv", ["index", "question", "sentence", "label"], pairs(["entailment", "not_entailment"]))
+    beir = root / "retrieval/cranfield/beir"
+    (beir / "qrels").mkdir(parents=True)
+    with open(beir / "corpus.jsonl", "w") as f:
+        for i in range(30):
+            f.write(json.dumps({"_id": str(i), "title": _sentence(rng, 3), "text": _sentence(rng, 20)}) + "\n")
+    with open(beir / "queries.jsonl", "w") as f:
+        for i in range(1, 6):
+            f.write(json.dumps({"_id": str(i), "text": _sentence(rng, 5)}) + "\n")
+    tsv(beir / "qrels/test.tsv", ["query-id", "corpus-id", "score"], [[q, rng.randrange(30), 1] for q in range(1, 6)])
+    (root / "piqa").mkdir()
+    with open(root / "piqa/validation.jsonl", "w") as f:
+        for _ in range(10):
+            f.write(json.dumps({"goal": _sentence(rng, 5), "sol1": _sentence(rng, 4), "sol2": _sentence(rng, 6),
+                                "label": rng.choice([0, 1])}) + "\n")
+    wino = root / "winogender"
+    rows = []
+    for occ in ("nurse", "engineer"):
+        for answer in (0, 1):
+            for g, pron in (("male", "he"), ("female", "she"), ("neutral", "they")):
+                rows.append([f"{occ}.client.{answer}.{g}.txt", f"The {occ} told the client that {pron} could go."])
+    tsv(wino / "all_sentences.tsv", ["sentid", "sentence"], rows)
+    tsv(wino / "occupations-stats.tsv", ["occupation", "bergsma_pct_female", "bls_pct_female", "bls_year"],
+        [["nurse", 90, 90.0, 2015], ["engineer", 10, 10.0, 2015]])
+    return root
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A fake data root, a 512-id byte-level BPE, and tiny random HF folders for both objectives."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("eval")
+    data = make_data(root / "data")
+    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([json.loads(line)["text"] for line in open(data / "pretrain/sotu_addresses.jsonl")], trainer)
+    ids = {f"{n}_token_id": tok.token_to_id(t) for n, t in
+           (("pad", "[PAD]"), ("bos", "[CLS]"), ("eos", "[SEP]"), ("mask", "[MASK]"))}
+    folders = {}
+    for objective in ("mlm", "clm"):
+        torch.manual_seed(0)
+        model = EttinModel(preset("tiny", objective, vocab_size=tok.get_vocab_size(), **ids))
+        folders[objective] = root / f"tiny-{objective}"
+        model.save_pretrained(folders[objective], tokenizer=tok)
+    return SimpleNamespace(root=root, data=data, tok=tok, ids=ids, folders=folders)
+
+
+TASKS = "cola,sst2,rte,wnli,qnli,stsb,cranfield,piqa,lm,generation,winogender"
+
+
+def test_eval_every_task_both_objectives_and_cache(env, capsys):
+    out = env.root / "out"
+    argv = [str(env.folders["mlm"]), str(env.folders["clm"]), "--tasks", TASKS, "--out", str(out),
+            "--limit", "6", "--data-dir", str(env.data), "--max-length", "96", "--set", "lm.limit=4"]
+    assert ettin_main(["eval", *argv]) == 0
+    print(capsys.readouterr().err)
+    results = {r["model"]["objective"]: r for r in runner.load_results(out)}
+    assert set(results) == {"mlm", "clm"}
+    for objective, res in results.items():
+        assert res["model"]["size"] == "tiny" and len(res["model"]["sha256"]) == 64
+        assert res["settings"]["seed"] == 0
+        assert set(res["tasks"]) == set(TASKS.split(","))
+        for name, task in res["tasks"].items():
+            value = task[task["main"]]
+            assert isinstance(value, float) and math.isfinite(value), (objective, name, task)
+            assert task["settings"] and task["n"] > 0
+        assert 0 <= res["tasks"]["piqa"]["acc"] <= 1
+        assert res["tasks"]["cranfield"]["bm25"]["ndcg@10"] >= 0
+        rates = [res["tasks"]["winogender"][f"{g}_rate"] for g in ("male", "female", "neutral")]
+        assert sum(rates) == pytest.approx(1.0)
+    assert results["clm"]["tasks"]["lm"]["perplexity"] > 1
+    assert 0 <= results["mlm"]["tasks"]["lm"]["masked_accuracy"] <= 1
+    assert results["mlm"]["tasks"]["generation"]["method"].startswith("iterative mask filling")
+    # a second run finds everything cached; a changed setting reruns only that task
+    capsys.readouterr()
+    assert ettin_main(["eval", *argv]) == 0
+    assert capsys.readouterr().err.count(": cached") == 2 * len(TASKS.split(","))
+    assert ettin_main(["eval", *argv[:-1], "lm.limit=8", "--tasks", "lm"]) == 0
+    assert "lm: cached" not in capsys.readouterr().err
+
+
+def test_eval_run_folder_every_kth_checkpoint(env):
+    from ettin.train.checkpoint import save_checkpoint
+
+    run = env.root / "runs" / "pair" / "decoder"
+    run.mkdir(parents=True)
+    env.tok.save(str(run / "tokenizer.json"))
+    cfg = preset("tiny", "clm", vocab_size=env.tok.get_vocab_size(), **env.ids)
+    for step in (10, 20, 30):
+        torch.manual_seed(step)
+        save_checkpoint(run, f"stable-step{step:07d}", EttinModel(cfg), None,
+                        {"phase": "stable", "step": step, "tokens": step * 1000, "model_config": cfg.to_dict()})
+    targets = runner.resolve_targets(str(run), every=2)
+    assert [t.checkpoint for t in targets] == ["stable-step0000010", "stable-step0000030"]
+    assert len(runner.resolve_targets(str(run.parent))) == 3  # the pair folder: its decoder run
+    assert targets[0].run == "pair-decoder" and targets[1].meta["tokens"] == 30000
+    out = env.root / "out-run"
+    assert ettin_main(["eval", str(run), "--every", "2", "--tasks", "winogender", "--out", str(out),
+                       "--data-dir", str(env.data)]) == 0
+    res = runner.load_results(out)
+    assert [r["model"]["tokens"] for r in res] == [10000, 30000]
+    assert res[0]["model"]["sha256"] != res[1]["model"]["sha256"]
+
+
+def test_bad_inputs_fail_before_work(env, tmp_path, capsys):
+    assert ettin_main(["eval", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
+    bad = make_data(tmp_path / "data")
+    with open(bad / "piqa/validation.jsonl", "a") as f:
+        f.write('{"goal": "g", "sol1": "a"}\n')
+    code = ettin_main(["eval", str(env.folders["clm"]), "--tasks", "winogender,piqa", "--out", str(tmp_path / "o"),
+                       "--data-dir", str(bad)])
+    assert code == 2
+    assert "validation.jsonl:11: expected PIQA fields" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # nothing ran, not even the good task
+    # a model whose vocabulary is smaller than its tokenizer's
+    small = tmp_path / "small"
+    cfg = preset("tiny", "mlm", vocab_size=256, **env.ids)
+    EttinModel(cfg).save_pretrained(small, tokenizer=env.tok)
+    assert ettin_main(["eval", str(small), "--tasks", "winogender", "--out", str(tmp_path / "o2"),
+                       "--data-dir", str(env.data)]) == 2
+    expected = f"{env.tok.get_vocab_size()} ids but the model's vocabulary has only 256"
+    assert expected in capsys.readouterr().err

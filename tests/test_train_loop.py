@@ -1,0 +1,169 @@
+"""The training loop on synthetic data: three phases, paired runs, checkpoints, NaN handling, export."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from ettin.cli import main
+from ettin.train import checkpoint as ckpt
+from ettin.train import loop
+from ettin.train.recipe import load_recipe
+
+RECIPE = """
+name: t
+seed: 3
+model: {size: tiny}
+data: {source: synthetic, vocab_size: 128}
+train: {lr: 3e-3, global_batch_size: 8, micro_batch_size: 4, save_every_tokens: 1536, progress: false,
+        tensorboard: false}
+phases:
+  - {name: pretrain, tokens: 6144, seq_len: 48, warmup_tokens: 768}
+  - {name: extension, tokens: 1024, seq_len: 64, global_rope_theta: 160000, local_rope_theta: 160000,
+     schedule: one_minus_sqrt, lr_start: 1.0, lr_end: 0.5}
+  - {name: decay, tokens: 1024, seq_len: 64, global_rope_theta: 160000, local_rope_theta: 160000,
+     schedule: one_minus_sqrt, lr_start: 0.5, lr_end: 0.02, mlm_probability: 0.15}
+"""
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def recipe_file(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text(RECIPE)
+    return path
+
+
+def test_pair_trains_three_phases(recipe_file, tmp_path, capsys):
+    out = tmp_path / "pair"
+    assert main(["pair", str(recipe_file), "--out", str(out)]) == 0
+    pair = json.loads((out / "pair.json").read_text())
+    assert pair["same_batch_order"] and set(pair["encoder"]) == {"pretrain", "extension", "decay"}
+    for sub, objective in (("encoder", "mlm"), ("decoder", "clm")):
+        run = out / sub
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        pre = [r["loss"] for r in rows if r["phase"] == "pretrain"]
+        assert len(pre) == 16 and pre[-1] < pre[0] - 0.5, pre  # the stride walk is learnable
+        assert [r["phase"] for r in rows][-1] == "decay"
+        names = [p.name for p in ckpt.list_checkpoints(run)]
+        assert names[0] == "pretrain-step0000004" and names[-1] == "decay-step0000002"
+        meta = ckpt.read_meta(run / "checkpoints" / names[-1])
+        assert meta["model_config"]["objective"] == objective
+        assert meta["model_config"]["global_rope_theta"] == 160000.0 and meta["tokens"] == 8 * (48 * 16 + 64 * 4)
+        for png in ("loss_curve.png", "loss_curve-pretrain.png", "loss_curve-decay.png"):
+            assert (run / png).stat().st_size > 1000
+        assert (run / "final" / "config.json").is_file()
+    assert "fingerprints match" in capsys.readouterr().out
+
+
+def test_phase_starts_from_previous_checkpoint(recipe_file, tmp_path):
+    recipe = load_recipe(recipe_file, ["phases.0.tokens=768", "train.save_every_tokens=0"])
+    results = loop.train(recipe, tmp_path / "run", objective="clm", log=lambda *_: None)
+    assert [r.steps for r in results] == [2, 2, 2]
+    pre = ckpt.load_model(results[0].checkpoint)
+    ext = ckpt.load_model(results[1].checkpoint)
+    assert pre.config.global_rope_theta == 10000.0 and ext.config.global_rope_theta == 160000.0
+    # phase 2 changed the weights it started from (it trained), but started from phase 1's, not from scratch
+    fresh = loop.build_model(pre.config, loop.D.DistInfo(), "none", False, recipe.seed)[0]
+    w = "layers.0.mlp.Wi.weight"
+    d_trained = (ext.state_dict()[w] - pre.state_dict()[w]).abs().max()
+    d_fresh = (ext.state_dict()[w] - fresh.state_dict()[w]).abs().max()
+    assert 0 < d_trained < d_fresh
+
+
+@pytest.mark.parametrize("policy", ["stop", "skip"])
+def test_non_finite_loss(recipe_file, tmp_path, monkeypatch, policy, capsys):
+    real = loop.train_step
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        loss, n, p = real(*args, **kwargs)
+        calls["n"] += 1
+        return (math.nan if calls["n"] == 3 else loss), n, p
+
+    monkeypatch.setattr(loop, "train_step", flaky)
+    args = ["train", str(recipe_file), "--out", str(tmp_path / "run"), "phases.0.tokens=2304",
+            f"train.nan_policy={policy}"]
+    code = main(args)
+    err = capsys.readouterr().err
+    if policy == "stop":
+        assert code == 3 and "phase pretrain step 2" in err and "nan_policy=skip" in err
+        assert [p.name for p in ckpt.list_checkpoints(tmp_path / "run")] == []
+    else:
+        assert code == 0
+        rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+        assert math.isnan(rows[2]["loss"]) and all(math.isfinite(r["loss"]) for r in rows[3:])
+
+
+def test_checkpoint_listing_is_atomic_and_exports(recipe_file, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", str(recipe_file), "--out", str(run), "phases.0.tokens=1536", "--objective", "mlm"]) == 0
+    ckpts = ckpt.list_checkpoints(run)
+    # a crash mid-write leaves only a hidden tmp folder: never listed, never resumed from
+    (run / "checkpoints" / ".tmp-decay-step0000009").mkdir()
+    (run / "checkpoints" / "decay-step0000009").mkdir()  # no meta.json: incomplete
+    assert ckpt.list_checkpoints(run) == ckpts
+    assert main(["train", str(recipe_file), "--out", str(run)]) == 2  # refuses to overwrite without --resume
+    assert "--resume" in capsys.readouterr().err
+    model = ckpt.load_model(ckpts[-1])
+    out = tmp_path / "hf"
+    assert main(["export-hf", str(ckpts[-1]), str(out)]) == 0
+    from transformers import AutoModelForMaskedLM
+
+    hf = AutoModelForMaskedLM.from_pretrained(out).eval()
+    ids = torch.randint(4, 128, (2, 20))
+    with torch.no_grad():
+        torch.testing.assert_close(hf(input_ids=ids).logits, model(ids).logits, atol=1e-4, rtol=1e-4)
+
+
+def test_convert_objective_exports_matching_class(recipe_file, tmp_path):
+    run = tmp_path / "dec"
+    assert main(["train", str(recipe_file), "--out", str(run), "--objective", "clm", "phases.0.tokens=768"]) == 0
+    last = ckpt.list_checkpoints(run)[-1]
+    out = tmp_path / "enc-from-dec"
+    assert main(["convert-objective", str(last), "--to", "mlm", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "modernbert"
+    from transformers import AutoModelForMaskedLM
+
+    hf = AutoModelForMaskedLM.from_pretrained(out)
+    src = ckpt.load_model(last)
+    torch.testing.assert_close(hf.model.embeddings.tok_embeddings.weight, src.embeddings.tok_embeddings.weight)
+    # continue training it with the other objective from the converted folder (a cross-objective recipe)
+    recipe = load_recipe(recipe_file, [f"model.init_from={out}", "phases.0.tokens=768", "phases.0.warmup_tokens=0",
+                                       "train.save_every_tokens=0"])
+    recipe.phases = recipe.phases[:1]
+    results = loop.train(recipe, tmp_path / "cross", objective="mlm", log=lambda *_: None)
+    assert math.isfinite(results[0].last_loss)
+
+
+def test_dry_run_prints_budget(recipe_file, capsys):
+    assert main(["train", str(recipe_file), "--dry-run", "train.lr=1e-3"]) == 0
+    out = capsys.readouterr().out
+    assert "lr: 0.001" in out and "6,144 tokens -> 16 steps" in out and "total" in out
+    assert main(["train", str(recipe_file), "--dry-run", "oops"]) == 2
+
+
+def test_bf16_autocast(recipe_file, tmp_path):
+    recipe = load_recipe(recipe_file, ["train.precision=bf16", "phases.0.tokens=768", "train.save_every_tokens=0"])
+    recipe.phases = recipe.phases[:1]
+    result = loop.train(recipe, tmp_path / "bf16", objective="mlm", log=lambda *_: None)[0]
+    assert result.steps == 2 and all(math.isfinite(x) for x in result.losses)
+
+
+@pytest.mark.slow
+def test_torch_compile(recipe_file, tmp_path):
+    recipe = load_recipe(recipe_file, ["train.compile=true", "phases.0.tokens=1536", "train.save_every_tokens=0"])
+    recipe.phases = recipe.phases[:1]
+    eager = loop.train(recipe, tmp_path / "eager", objective="clm", log=lambda *_: None)[0]
+    recipe.train.compile = False
+    compiled = loop.train(recipe, tmp_path / "compiled", objective="clm", log=lambda *_: None)[0]
+    assert compiled.losses == pytest.approx(eager.losses, rel=1e-4)
