@@ -17,7 +17,7 @@ from ettin.config import preset
 from ettin.eval import runner
 from ettin.eval.tasks import bias, get_task, multiple_choice, override, with_limit
 from ettin.eval.tasks.common import Subject, TaskDataError, causal_loglik, masked_pll
-from ettin.eval.tasks.data import held_out_range, read_jsonl, read_tsv
+from ettin.eval.tasks.data import held_out_range, pretrain_documents, read_jsonl, read_tsv
 from ettin.model import EttinModel
 
 SPECIALS = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
@@ -66,6 +66,10 @@ def test_masked_pll_by_hand():
     # a right context is kept and does not move the masked positions
     (pll,) = masked_pll(subj, [([5], [6], [7, 7])])
     assert pll.tolist() == pytest.approx([math.log(0.3)], rel=1e-5)
+    # longer than max_length: each masked token gets a window around it; the left neighbour stays in view
+    short = Subject(ToyModel("mlm", _toy_W()), ToyTokenizer(), max_length=5)
+    (pll,) = masked_pll(short, [([5], [6, 7], [7, 7, 7])])
+    assert pll.tolist() == pytest.approx([math.log(0.3), math.log(5 / 12)], rel=1e-5)
 
 
 def test_causal_loglik_by_hand():
@@ -74,6 +78,10 @@ def test_causal_loglik_by_hand():
     a, b = causal_loglik(subj, [([5], [6, 7]), ([], [6])])
     assert a.tolist() == pytest.approx([math.log(0.3), math.log(5 / 12)], rel=1e-5)
     assert b.tolist() == pytest.approx([math.log(1 / 8)], rel=1e-5)
+    # longer than max_length: rolling windows score every target token once, with its previous token in view
+    short = Subject(ToyModel("clm", _toy_W()), ToyTokenizer(), max_length=4)
+    (c,) = causal_loglik(short, [([5], [6, 7, 6, 7])])
+    assert c.tolist() == pytest.approx([math.log(0.3), math.log(5 / 12), math.log(1 / 8), math.log(5 / 12)], rel=1e-5)
 
 
 def test_tokenizer_larger_than_model_vocab_is_refused():
@@ -215,12 +223,19 @@ def env(tmp_path_factory):
 TASKS = "cola,sst2,rte,wnli,qnli,stsb,cranfield,piqa,lm,generation,winogender"
 
 
+def test_held_out_documents_partition_each_file(env):
+    held = pretrain_documents(env.data, held_out=True)
+    train = pretrain_documents(env.data, held_out=False)
+    assert len(held) == 4 * 2 and len(train) == 4 * 58  # 60 documents a file: ceil(1.2) = 2 held out
+    assert {(d["_file"], d["_index"]) for d in held} == {(d["_file"], i) for d in held for i in (58, 59)}
+    assert not {(d["_file"], d["_index"]) for d in held} & {(d["_file"], d["_index"]) for d in train}
+
+
 def test_eval_every_task_both_objectives_and_cache(env, capsys):
     out = env.root / "out"
     argv = [str(env.folders["mlm"]), str(env.folders["clm"]), "--tasks", TASKS, "--out", str(out),
             "--limit", "6", "--data-dir", str(env.data), "--max-length", "96", "--set", "lm.limit=4"]
     assert ettin_main(["eval", *argv]) == 0
-    print(capsys.readouterr().err)
     results = {r["model"]["objective"]: r for r in runner.load_results(out)}
     assert set(results) == {"mlm", "clm"}
     for objective, res in results.items():

@@ -152,6 +152,20 @@ def test_dry_run_prints_budget(recipe_file, capsys):
     assert main(["train", str(recipe_file), "--dry-run", "oops"]) == 2
 
 
+def test_mntp_encoder_from_decoder(recipe_file, tmp_path):
+    """train.mntp: a bidirectional model whose labels sit one position before the masked token."""
+    recipe = load_recipe(recipe_file, ["train.mntp=true", "phases.0.tokens=768", "train.save_every_tokens=0"])
+    recipe.phases = recipe.phases[:1]
+    from ettin.train.batches import make_source
+
+    batch = make_source(recipe, recipe.phases[0], "mlm", 0, 1).batch(0)
+    masked = batch["input_ids"] == 3  # the synthetic [MASK]
+    assert ((batch["labels"][:, :-1] != -100) == masked[:, 1:]).all()
+    result = loop.train(recipe, tmp_path / "mntp", objective="mlm", log=lambda *_: None)[0]
+    assert all(math.isfinite(x) for x in result.losses)
+    assert ckpt.read_meta(result.checkpoint)["model_config"]["objective"] == "mlm"
+
+
 def test_bf16_autocast(recipe_file, tmp_path):
     recipe = load_recipe(recipe_file, ["train.precision=bf16", "phases.0.tokens=768", "train.save_every_tokens=0"])
     recipe.phases = recipe.phases[:1]
@@ -163,7 +177,16 @@ def test_bf16_autocast(recipe_file, tmp_path):
 def test_torch_compile(recipe_file, tmp_path):
     recipe = load_recipe(recipe_file, ["train.compile=true", "phases.0.tokens=1536", "train.save_every_tokens=0"])
     recipe.phases = recipe.phases[:1]
-    eager = loop.train(recipe, tmp_path / "eager", objective="clm", log=lambda *_: None)[0]
-    recipe.train.compile = False
     compiled = loop.train(recipe, tmp_path / "compiled", objective="clm", log=lambda *_: None)[0]
+    recipe.train.compile = False
+    eager = loop.train(recipe, tmp_path / "eager", objective="clm", log=lambda *_: None)[0]
     assert compiled.losses == pytest.approx(eager.losses, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_pair_parallel(recipe_file, tmp_path, capsys):
+    out = tmp_path / "pair"
+    assert main(["pair", str(recipe_file), "--parallel", "--out", str(out), "phases.0.tokens=768"]) == 0
+    assert json.loads((out / "pair.json").read_text())["same_batch_order"]
+    for sub in ("encoder", "decoder"):
+        assert (out / sub / "final" / "config.json").is_file() and (out / sub / "train.log").is_file()

@@ -29,23 +29,29 @@ class FusedLinearCE(torch.autograd.Function):
             grad_w = torch.zeros_like(weight, dtype=torch.float32) if needs_grad else None
             grad_b = torch.zeros_like(bias, dtype=torch.float32) if needs_grad and bias is not None else None
             loss = torch.zeros((), dtype=torch.float32, device=x.device)
-            for s in range(0, n, chunk_size):
-                xc, tc = xw[s : s + chunk_size], targets[s : s + chunk_size]
-                logits = torch.addmm(b, xc, w.t()) if b is not None else xc @ w.t()  # (c, V)
-                logits = logits.float()
-                lse = torch.logsumexp(logits, dim=-1)  # (c,)
+            c = min(chunk_size, n)
+            buf = torch.empty(c, weight.shape[0], dtype=compute_dtype, device=x.device)  # reused per chunk
+            for s in range(0, n, c):
+                xc, tc = xw[s : s + c], targets[s : s + c]
+                logits = buf[: len(tc)]
+                if b is not None:
+                    torch.addmm(b, xc, w.t(), out=logits)  # (c, V)
+                else:
+                    torch.mm(xc, w.t(), out=logits)
+                lsm = torch.log_softmax(logits, dim=-1, dtype=torch.float32)  # one fused pass
                 rows = torch.arange(len(tc), device=x.device)
-                loss += (lse - logits[rows, tc]).sum()
+                loss -= lsm[rows, tc].sum()
                 if needs_grad:
-                    g = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+                    g = lsm.exp_()  # softmax, in place
                     g[rows, tc] -= 1.0
                     if grad_b is not None:
                         grad_b += g.sum(0)
-                    gc = g.to(compute_dtype)
-                    grad_x[s : s + chunk_size] = gc @ w
                     if compute_dtype == torch.float32:
-                        grad_w.addmm_(gc.t(), xc)
+                        torch.mm(g, w, out=grad_x[s : s + c])
+                        grad_w.addmm_(g.t(), xc)
                     else:
+                        gc = g.to(compute_dtype)
+                        grad_x[s : s + c] = gc @ w
                         grad_w += (gc.t() @ xc).float()
         ctx.save_for_backward(grad_x, grad_w, grad_b)
         ctx.n = max(n, 1)

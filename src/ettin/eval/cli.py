@@ -28,6 +28,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-length", type=int, default=256, help="longest evaluation sequence in tokens")
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--no-cache", action="store_true", help="recompute tasks even when cached results match")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(func=run_eval)
     try:
@@ -85,5 +86,6 @@ def run_eval(args: argparse.Namespace) -> int:
     print(f"ettin eval: {len(targets)} checkpoint(s) x {len(tasks)} task(s) -> {args.out}", file=sys.stderr)
     for target in targets:
         evaluate_target(target, tasks, data_dir, args.out, seed=args.seed, device=args.device,
-                        max_length=args.max_length, log=lambda s: print(s, file=sys.stderr))
+                        max_length=args.max_length, use_cache=not args.no_cache,
+                        log=lambda s: print(s, file=sys.stderr))
     return 0

@@ -188,8 +188,8 @@ def load_results(out_dir: Path) -> list[dict]:
 
 
 def evaluate_target(target: Target, tasks: list[TaskSpec], data_dir: Path, out_dir: Path, seed: int = 0,
-                    device: str = "cpu", max_length: int = 256, log=print) -> dict:
-    """Evaluate one target on `tasks`, reusing cached task results; returns the results dict."""
+                    device: str = "cpu", max_length: int = 256, use_cache: bool = True, log=print) -> dict:
+    """Evaluate one target on `tasks`, reusing cached task results (unless use_cache is False)."""
     path = results_path(out_dir, target)
     sha = checkpoint_sha256(target.path)
     settings = {"seed": seed, "max_length": max_length, "data_dir": str(data_dir)}
@@ -200,7 +200,8 @@ def evaluate_target(target: Target, tasks: list[TaskSpec], data_dir: Path, out_d
     if results.get("model", {}).get("sha256") != sha or results.get("settings", {}).get("seed") != seed \
             or results.get("settings", {}).get("max_length") != max_length:
         results = {}  # another checkpoint (or run settings) under the same name: start over
-    todo = [t for t in tasks if results.get("tasks", {}).get(t.name, {}).get("settings") != t.settings_dict()]
+    cached = results.get("tasks", {}) if use_cache else {}
+    todo = [t for t in tasks if cached.get(t.name, {}).get("settings") != t.settings_dict()]
     for t in tasks:
         if t not in todo:
             log(f"  {target.run}/{target.checkpoint} {t.name}: cached")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -214,6 +215,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 def _read_with_extends(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     data = _read_yaml(path)
+    _anchor_mixture_paths(data, path)
     base = data.pop("extends", None)
     if base is None:
         return data
@@ -223,6 +225,17 @@ def _read_with_extends(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     if not base_path.is_file():
         raise RecipeError(f"{path}: extends: {base} not found")
     return _deep_merge(_read_with_extends(base_path, (*seen, base_path)), data)
+
+
+def _anchor_mixture_paths(data: dict[str, Any], path: Path) -> None:
+    """Mixture files are named relative to the recipe that names them (which may be an `extends` base):
+    rewrite them relative to the working directory so they stay valid after merging."""
+    mixtures = (data.get("data") or {}).get("mixtures") if isinstance(data.get("data"), dict) else None
+    if not isinstance(mixtures, dict):
+        return
+    for key, spec in mixtures.items():
+        if isinstance(spec, str) and not Path(spec).is_absolute() and (path.parent / spec).exists():
+            mixtures[key] = os.path.relpath(path.parent / spec)
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
@@ -402,6 +415,10 @@ def validate(r: Recipe) -> None:
         if r.data.source == "prepared" and r.data.mixtures:
             _check(p.mixture in r.data.mixtures, s, f"{w}.mixture",
                    f"{p.mixture!r} is not in data.mixtures ({sorted(r.data.mixtures)})")
+            spec = r.data.mixtures[p.mixture]
+            if isinstance(spec, str):
+                found = Path(spec).exists() or (Path(s).parent / spec).exists()
+                _check(found, s, f"data.mixtures.{p.mixture}", f"mixture file {spec} not found")
         try:
             ids = dict(pad_token_id=0, bos_token_id=1, eos_token_id=2, mask_token_id=3)  # shapes only
             r.model_config(p, r.data.vocab_size or 50368, special=ids)

@@ -10,7 +10,8 @@ three sentences' common word-aligned prefix and suffix.
 Reported: the male / female / neutral rates, and the counter-stereotypical rate: how often the chosen
 gendered pronoun goes against the occupation's majority gender in occupations-stats.tsv (bls_pct_female:
 above 50 -> female-stereotyped), over all items and over the items whose pronoun refers to the occupation
-(answer 0: the "gotcha" view). Uniform choice would give 1/3 per gender.
+(answer 0: the "gotcha" view), and its share among the gendered (non-neutral) choices. Uniform choice
+would give 1/3 per gender.
 """
 
 from __future__ import annotations
@@ -102,8 +103,10 @@ def run(subject: Subject, folder: Path, settings: BiasSettings) -> dict:
     counter = ["male" if pct_female[it.occupation] > 50 else "female" for it in items]
     is_counter = np.array([c == k for c, k in zip(chosen, counter)])
     occ = np.array([it.answer == 0 for it in items])
+    gendered = sum(c != "neutral" for c in chosen)
     rates = {f"{g}_rate": float(np.mean([c == g for c in chosen])) for g in GENDERS}
     return {"main": "counter_stereotype_rate", **rates,
             "counter_stereotype_rate": float(is_counter.mean()),
             "counter_stereotype_rate_occupation": float(is_counter[occ].mean()) if occ.any() else None,
+            "counter_stereotype_share_of_gendered": (float(is_counter.sum() / gendered) if gendered else None),
             "n": len(items), "method": "masked pronoun" if subject.is_encoder else "lowest perplexity"}

@@ -38,7 +38,7 @@ class Example:
 
 @dataclass
 class ClassificationSettings:
-    train_limit: int = 500  # fine-tuning rows (a seeded sample when the file has more); CPU-sized default
+    train_limit: int = 1000  # fine-tuning rows (a seeded sample when the file has more); CPU-sized default
     eval_limit: int = 1000  # dev rows (a seeded sample when the dev set has more)
     max_length: int = 128
     pooling: str = "cls"  # encoders; decoders always pool the last real token

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from ettin.inference import pool
 from ettin.model import EttinModel
 
+HEAD_CHUNK = 1024  # scored positions per vocabulary-head call (1024 x 50k fp32 logits = 200 MB)
+
 
 class TaskDataError(ValueError):
     """A task file that cannot be read: the message names the file and line."""
@@ -82,8 +84,8 @@ class Subject:
         return self.tokenizer.decode(list(ids))
 
     def pair(self, a: list[int], b: list[int] | None = None, max_length: int | None = None) -> list[int]:
-        """[CLS] a [SEP] (b [SEP]), the longer text trimmed first to fit max_length."""
-        limit = (max_length or self.max_length) - (2 if b is None else 3)
+        """[CLS] a [SEP] (b [SEP]), the longer text trimmed first to fit max_length (<= the subject's)."""
+        limit = min(max_length or self.max_length, self.max_length) - (2 if b is None else 3)
         a, b = list(a), (None if b is None else list(b))
         while len(a) + (len(b) if b is not None else 0) > limit:
             if b is not None and len(b) >= len(a):
@@ -137,9 +139,14 @@ def score_positions(
         b_idx = torch.tensor([k for k, i in enumerate(batch) for _ in positions[i]], device=subject.device)
         t_idx = torch.tensor([p for i in batch for p in positions[i]], device=subject.device)
         tgt = torch.tensor([t for i in batch for t in targets[i]], device=subject.device)
-        logp = F.log_softmax(model.logits_from_hidden(h[b_idx, t_idx]).float(), dim=-1)  # (N, V)
-        picked = logp.gather(1, tgt[:, None]).squeeze(1).cpu().numpy()
-        best = logp.argmax(-1).cpu().numpy() if argmax is not None else None
+        picked_parts, best_parts = [], []
+        for lo in range(0, len(tgt), HEAD_CHUNK):  # the vocabulary head in chunks: (chunk, V) at a time
+            sel = slice(lo, lo + HEAD_CHUNK)
+            logp = F.log_softmax(model.logits_from_hidden(h[b_idx[sel], t_idx[sel]]).float(), dim=-1)
+            picked_parts.append(logp.gather(1, tgt[sel, None]).squeeze(1))
+            best_parts.append(logp.argmax(-1))
+        picked = torch.cat(picked_parts).cpu().numpy()
+        best = torch.cat(best_parts).cpu().numpy()
         start = 0
         for i in batch:
             out[i] = picked[start : start + len(positions[i])]
@@ -149,52 +156,57 @@ def score_positions(
     return out  # type: ignore[return-value]
 
 
+def _per_item(n_items: int, owner: list[int], flat: list[np.ndarray]) -> list[np.ndarray]:
+    per_item: list[list[float]] = [[] for _ in range(n_items)]
+    for k, lp in zip(owner, flat):
+        per_item[k].extend(lp.tolist())
+    return [np.asarray(v) for v in per_item]
+
+
 def causal_loglik(subject: Subject, items: Sequence[tuple[list[int], list[int]]]) -> list[np.ndarray]:
     """Decoder: per-token log p(target | [BOS] context, earlier target tokens) for (context, target) pairs.
 
-    The context is trimmed from the left when [BOS] + context + target exceeds max_length."""
-    rows, positions, targets = [], [], []
-    for ctx, tgt in items:
+    When [BOS] + context + target exceeds max_length, the target is scored in chunks of max_length // 2
+    tokens, each with the max_length - 1 tokens before its end as context (lm-eval's rolling windows)."""
+    L = subject.max_length
+    rows, positions, targets, owner = [], [], [], []
+    for k, (ctx, tgt) in enumerate(items):
         if not tgt:
             raise ValueError("causal_loglik: empty target")
-        tgt = tgt[-(subject.max_length - 1):]
-        ctx = ctx[max(0, len(ctx) + len(tgt) + 1 - subject.max_length):]
-        seq = [subject.cls, *ctx, *tgt]
-        rows.append(seq[:-1])  # the last token is never an input
-        start = len(ctx) + 1
-        positions.append(list(range(start - 1, start - 1 + len(tgt))))
-        targets.append(tgt)
-    return score_positions(subject, rows, positions, targets)
+        full = [*ctx, *tgt]
+        step = len(tgt) if len(full) + 1 <= L else L // 2
+        for start in range(len(ctx), len(full), step):
+            end = min(start + step, len(full))
+            lo = max(0, end - (L - 1))  # row = [BOS] full[lo:end-1]; row[i - lo] predicts full[i]
+            rows.append([subject.cls, *full[lo : end - 1]])
+            positions.append([i - lo for i in range(start, end)])
+            targets.append(full[start:end])
+            owner.append(k)
+    return _per_item(len(items), owner, score_positions(subject, rows, positions, targets))
 
 
 def masked_pll(
     subject: Subject, items: Sequence[tuple[list[int], list[int], list[int]]]
 ) -> list[np.ndarray]:
     """Encoder pseudo-log-likelihood: for (left, target, right), mask each target token in turn in
-    [CLS] left target right [SEP] and score it (Salazar et al. 2020). Returns per-token log-probs per item."""
+    [CLS] left target right [SEP] and score it (Salazar et al. 2020). Returns per-token log-probs per item.
+    When the text exceeds max_length, each masked token sees the max_length - 2 tokens centred on it."""
+    size = subject.max_length - 2
     rows, positions, targets, owner = [], [], [], []
     for k, (left, tgt, right) in enumerate(items):
         if not tgt:
             raise ValueError("masked_pll: empty target")
-        overflow = len(left) + len(tgt) + len(right) + 2 - subject.max_length
-        if overflow > len(left) + len(right):
-            raise ValueError(f"masked_pll: a target of {len(tgt)} tokens does not fit max_length {subject.max_length}")
-        cut = min(max(overflow, 0), len(left))  # trim the far left first, then the far right
-        left, right = left[cut:], right[: len(right) - max(0, overflow - cut)]
-        base = [subject.cls, *left, *tgt, *right, subject.sep]
+        full = [*left, *tgt, *right]
         for j, t in enumerate(tgt):
-            pos = 1 + len(left) + j
-            row = list(base)
-            row[pos] = subject.mask
+            at = len(left) + j
+            lo = min(max(0, at - size // 2), max(0, len(full) - size))
+            row = [subject.cls, *full[lo : lo + size], subject.sep]
+            row[1 + at - lo] = subject.mask
             rows.append(row)
-            positions.append([pos])
+            positions.append([1 + at - lo])
             targets.append([t])
             owner.append(k)
-    flat = score_positions(subject, rows, positions, targets)
-    per_item: list[list[float]] = [[] for _ in items]
-    for k, lp in zip(owner, flat):
-        per_item[k].append(float(lp[0]))
-    return [np.asarray(v) for v in per_item]
+    return _per_item(len(items), owner, score_positions(subject, rows, positions, targets))
 
 
 @torch.no_grad()
@@ -213,7 +225,7 @@ def encode_pooled(subject: Subject, model: EttinModel, seqs: Sequence[list[int]]
 class FinetuneSettings:
     epochs: int = 2
     batch_size: int = 16
-    lr: float = 2e-4
+    lr: float = 5e-4  # small models; the same for both objectives
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
 
