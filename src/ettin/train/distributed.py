@@ -57,9 +57,11 @@ def setup(device: str | None = None) -> DistInfo:
     return DistInfo(rank=rank, world_size=world, local_rank=local, device=dev)
 
 
-def teardown() -> None:
+def teardown(barrier: bool = True) -> None:
+    """End the process group; no barrier after an error (the other ranks may never arrive)."""
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        if barrier:
+            dist.barrier()
         dist.destroy_process_group()
 
 

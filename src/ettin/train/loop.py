@@ -149,11 +149,13 @@ def train(
     if start_ckpt is not None and info.is_main:
         log(f"resuming from {start_ckpt}")
     results = []
+    wandb_run = _wandb(recipe, run_dir, objective, info)
     for index in range(start, len(recipe.phases)):
         init = start_ckpt if index == start else ckpt.latest_checkpoint(run_dir)
-        results.append(
-            train_phase(recipe, index, run_dir, objective, info, tokenizer, init, mid_phase and index == start, log)
-        )
+        results.append(train_phase(recipe, index, run_dir, objective, info, tokenizer, init,
+                                   mid_phase and index == start, wandb_run))
+    if wandb_run is not None:
+        wandb_run.finish()
     if results and info.is_main:
         final = Path(results[-1].checkpoint)
         ckpt.export_hf(final, run_dir / "final")
@@ -170,7 +172,7 @@ def train_phase(
     tokenizer,
     init: Path | None,
     resume: bool,
-    log=print,
+    wandb_run: Any = None,
 ) -> PhaseResult:
     phase = recipe.phases[index]
     t = recipe.train
@@ -198,7 +200,7 @@ def train_phase(
     fingerprint = source.fingerprint(fingerprint_steps)
     peak = t.peak_flops or guess_peak_flops(info.device)
     progress = Progress(run_dir, phase.name, total, step, enabled=info.is_main, bar=t.progress,
-                        tensorboard=t.tensorboard, wandb_run=_wandb(recipe, run_dir, objective, info),
+                        tensorboard=t.tensorboard, wandb_run=wandb_run,
                         peak_flops=peak, devices=info.world_size)
     progress.note(f"phase {phase.name}: steps {step}..{total} of {recipe.tokens_per_step(phase):,} tokens; "
                   f"model {recipe.model.size} {objective} ({model.num_parameters() / 1e6:.2f}M params, "
@@ -209,7 +211,7 @@ def train_phase(
     micro = recipe.micro_batch_size(phase)
     losses: list[float] = []
     skipped = 0
-    window_tokens, window_flops = 0, 0.0
+    window_tokens, window_flops, window_losses = 0, 0.0, []
     last_ckpt = init
     while step < total:
         batch = {k: v.to(info.device, non_blocking=True) for k, v in source.batch(step).items()}
@@ -231,11 +233,14 @@ def train_phase(
         losses.append(loss)
         window_tokens += n_tokens
         window_flops += step_flops(config, n_tokens, n_predicted, phase.seq_len)
+        window_losses.append(loss)
         if step % t.log_every == 0 or step == total:
+            finite = [x for x in window_losses if math.isfinite(x)]
             record = {"phase": phase.name, "step": step, "tokens": tokens, "loss": loss,
+                      "loss_avg": sum(finite) / len(finite) if finite else math.nan,
                       "lr": t.lr * schedule.factor(step - 1), "predicted": n_predicted}
             progress.log(step, record, window_flops, window_tokens)
-            window_tokens, window_flops = 0, 0.0
+            window_tokens, window_flops, window_losses = 0, 0.0, []
         if step == total or (save_every and step % save_every == 0):
             meta = {"run": run_dir.name, "run_objective": objective, "phase": phase.name, "phase_index": index,
                     "step": step, "phase_steps": total, "tokens": tokens, "model_config": config.to_dict(),

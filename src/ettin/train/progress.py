@@ -105,7 +105,7 @@ class Progress:
         self._metrics.write(json.dumps(record) + "\n")
         self._metrics.flush()
         if self._tb is not None:
-            for key in ("loss", "lr", "tokens_per_s", "mfu"):
+            for key in ("loss", "loss_avg", "lr", "tokens_per_s", "mfu"):
                 self._tb.add_scalar(f"{self.phase}/{key}", record[key], record["tokens"])
         if self._wandb is not None:
             self._wandb.log({f"{self.phase}/{k}": v for k, v in record.items() if isinstance(v, (int, float))})
@@ -167,7 +167,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 
 def plot_loss_curve(run_dir: str | Path, out: str | Path | None = None, title: str | None = None) -> Path:
-    """PNG of loss against tokens, one line per phase (atomic write)."""
+    """PNG of the training loss (mean over each logging window) against tokens, one line per phase."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -178,7 +178,8 @@ def plot_loss_curve(run_dir: str | Path, out: str | Path | None = None, title: s
     out = Path(out) if out else run_dir / "loss_curve.png"
     fig, ax = plt.subplots(figsize=(7, 4))
     for phase in dict.fromkeys(r["phase"] for r in rows):
-        pts = [(r["tokens"], r["loss"]) for r in rows if r["phase"] == phase and math.isfinite(r["loss"])]
+        pts = [(r["tokens"], r.get("loss_avg", r["loss"])) for r in rows
+               if r["phase"] == phase and math.isfinite(r.get("loss_avg", r["loss"]))]
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], label=phase, linewidth=1)
     ax.set_xlabel("tokens")

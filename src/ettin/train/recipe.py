@@ -5,7 +5,7 @@ Everything is validated before any work starts; a bad value raises `RecipeError`
 the field (``recipes/tiny.yaml: train.lr: expected a number, got 'fast'``).
 
 Token counts accept suffixes: ``1.7T``, ``250B``, ``3M``, ``64k`` (powers of ten), or plain integers.
-One level of inheritance: ``extends: 150m.yaml`` deep-merges this file onto that one (lists such as
+Inheritance: ``extends: 150m.yaml`` deep-merges this file onto that one (mappings merge; lists such as
 ``phases`` are replaced, not merged). Overrides use dotted paths: ``train.lr=1e-3``,
 ``phases.1.tokens=2M``, ``--model.size=17m``.
 """
@@ -241,7 +241,7 @@ def _anchor_mixture_paths(data: dict[str, Any], path: Path) -> None:
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "mixtures":
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = _deep_merge(out[key], value)
         else:
             out[key] = value
