@@ -69,12 +69,13 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"== 3. evaluation -> {out / 'eval'}", flush=True)
     lim = ["--limit", str(limit)] if limit else []
+    from ettin.train.checkpoint import latest_checkpoint
+
     final = {}
     for sub in ("encoder", "decoder"):
-        ckpts = sorted((out / "pair" / sub / "checkpoints").glob("*-step*"))
-        if not ckpts:
+        final[sub] = latest_checkpoint(out / "pair" / sub)  # in training order (phase, then step)
+        if final[sub] is None:
             sys.exit(f"ettin demo: no checkpoints in {out / 'pair' / sub / 'checkpoints'}")
-        final[sub] = ckpts[-1]
     # all tasks on the final checkpoints, encoder and decoder side by side (one thread each)
     _run([ettin + ["eval", str(final[sub]), "--out", str(out / "eval" / sub), "--threads", "1", *lim]
           for sub in final], logs=[out / "eval" / f"{sub}.log" for sub in final])

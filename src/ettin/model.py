@@ -268,6 +268,12 @@ class EttinModel(nn.Module):
     def new_cache(self) -> list:
         return [[None, None] for _ in self.layers]
 
+    def compile_blocks(self, **kwargs) -> EttinModel:
+        """torch.compile each block in place (elementwise work fuses; layout, loss and cache stay eager)."""
+        for block in self.layers:
+            block.compile(**kwargs)
+        return self
+
     # ------------------------------------------------------------------------ HF interop
     def save_pretrained(self, path, tokenizer=None, safe_serialization: bool = True) -> None:
         from ettin.hf import save_pretrained

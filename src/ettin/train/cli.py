@@ -140,6 +140,7 @@ def _pair_parallel(args, recipe, opts, out: Path) -> int:
         log = open(out / sub / "train.log", "w")
         print(f"== {recipe.name}: {sub} ({objective}) -> {out / sub} (log: {out / sub / 'train.log'})", flush=True)
         procs[sub] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log)
+    _follow(procs, out)
     failed = []
     for sub, (proc, log) in procs.items():
         if proc.wait() != 0:
@@ -151,6 +152,20 @@ def _pair_parallel(args, recipe, opts, out: Path) -> int:
         return 1
     fingerprints = {sub: json.loads((out / sub / "fingerprints.json").read_text()) for sub in procs}
     return _compare_fingerprints(out, fingerprints)
+
+
+def _follow(procs: dict, out: Path, every_s: float = 15.0) -> None:
+    """While the children train, print each one's latest progress line every `every_s` seconds."""
+    import time
+
+    last: dict[str, str] = {}
+    while any(proc.poll() is None for proc, _ in procs.values()):
+        time.sleep(every_s)
+        for sub in procs:
+            lines = [ln for ln in (out / sub / "train.log").read_text(errors="replace").splitlines() if " step " in ln]
+            if lines and lines[-1] != last.get(sub):
+                last[sub] = lines[-1]
+                print(f"  {sub}: {lines[-1]}", flush=True)
 
 
 def _compare_fingerprints(out: Path, fingerprints: dict) -> int:

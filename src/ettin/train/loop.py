@@ -193,8 +193,8 @@ def train_phase(
         tokens = meta.get("tokens", 0) if meta.get("run_objective") == objective else 0
     elif recipe.model.init_from:
         _load_initial_weights(recipe.model.init_from, model)
-    if t.compile:
-        wrapped = torch.compile(wrapped)
+    if t.compile:  # per block, after wrapping/sharding (as torchtitan); layout and fused loss stay eager
+        model.compile_blocks()
     source = make_source(recipe, phase, objective, info.rank, info.world_size, tokenizer)
     fingerprint_steps = min(total, FINGERPRINT_STEPS)
     fingerprint = source.fingerprint(fingerprint_steps)

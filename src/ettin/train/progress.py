@@ -109,14 +109,14 @@ class Progress:
                 self._tb.add_scalar(f"{self.phase}/{key}", record[key], record["tokens"])
         if self._wandb is not None:
             self._wandb.log({f"{self.phase}/{k}": v for k, v in record.items() if isinstance(v, (int, float))})
+        status = (f"tok {_human(record['tokens'])} loss {record['loss']:.4f} "
+                  f"{_human(record['tokens_per_s'])}tok/s mfu {100 * record['mfu']:.1f}% "
+                  f"eta {_clock(record['eta_s'])}")
         if self._bar is not None:
             self._bar.update(steps_done)
-            self._bar.set_postfix_str(
-                f"tok {_human(record['tokens'])} loss {record['loss']:.4f} "
-                f"{_human(record['tokens_per_s'])}tok/s mfu {100 * record['mfu']:.1f}% "
-                f"eta {_clock(record['eta_s'])}",
-                refresh=False,
-            )
+            self._bar.set_postfix_str(status, refresh=False)
+        else:  # no bar (logs, parallel runs): one plain line per logging step
+            print(f"{self.phase} step {step}/{self.total_steps} {status}", flush=True)
         return record
 
     def note(self, text: str) -> None:
