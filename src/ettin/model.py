@@ -270,6 +270,11 @@ class EttinModel(nn.Module):
 
     def compile_blocks(self, **kwargs) -> EttinModel:
         """torch.compile each block in place (elementwise work fuses; layout, loss and cache stay eager)."""
+        import torch._dynamo
+
+        # each block is its own compiled frame: allow one entry per block (default limit is 8)
+        cfg = torch._dynamo.config
+        cfg.recompile_limit = max(cfg.recompile_limit, 2 * len(self.layers))
         for block in self.layers:
             block.compile(**kwargs)
         return self
