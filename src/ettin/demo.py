@@ -38,6 +38,14 @@ def _run(cmds: list[list[str]], logs: list[Path] | None = None) -> None:
             procs.append((subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT), out, logs[i]))
         else:
             procs.append((subprocess.Popen(cmd), None, None))
+    shown: dict[Path, str] = {}
+    while logs and any(proc.poll() is None for proc, _, _ in procs):  # show each log's latest line
+        time.sleep(20)
+        for _, _, log in procs:
+            lines = log.read_text(errors="replace").strip().splitlines()
+            if lines and lines[-1] != shown.get(log):
+                shown[log] = lines[-1]
+                print(f"  [{log.stem}] {lines[-1][:150]}", flush=True)
     failed = []
     for proc, out, log in procs:
         if proc.wait() != 0:
