@@ -108,11 +108,35 @@ class Trainer:
 def train_steps(model, batches, dtype, steps: int, which: str):
     tr = Trainer(model, dtype, which)
     times = [tr.step(batches[i % len(batches)]) for i in range(steps + 1)][1:]  # first step is warm-up
-    return statistics.median(times), tr.loss
+    return (statistics.median(times) if times else float("nan")), tr.loss
 
 
 def rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    """Current resident set size (GiB)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**30
+
+
+class PeakRSS:
+    """Samples the resident set size every millisecond while the block runs."""
+
+    def __enter__(self):
+        import threading
+
+        self.start, self.peak, self._stop = rss_gb(), rss_gb(), threading.Event()
+
+        def sample():
+            while not self._stop.is_set():
+                self.peak = max(self.peak, rss_gb())
+                time.sleep(0.001)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
 
 
 def bench_train(args, results):
@@ -160,7 +184,8 @@ def bench_memory(args, results):
     """Peak memory of one training step, each implementation in a fresh subprocess (ru_maxrss is per process)."""
     import subprocess
 
-    print(f"\npeak RSS of a training step (fresh process each), seq {args.seqs[0]}, {args.tokens} tokens:")
+    print(f"\npeak RSS above the pre-step level during a training step (fresh process each, after a warm-up "
+          f"step), seq {args.seqs[0]}, {args.tokens} tokens:")
     for size in args.sizes:
         for objective in args.objectives:
             for dtype in args.dtypes:
@@ -185,10 +210,11 @@ def memory_probe(args):
     cfg = preset(size, objective, vocab_size=V)
     model = EttinModel(cfg) if which == "ettin" else hf_model(cfg, objective)
     batches = [make_batch(max(1, args.tokens // T), T, objective, torch.Generator().manual_seed(0))]
+    train_steps(model, batches, dtype, 0, which)  # warm-up: optimizer state and allocator caches exist
     gc.collect()
-    base = rss_gb()
-    train_steps(model, batches, dtype, 1, which)
-    print(json.dumps({"baseline_gb": base, "peak_gb": rss_gb()}))
+    with PeakRSS() as m:
+        train_steps(model, batches, dtype, 0, which)
+    print(json.dumps({"baseline_gb": m.start, "peak_gb": m.peak}))
 
 
 def bench_inference(args, results):
