@@ -5,20 +5,13 @@ import json
 import math
 
 import pytest
-import torch
 
 from ettin.cli import main
 from ettin.train.batches import held_out, make_source
 from ettin.train.loop import load_data_tokenizer
 from ettin.train.recipe import load_recipe
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
