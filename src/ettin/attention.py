@@ -148,7 +148,6 @@ def attend(
     `reach` = (left, right) from `layer_reach`; for full layers it is unbounded (causal sets right = 0).
     """
     left, right = reach
-    windowed = max(left, right) < (1 << 29) and not (causal and left >= (1 << 29))
     if backend == "flash":
         return _attend_flash(q, k, v, causal, reach, varlen, dropout)
     if backend == "flex":
@@ -156,8 +155,8 @@ def attend(
     if varlen is None:  # dense: (B, T, h, D)
         qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
         T = q.shape[1]
-        needs_band = (left < T - 1) or (not causal and right < T - 1)
-        if needs_band and (windowed or causal):
+        needs_band = (left < T - 1) or (not causal and right < T - 1)  # a window that bites at this length
+        if needs_band:
             mask = band_mask(T, T, left, right, q.device)
             out = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask, dropout_p=dropout)
         else:
@@ -168,7 +167,6 @@ def attend(
 
 def _attend_sdpa_varlen(q, k, v, reach, varlen: Varlen, dropout: float) -> torch.Tensor:
     left, right = reach
-    N = q.shape[0]
     pad_row = q.new_zeros((1,) + q.shape[1:])
     qp, kp, vp = (torch.cat([x, pad_row]) for x in (q, k, v))  # index N -> zeros
     out = q.new_empty(q.shape)
@@ -178,7 +176,6 @@ def _attend_sdpa_varlen(q, k, v, reach, varlen: Varlen, dropout: float) -> torch
         ob = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, dropout_p=dropout)
         ob = ob.transpose(1, 2)  # (n, L, h, D)
         out[gather[valid]] = ob[valid]
-    assert out.shape[0] == N
     return out
 
 

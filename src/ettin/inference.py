@@ -81,11 +81,12 @@ def generate(model: EttinModel, input_ids: torch.Tensor, max_new_tokens: int = 3
             h = model.hidden_states(out, mask.long())
             logits = model.logits_from_hidden(h[:, -1])
         nxt = _sample(logits, temperature, top_k, top_p, generator)
-        nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+        was_done = done.clone()  # rows finished before this step get padding, which no later token sees
+        nxt = torch.where(was_done, torch.full_like(nxt, pad), nxt)
         out = torch.cat([out, nxt[:, None]], dim=1)
         if eos_token_id is not None:
             done |= nxt == eos_token_id
-        mask = torch.cat([mask, (~done | (nxt == eos_token_id if eos_token_id is not None else done))[:, None]], 1)
+        mask = torch.cat([mask, ~was_done[:, None]], 1)
         step_ids, step_pos = nxt[:, None], positions[:, -1:] + 1
         positions = torch.cat([positions, step_pos], dim=1)
         if bool(done.all()):

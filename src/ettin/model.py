@@ -69,15 +69,12 @@ class _Context:
                  key_valid: torch.Tensor | None = None, q_offset: int = 0):
         self.cfg, self.varlen, self.backend = cfg, varlen, backend
         self.key_valid, self.q_offset = key_valid, q_offset  # cache mode only
-        self.rope = {}
-        for kind, theta in (("full_attention", cfg.global_rope_theta), ("sliding_attention", cfg.local_rope_theta)):
-            if kind in cfg.layer_types and theta not in {t for t, _ in self.rope.values()}:
-                self.rope[kind] = (theta, rope_cos_sin(positions, cfg.head_dim, theta))
-            elif kind in cfg.layer_types:  # same theta: share the table
-                self.rope[kind] = next(v for v in self.rope.values() if v[0] == theta)
+        theta = {"full_attention": cfg.global_rope_theta, "sliding_attention": cfg.local_rope_theta}
+        tables = {t: rope_cos_sin(positions, cfg.head_dim, t) for t in {theta[k] for k in set(cfg.layer_types)}}
+        self.rope = {kind: tables[theta[kind]] for kind in set(cfg.layer_types)}  # equal thetas share a table
 
     def cos_sin(self, kind: str):
-        return self.rope[kind][1]
+        return self.rope[kind]
 
 
 class Attention(nn.Module):
