@@ -8,6 +8,8 @@ Two token layouts reach attention:
 Backends:
 - "sdpa":  torch.nn.functional.scaled_dot_product_attention. Varlen input is grouped into buckets of documents
            of similar length and re-padded per bucket, so little compute goes to padding (CPU default).
+           Local layers on sequences longer than a few windows run blocked (`local_attention_blocked`): each
+           block of queries meets only the key blocks its window reaches, instead of a (T, T) band mask.
 - "flex":  FlexAttention with a BlockMask built from document ids, the causal flag and the window.
 - "flash": flash-attn's varlen kernel (CUDA, when installed), window passed as (left, right).
 A local ("sliding_attention") layer reaches `window = (left, right)` tokens; see ModelConfig.window.
@@ -155,6 +157,8 @@ def attend(
     if varlen is None:  # dense: (B, T, h, D)
         qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
         T = q.shape[1]
+        if _use_blocked(T, left, right):
+            return local_attention_blocked(qt, kt, vt, left, right, dropout=dropout).transpose(1, 2)
         needs_band = (left < T - 1) or (not causal and right < T - 1)  # a window that bites at this length
         if needs_band:
             mask = band_mask(T, T, left, right, q.device)
@@ -172,11 +176,67 @@ def _attend_sdpa_varlen(q, k, v, reach, varlen: Varlen, dropout: float) -> torch
     out = q.new_empty(q.shape)
     for gather, valid, L in varlen.buckets():
         qb, kb, vb = (x[gather].transpose(1, 2) for x in (qp, kp, vp))  # (n, h, L, D)
-        mask = band_mask(L, L, min(left, L), min(right, L), q.device)[None, None] & valid[:, None, None, :]
-        ob = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, dropout_p=dropout)
+        if _use_blocked(L, left, right):
+            ob = local_attention_blocked(qb, kb, vb, left, right, key_valid=valid, dropout=dropout)
+        else:
+            mask = band_mask(L, L, min(left, L), min(right, L), q.device)[None, None] & valid[:, None, None, :]
+            ob = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, dropout_p=dropout)
         ob = ob.transpose(1, 2)  # (n, L, h, D)
         out[gather[valid]] = ob[valid]
     return out
+
+
+def _use_blocked(T: int, left: int, right: int) -> bool:
+    """Blocked local attention pays off once the sequence spans several windows."""
+    w = max(left, right)
+    return 0 < w < (1 << 29) and T >= 4 * w
+
+
+@functools.lru_cache(maxsize=32)
+def _block_mask(nb: int, W: int, nl: int, nr: int, left: int, right: int, T: int, device: torch.device):
+    """Bool (nb, W, span): query slot i of block b may see key slot j of its span (band and inside [0, T))."""
+    span = (nl + 1 + nr) * W
+    i = torch.arange(W, device=device)[:, None] + nl * W
+    j = torch.arange(span, device=device)[None, :]
+    band = ((i - j) <= left) & ((i - j) >= -right)
+    key_pos = torch.arange(nb, device=device)[:, None] * W - nl * W + j  # (nb, span)
+    return band[None] & ((key_pos >= 0) & (key_pos < T))[:, None, :]
+
+
+def local_attention_blocked(q, k, v, left: int, right: int, key_valid: torch.Tensor | None = None,
+                            dropout: float = 0.0) -> torch.Tensor:
+    """Sliding-window attention on (B, h, T, D) in blocks of W = max(left, right) queries.
+
+    Block b's queries can only reach keys in blocks b-1 .. b+1 (b-1 .. b when causal), so scores are
+    (W, 2W or 3W) per block instead of (T, T): the work grows with T, not T^2. Equal to SDPA with the band
+    mask (tests). `key_valid` (B, T) bool masks padding keys. Rows with no visible key (padding queries)
+    get a finite fill, so they stay finite in both passes; their outputs are meant to be discarded.
+    """
+    B, h, T, D = q.shape
+    W = max(left, right)
+    nl, nr = int(left > 0), int(right > 0)
+    nb = -(-T // W)
+    Tp = nb * W
+    span = (nl + 1 + nr) * W
+    pad_q = Tp - T
+    if pad_q:
+        q = F.pad(q, (0, 0, 0, pad_q))
+    kp, vp = (F.pad(x, (0, 0, nl * W, nr * W + pad_q)) for x in (k, v))
+    kb = kp.unfold(2, span, W)  # (B, h, nb, D, span): a view
+    vb = vp.unfold(2, span, W).transpose(-1, -2)  # (B, h, nb, span, D)
+    qb = q.reshape(B, h, nb, W, D)
+    mask = _block_mask(nb, W, nl, nr, left, right, T, q.device)  # (nb, W, span)
+    if key_valid is not None:
+        kv = F.pad(key_valid, (nl * W, nr * W + pad_q)).unfold(1, span, W)  # (B, nb, span)
+        mask = mask[None] & kv[:, :, None, :]  # (B, nb, W, span)
+        mask = mask[:, None]  # broadcast over heads
+    scores = (qb * D**-0.5) @ kb  # (B, h, nb, W, span)
+    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    p = torch.softmax(scores, dim=-1)
+    if dropout:
+        p = F.dropout(p, dropout)
+    out = (p @ vb).reshape(B, h, Tp, D)
+    return out[:, :, :T] if pad_q else out
 
 
 def _attend_flash(q, k, v, causal, reach, varlen, dropout):

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+_TINY = torch.finfo(torch.float32).tiny  # p_t below this (a loss over 87 nats) is clamped
+
 
 class FusedLinearCE(torch.autograd.Function):
     @staticmethod
@@ -30,7 +32,8 @@ class FusedLinearCE(torch.autograd.Function):
             grad_b = torch.zeros_like(bias, dtype=torch.float32) if needs_grad and bias is not None else None
             loss = torch.zeros((), dtype=torch.float32, device=x.device)
             c = min(chunk_size, n)
-            buf = torch.empty(c, weight.shape[0], dtype=compute_dtype, device=x.device)  # reused per chunk
+            # One (c, V) buffer, reused for every chunk: fresh multi-hundred-MB allocations cost page faults.
+            buf = torch.empty(c, weight.shape[0], dtype=compute_dtype, device=x.device)
             for s in range(0, n, c):
                 xc, tc = xw[s : s + c], targets[s : s + c]
                 logits = buf[: len(tc)]
@@ -38,21 +41,35 @@ class FusedLinearCE(torch.autograd.Function):
                     torch.addmm(b, xc, w.t(), out=logits)  # (c, V)
                 else:
                     torch.mm(xc, w.t(), out=logits)
-                lsm = torch.log_softmax(logits, dim=-1, dtype=torch.float32)  # one fused pass
                 rows = torch.arange(len(tc), device=x.device)
-                loss -= lsm[rows, tc].sum()
+                if compute_dtype == torch.float32:
+                    lsm = torch.ops.aten._log_softmax.out(logits, -1, False, out=logits)  # in place
+                    loss -= lsm[rows, tc].sum()
+                    if needs_grad:
+                        g = lsm.exp_()  # softmax, in place
+                        g[rows, tc] -= 1.0
+                else:
+                    # Low precision: never materialise an fp32 (c, V) tensor (its memory traffic would be most of
+                    # the head's non-matmul time). One softmax pass, written over the logits, accumulates in fp32
+                    # and rounds p once. The target entries are re-formed without cancellation from
+                    # q_t = sum_{j != t} p_j = 1 - p_t: the gradient entry is -q_t (each row of the gradient sums
+                    # to zero), and log p_t is log(p_t) or, for confident targets, log1p(-q_t).
+                    g = torch.ops.aten._softmax.out(logits, -1, False, out=logits)  # in place
+                    pt = g[rows, tc].float()
+                    g[rows, tc] = 0.0
+                    qt = g.sum(-1).float()  # fp32 accumulation; rounding a small q_t keeps its relative precision
+                    lpt = torch.where(pt > 0.5, torch.log1p(-qt), torch.log(pt.clamp_min(_TINY)))
+                    loss -= lpt.sum()
+                    g[rows, tc] = (-qt).to(compute_dtype)
                 if needs_grad:
-                    g = lsm.exp_()  # softmax, in place
-                    g[rows, tc] -= 1.0
                     if grad_b is not None:
-                        grad_b += g.sum(0)
+                        grad_b += g.sum(0, dtype=torch.float32)
                     if compute_dtype == torch.float32:
                         torch.mm(g, w, out=grad_x[s : s + c])
                         grad_w.addmm_(g.t(), xc)
                     else:
-                        gc = g.to(compute_dtype)
-                        grad_x[s : s + c] = gc @ w
-                        grad_w += (gc.t() @ xc).float()
+                        grad_x[s : s + c] = g @ w
+                        grad_w += (g.t() @ xc).float()
         ctx.save_for_backward(grad_x, grad_w, grad_b)
         ctx.n = max(n, 1)
         return loss / ctx.n
