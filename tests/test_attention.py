@@ -63,7 +63,8 @@ def test_blocked_path_is_taken_only_where_it_pays():
 def test_attend_varlen_uses_blocks_and_matches_per_document(causal):
     """Packed documents, one long enough for the blocked path: each equals attention on its own."""
     reach = layer_reach(causal, True, (3, 0) if causal else (4, 4))
-    lengths = [50, 7, 23]
+    lengths = [80, 7, 23]
+    assert _use_blocked(80, *reach) and not _use_blocked(23, *reach)
     N, h, D = sum(lengths), 2, 8
     q, k, v = (torch.randn(N, h, D) for _ in range(3))
     cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)

@@ -186,10 +186,14 @@ def _attend_sdpa_varlen(q, k, v, reach, varlen: Varlen, dropout: float) -> torch
     return out
 
 
+def _block_size(left: int, right: int) -> int:
+    """Queries per block: the window's reach rounded up to a multiple of 16 (64 for Ettin's 128 window)."""
+    return -(-max(left, right) // 16) * 16
+
+
 def _use_blocked(T: int, left: int, right: int) -> bool:
-    """Blocked local attention pays off once the sequence spans several windows."""
-    w = max(left, right)
-    return 0 < w < (1 << 29) and T >= 4 * w
+    """Blocked local attention pays off once the sequence spans several blocks."""
+    return 0 < max(left, right) < (1 << 29) and T >= 4 * _block_size(left, right)
 
 
 @functools.lru_cache(maxsize=32)
@@ -205,7 +209,7 @@ def _block_mask(nb: int, W: int, nl: int, nr: int, left: int, right: int, T: int
 
 def local_attention_blocked(q, k, v, left: int, right: int, key_valid: torch.Tensor | None = None,
                             dropout: float = 0.0) -> torch.Tensor:
-    """Sliding-window attention on (B, h, T, D) in blocks of W = max(left, right) queries.
+    """Sliding-window attention on (B, h, T, D) in blocks of W >= max(left, right) queries.
 
     Block b's queries can only reach keys in blocks b-1 .. b+1 (b-1 .. b when causal), so scores are
     (W, 2W or 3W) per block instead of (T, T): the work grows with T, not T^2. Equal to SDPA with the band
@@ -213,7 +217,7 @@ def local_attention_blocked(q, k, v, left: int, right: int, key_valid: torch.Ten
     get a finite fill, so they stay finite in both passes; their outputs are meant to be discarded.
     """
     B, h, T, D = q.shape
-    W = max(left, right)
+    W = _block_size(left, right)
     nl, nr = int(left > 0), int(right > 0)
     nb = -(-T // W)
     Tp = nb * W

@@ -26,21 +26,25 @@ class FusedLinearCE(torch.autograd.Function):
         needs_grad = any(ctx.needs_input_grad[:3])
         with torch.autocast(x.device.type, enabled=False):
             xw, w = x.to(compute_dtype), weight.to(compute_dtype)
-            b = bias.to(compute_dtype) if bias is not None else None
+            if bias is not None:
+                # the bias rides in the matmul as one more input column: addmm(out=) would first broadcast-copy
+                # it over the whole (c, V) chunk
+                w_fwd = torch.cat([w, bias.to(compute_dtype)[:, None]], dim=1)  # (V, H + 1)
+                x_fwd = torch.cat([xw, xw.new_ones(n, 1)], dim=1)
+            else:
+                w_fwd, x_fwd = w, xw
             grad_x = torch.empty_like(x, dtype=torch.float32) if needs_grad else None
-            grad_w = torch.zeros_like(weight, dtype=torch.float32) if needs_grad else None
+            # grad_w is formed transposed, (H, V): x_c^T @ g with a contiguous x_c^T is the fastest layout
+            grad_wt = weight.new_zeros(weight.shape[::-1], dtype=torch.float32) if needs_grad else None
             grad_b = torch.zeros_like(bias, dtype=torch.float32) if needs_grad and bias is not None else None
             loss = torch.zeros((), dtype=torch.float32, device=x.device)
             c = min(chunk_size, n)
             # One (c, V) buffer, reused for every chunk: fresh multi-hundred-MB allocations cost page faults.
             buf = torch.empty(c, weight.shape[0], dtype=compute_dtype, device=x.device)
+            ones = xw.new_ones(1, c)
             for s in range(0, n, c):
                 xc, tc = xw[s : s + c], targets[s : s + c]
-                logits = buf[: len(tc)]
-                if b is not None:
-                    torch.addmm(b, xc, w.t(), out=logits)  # (c, V)
-                else:
-                    torch.mm(xc, w.t(), out=logits)
+                logits = torch.mm(x_fwd[s : s + c], w_fwd.t(), out=buf[: len(tc)])  # (c, V)
                 rows = torch.arange(len(tc), device=x.device)
                 if compute_dtype == torch.float32:
                     lsm = torch.ops.aten._log_softmax.out(logits, -1, False, out=logits)  # in place
@@ -63,14 +67,14 @@ class FusedLinearCE(torch.autograd.Function):
                     g[rows, tc] = (-qt).to(compute_dtype)
                 if needs_grad:
                     if grad_b is not None:
-                        grad_b += g.sum(0, dtype=torch.float32)
+                        grad_b += (ones[:, : len(tc)] @ g)[0].float()  # column sums as a matmul (fp32 accumulation)
                     if compute_dtype == torch.float32:
                         torch.mm(g, w, out=grad_x[s : s + c])
-                        grad_w.addmm_(g.t(), xc)
+                        grad_wt.addmm_(xc.t().contiguous(), g)
                     else:
                         grad_x[s : s + c] = g @ w
-                        grad_w += (g.t() @ xc).float()
-        ctx.save_for_backward(grad_x, grad_w, grad_b)
+                        grad_wt += (xc.t().contiguous() @ g).float()
+        ctx.save_for_backward(grad_x, grad_wt.t() if grad_wt is not None else None, grad_b)
         ctx.n = max(n, 1)
         return loss / ctx.n
 
