@@ -34,8 +34,8 @@ class FusedLinearCE(torch.autograd.Function):
             else:
                 w_fwd, x_fwd = w, xw
             grad_x = torch.empty_like(x, dtype=torch.float32) if needs_grad else None
-            # grad_w is formed transposed, (H, V): x_c^T @ g with a contiguous x_c^T is the fastest layout
-            grad_wt = weight.new_zeros(weight.shape[::-1], dtype=torch.float32) if needs_grad else None
+            grad_w = torch.empty_like(weight, dtype=torch.float32) if needs_grad else None
+            acc = None  # (V, H) fp32 staging buffer for chunk 2 onwards (low precision only)
             grad_b = torch.zeros_like(bias, dtype=torch.float32) if needs_grad and bias is not None else None
             loss = torch.zeros((), dtype=torch.float32, device=x.device)
             c = min(chunk_size, n)
@@ -70,11 +70,20 @@ class FusedLinearCE(torch.autograd.Function):
                         grad_b += (ones[:, : len(tc)] @ g)[0].float()  # column sums as a matmul (fp32 accumulation)
                     if compute_dtype == torch.float32:
                         torch.mm(g, w, out=grad_x[s : s + c])
-                        grad_wt.addmm_(xc.t().contiguous(), g)
+                        if s == 0:
+                            torch.mm(g.t(), xc, out=grad_w)
+                        else:
+                            grad_w.addmm_(g.t(), xc)
                     else:
                         grad_x[s : s + c] = g @ w
-                        grad_wt += (xc.t().contiguous() @ g).float()
-        ctx.save_for_backward(grad_x, grad_wt.t() if grad_wt is not None else None, grad_b)
+                        # x_c^T @ g (a contiguous x_c^T) is the fastest layout: (H, V), copied transposed into fp32
+                        gwt = xc.t().contiguous() @ g
+                        if s == 0:
+                            grad_w.copy_(gwt.t())
+                        else:
+                            acc = torch.empty_like(grad_w) if acc is None else acc
+                            grad_w += acc.copy_(gwt.t())
+        ctx.save_for_backward(grad_x, grad_w, grad_b)
         ctx.n = max(n, 1)
         return loss / ctx.n
 
@@ -83,7 +92,7 @@ class FusedLinearCE(torch.autograd.Function):
         grad_x, grad_w, grad_b = ctx.saved_tensors
         scale = grad_out / ctx.n
         gx = (grad_x * scale).to(ctx.dtype_x) if grad_x is not None else None
-        gw = grad_w * scale if grad_w is not None else None
+        gw = grad_w.mul_(scale) if grad_w is not None else None  # in place: a second backward raises
         gb = grad_b * scale if grad_b is not None else None
         return gx, gw, gb, None, None
 
