@@ -225,9 +225,12 @@ def local_attention_blocked(q, k, v, left: int, right: int, key_valid: torch.Ten
     pad_q = Tp - T
     if pad_q:
         q = F.pad(q, (0, 0, 0, pad_q))
-    kp, vp = (F.pad(x, (0, 0, nl * W, nr * W + pad_q)) for x in (k, v))
-    kb = kp.unfold(2, span, W)  # (B, h, nb, D, span): a view
-    vb = vp.unfold(2, span, W).transpose(-1, -2)  # (B, h, nb, span, D)
+    def spans(x):  # (B, h, T, D) -> (B, h, nb, span, D): each block's keys, its neighbours' included
+        xb = F.pad(x, (0, 0, nl * W, nr * W + pad_q)).view(B, h, nb + nl + nr, W, D)
+        # shifted views joined on the key axis (cheaper in backward than unfold's overlapping windows)
+        return torch.cat([xb[:, :, i : i + nb] for i in range(nl + 1 + nr)], dim=3)
+
+    kb, vb = spans(k).transpose(-1, -2), spans(v)  # (B, h, nb, D, span), (B, h, nb, span, D)
     qb = q.reshape(B, h, nb, W, D)
     mask = _block_mask(nb, W, nl, nr, left, right, T, q.device)  # (nb, W, span)
     if key_valid is not None:

@@ -25,14 +25,19 @@ class FusedLinearCE(torch.autograd.Function):
         compute_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
         needs_grad = any(ctx.needs_input_grad[:3])
         with torch.autocast(x.device.type, enabled=False):
-            xw, w = x.to(compute_dtype), weight.to(compute_dtype)
+            xw = x.to(compute_dtype)
             if bias is not None:
                 # the bias rides in the matmul as one more input column: addmm(out=) would first broadcast-copy
-                # it over the whole (c, V) chunk
-                w_fwd = torch.cat([w, bias.to(compute_dtype)[:, None]], dim=1)  # (V, H + 1)
+                # it over the whole (c, V) chunk. One (V, H + 1) cast copy serves both matmuls.
+                H = weight.shape[1]
+                w_fwd = weight.new_empty(weight.shape[0], H + 1, dtype=compute_dtype)
+                w_fwd[:, :H].copy_(weight)
+                w_fwd[:, H].copy_(bias)
+                w = w_fwd[:, :H]
                 x_fwd = torch.cat([xw, xw.new_ones(n, 1)], dim=1)
             else:
-                w_fwd, x_fwd = w, xw
+                w = w_fwd = weight.to(compute_dtype)
+                x_fwd = xw
             grad_x = torch.empty_like(x, dtype=torch.float32) if needs_grad else None
             grad_w = torch.empty_like(weight, dtype=torch.float32) if needs_grad else None
             acc = None  # (V, H) fp32 staging buffer for chunk 2 onwards (low precision only)
