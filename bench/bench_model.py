@@ -139,8 +139,34 @@ class PeakRSS:
         self._thread.join()
 
 
-def bench_train(args, results):
+def train_pair(size: str, objective: str, T: int, dtype: str, tokens: int, steps: int, compile_: bool) -> dict:
+    """Both implementations side by side in this process, their steps alternating, so load drift hits both
+    alike. Returns tokens/s and the last loss of each."""
     g = torch.Generator().manual_seed(0)
+    B = max(1, tokens // T)
+    batches = [make_batch(B, T, objective, g) for _ in range(2)]
+    cfg = preset(size, objective, vocab_size=V)
+    torch.manual_seed(0)
+    hf = Trainer(hf_model(cfg, objective), dtype, "transformers")
+    torch.manual_seed(0)
+    ours_model = EttinModel(cfg)
+    ours = Trainer(ours_model.compile_blocks() if compile_ else ours_model, dtype, "ettin")
+    times = {"transformers": [], "ettin": []}
+    for i in range(steps + 1):
+        for tr in (hf, ours):
+            sec = tr.step(batches[i % len(batches)])
+            if i:  # the first step is warm-up
+                times[tr.which].append(sec)
+    return dict(batch=B, head_tokens=int((batches[0][1] != -100).sum()),
+                transformers_tps=B * T / statistics.median(times["transformers"]), transformers_loss=hf.loss,
+                ettin_tps=B * T / statistics.median(times["ettin"]), ettin_loss=ours.loss)
+
+
+def bench_train(args, results):
+    """Each shape in a fresh process: a long-lived process drifts (allocator state from earlier shapes), which
+    moved single figures by up to 30% between otherwise equal runs."""
+    import subprocess
+
     peaks = {"fp32": peak_matmul(torch.float32), "bf16": peak_matmul(torch.bfloat16)}
     print(f"peak matmul: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
     hdr = f"{'size':>5} {'obj':>4} {'seq':>5} {'dtype':>5} | {'transformers tok/s':>18} {'ettin tok/s':>12} " \
@@ -149,32 +175,20 @@ def bench_train(args, results):
     for size in args.sizes:
         for objective in args.objectives:
             for T in args.seqs:
-                B = max(1, args.tokens // T)
-                batches = [make_batch(B, T, objective, g) for _ in range(2)]
-                head_tokens = int((batches[0][1] != -100).sum())
                 for dtype in args.dtypes:
+                    cmd = [sys.executable, __file__, "--_train-probe", "--sizes", size, "--objectives", objective,
+                           "--seqs", str(T), "--dtypes", dtype, "--tokens", str(args.tokens), "--steps",
+                           str(args.steps)] + (["--compile"] if args.compile else [])
+                    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+                    row = json.loads(out.strip().splitlines()[-1])
                     cfg = preset(size, objective, vocab_size=V)
-                    # both models live side by side and their steps alternate, so load drift hits both alike
-                    torch.manual_seed(0)
-                    hf = Trainer(hf_model(cfg, objective), dtype, "transformers")
-                    torch.manual_seed(0)
-                    ours_model = EttinModel(cfg)
-                    ours = Trainer(ours_model.compile_blocks() if args.compile else ours_model, dtype, "ettin")
-                    times = {"transformers": [], "ettin": []}
-                    for i in range(args.steps + 1):
-                        for tr in (hf, ours):
-                            sec = tr.step(batches[i % len(batches)])
-                            if i:  # the first step is warm-up
-                                times[tr.which].append(sec)
-                    row = {tr.which: (B * T / statistics.median(times[tr.which]), tr.loss) for tr in (hf, ours)}
-                    del hf, ours, ours_model
-                    gc.collect()
-                    fl = flops_per_step(cfg, B * T, head_tokens, T, objective == "clm")
-                    hf_tps, ours_tps = row["transformers"][0], row["ettin"][0]
+                    B = row["batch"]
+                    fl = flops_per_step(cfg, B * T, row["head_tokens"], T, objective == "clm")
+                    hf_tps, ours_tps = row["transformers_tps"], row["ettin_tps"]
                     mfu = [fl / (B * T / tps) / peaks[dtype] for tps in (hf_tps, ours_tps)]
                     print(f"{size:>5} {objective:>4} {T:>5} {dtype:>5} | {hf_tps:18.0f} {ours_tps:12.0f} "
-                          f"{ours_tps / hf_tps:6.2f} | {mfu[0]:6.1%} {mfu[1]:8.1%} | {row['transformers'][1]:8.3f} "
-                          f"{row['ettin'][1]:9.3f}", flush=True)
+                          f"{ours_tps / hf_tps:6.2f} | {mfu[0]:6.1%} {mfu[1]:8.1%} | "
+                          f"{row['transformers_loss']:8.3f} {row['ettin_loss']:9.3f}", flush=True)
                     results.append(dict(kind="train", size=size, objective=objective, seq=T, dtype=dtype,
                                         batch=B, transformers_tps=hf_tps, ettin_tps=ours_tps,
                                         ratio=ours_tps / hf_tps, mfu_transformers=mfu[0], mfu_ettin=mfu[1]))
@@ -267,10 +281,15 @@ def main() -> None:
                    default=["train", "memory", "inference"])
     p.add_argument("--json", help="write the results here")
     p.add_argument("--_memory-probe", dest="_memory_probe", help=argparse.SUPPRESS)
+    p.add_argument("--_train-probe", dest="_train_probe", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     torch.manual_seed(0)
     if args._memory_probe:
         return memory_probe(args)
+    if args._train_probe:
+        row = train_pair(args.sizes[0], args.objectives[0], args.seqs[0], args.dtypes[0], args.tokens, args.steps,
+                         args.compile)
+        return print(json.dumps(row))
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     results: list[dict] = []
     if "train" in args.only:

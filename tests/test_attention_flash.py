@@ -1,0 +1,110 @@
+"""The flash-attn backend's call convention, on the CPU.
+
+flash-attn's kernels need CUDA, so this test cannot run them. It checks the other half of the backend: that
+ettin calls `flash_attn_func` / `flash_attn_varlen_func` with arguments that mean, under flash-attn's documented
+semantics, the attention ettin wants (layout, `cu_seqlens`, `window_size`, `causal`). A stand-in module implements
+those documented semantics in plain PyTorch, written independently of ettin's masks:
+
+    "Query at position i will only attend to keys between
+     [i + seqlen_k - seqlen_q - window_size[0], i + seqlen_k - seqlen_q + window_size[1]] inclusive",
+    -1 meaning unbounded; causal masks keys after the query (bottom-right aligned).
+
+The kernel itself is checked on a GPU by scripts/gpu_check.sh.
+"""
+
+import sys
+import types
+
+import pytest
+import torch
+
+import ettin.attention as attention
+from ettin.attention import Varlen, attend, layer_reach
+from ettin.config import preset
+from ettin.model import EttinModel
+
+CALLS: list[dict] = []
+
+
+def _reference_one(q, k, v, causal, window_size, scale=None):
+    """q (Tq, h, D), k/v (Tk, h, D): flash-attn's documented masking, one sequence."""
+    Tq, Tk = q.shape[0], k.shape[0]
+    i = torch.arange(Tq)[:, None] + (Tk - Tq)
+    j = torch.arange(Tk)[None, :]
+    allowed = torch.ones(Tq, Tk, dtype=torch.bool)
+    left, right = window_size
+    if left >= 0:
+        allowed &= j >= i - left
+    if right >= 0:
+        allowed &= j <= i + right
+    if causal:
+        allowed &= j <= i
+    s = torch.einsum("qhd,khd->hqk", q.float(), k.float()) * (scale or q.shape[-1] ** -0.5)
+    p = s.masked_fill(~allowed, float("-inf")).softmax(-1)
+    return torch.einsum("hqk,khd->qhd", p, v.float()).to(q.dtype)
+
+
+def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1), **kw):
+    CALLS.append(dict(fn="dense", causal=causal, window_size=tuple(window_size)))
+    assert q.dim() == 4, "flash_attn_func takes (batch, seqlen, nheads, headdim)"
+    return torch.stack([_reference_one(q[b], k[b], v[b], causal, window_size, softmax_scale)
+                        for b in range(q.shape[0])])
+
+
+def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
+                           softmax_scale=None, causal=False, window_size=(-1, -1), **kw):
+    CALLS.append(dict(fn="varlen", causal=causal, window_size=tuple(window_size)))
+    assert q.dim() == 3, "flash_attn_varlen_func takes (total_tokens, nheads, headdim)"
+    assert cu_seqlens_q.dtype == torch.int32 and cu_seqlens_k.dtype == torch.int32
+    assert isinstance(max_seqlen_q, int) and max_seqlen_q == int((cu_seqlens_q[1:] - cu_seqlens_q[:-1]).max())
+    out = torch.empty_like(q)
+    for s, e in zip(cu_seqlens_q[:-1].tolist(), cu_seqlens_q[1:].tolist()):
+        out[s:e] = _reference_one(q[s:e], k[s:e], v[s:e], causal, window_size, softmax_scale)
+    return out
+
+
+@pytest.fixture
+def fake_flash(monkeypatch):
+    mod = types.ModuleType("flash_attn")
+    mod.flash_attn_func, mod.flash_attn_varlen_func = flash_attn_func, flash_attn_varlen_func
+    monkeypatch.setitem(sys.modules, "flash_attn", mod)
+    monkeypatch.setattr(attention, "flash_available", lambda: True)
+    CALLS.clear()
+    yield CALLS
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("local", [False, True])
+def test_flash_calls_mean_what_sdpa_computes(fake_flash, causal, local):
+    reach = layer_reach(causal, local, (7, 0) if causal else (8, 8))
+    B, T, h, D = 2, 40, 2, 8
+    q, k, v = (torch.randn(B, T, h, D) for _ in range(3))
+    torch.testing.assert_close(attend(q, k, v, causal=causal, reach=reach, backend="flash"),
+                               attend(q, k, v, causal=causal, reach=reach, backend="sdpa"), atol=1e-5, rtol=1e-5)
+    lengths = [40, 9, 23]
+    cu = torch.tensor([0, 40, 49, 72], dtype=torch.int32)
+    qv, kv, vv = (torch.randn(sum(lengths), h, D) for _ in range(3))
+    vl = Varlen(cu, max(lengths))
+    torch.testing.assert_close(attend(qv, kv, vv, causal=causal, reach=reach, backend="flash", varlen=vl),
+                               attend(qv, kv, vv, causal=causal, reach=reach, backend="sdpa", varlen=vl),
+                               atol=1e-5, rtol=1e-5)
+    expected = (reach[0] if local else -1, 0 if causal else (reach[1] if local else -1))
+    assert [c["window_size"] for c in fake_flash] == [expected, expected]
+    assert all(c["causal"] == causal for c in fake_flash)
+
+
+@pytest.mark.parametrize("objective", ["mlm", "clm"])
+def test_model_with_flash_backend_matches_sdpa(fake_flash, objective):
+    cfg = preset("tiny", objective, vocab_size=128, local_attention=16, pad_token_id=3, bos_token_id=1,
+                 eos_token_id=2, mask_token_id=4)
+    m = EttinModel(cfg).eval()
+    ids = torch.randint(5, 128, (2, 48))
+    mask = torch.ones_like(ids)
+    mask[1, 30:] = 0
+    with torch.no_grad():
+        ref = m(ids, attention_mask=mask).logits
+        m.config.attn_backend = "flash"
+        got = m(ids, attention_mask=mask).logits
+    real = mask.bool()
+    torch.testing.assert_close(got[real], ref[real], atol=1e-4, rtol=1e-4)
+    assert {c["fn"] for c in fake_flash} == {"varlen"} and len(fake_flash) == cfg.num_layers
