@@ -73,3 +73,19 @@ def test_attend_varlen_uses_blocks_and_matches_per_document(causal):
         qd, kd, vd = (x[s:e].transpose(0, 1)[None] for x in (q, k, v))
         ref = _reference(qd, kd, vd, *reach)[0].transpose(0, 1)
         torch.testing.assert_close(out[s:e], ref, atol=1e-5, rtol=1e-5)
+
+
+def test_rope_matches_rotate_half_formula_and_its_gradient():
+    """RoPE (a custom autograd function) against transformers' formula x cos + rotate_half(x) sin, in float64."""
+    from ettin.attention import rope_cos_sin, rope_qk
+
+    qk = torch.randn(3, 10, 2, 4, 8, dtype=torch.float64, requires_grad=True)  # (B, T, [q|k], heads, D)
+    cos, sin = (t.double() for t in rope_cos_sin(torch.arange(10)[None].expand(3, 10), 8, 10_000.0))
+
+    def rotate_half(x):
+        return torch.cat((-x[..., 4:], x[..., :4]), dim=-1)
+
+    c, s = cos[:, :, None, None], sin[:, :, None, None]
+    ref = qk * c + rotate_half(qk) * s
+    torch.testing.assert_close(rope_qk(qk, cos, sin), ref)
+    assert torch.autograd.gradcheck(lambda x: rope_qk(x, cos, sin), (qk,))

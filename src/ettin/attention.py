@@ -55,16 +55,47 @@ def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[
     return emb.cos(), emb.sin()
 
 
+def _rotate(x: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """x (..., 2, half) -> (x1 c - x2 s, x2 c + x1 s) in a fresh tensor, four passes and no temporaries."""
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    x1, x2 = x.unbind(-2)
+    o1, o2 = out.unbind(-2)
+    torch.mul(x1, c, out=o1)
+    o1.addcmul_(x2, s, value=-1)
+    torch.mul(x2, c, out=o2)
+    o2.addcmul_(x1, s)
+    return out
+
+
+class _Rope(torch.autograd.Function):
+    """Rotary embedding of q and k together. The rotation is orthogonal, so the backward pass is the same
+    kernel with -sin; nothing but cos and sin is saved."""
+
+    @staticmethod
+    def forward(ctx, qk, c, s):
+        ctx.save_for_backward(c, s)
+        return _rotate(qk, c, s)
+
+    @staticmethod
+    def backward(ctx, grad):
+        c, s = ctx.saved_tensors
+        return _rotate(grad, c, -s), None, None
+
+
+def rope_qk(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding of q and k stacked, qk: (..., 2, heads, D); cos, sin: (..., D). Non-interleaved halves, as
+    transformers (x * cos + rotate_half(x) * sin), computed on the halves in one pass for q and k together."""
+    half = qk.shape[-1] // 2
+    c = cos[..., None, None, :half].to(qk.dtype)  # (..., 1, 1, half): broadcast over [q|k] and heads
+    s = sin[..., None, None, :half].to(qk.dtype)
+    return _Rope.apply(qk.unflatten(-1, (2, half)), c, s).flatten(-2)
+
+
 def apply_rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-    """q, k: (..., heads, D); cos, sin: (..., D) broadcast over heads. Non-interleaved halves, as transformers:
-    x * cos + rotate_half(x) * sin, written on the halves so no rotated copy is made."""
-    half = q.shape[-1] // 2
-    c = cos[..., :half].unsqueeze(-2).to(q.dtype)
-    s = sin[..., :half].unsqueeze(-2).to(q.dtype)
-    qk = torch.stack((q, k))  # one pass for both
-    x1, x2 = qk[..., :half], qk[..., half:]
-    out = torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1)
-    return out[0], out[1]
+    """q, k: (..., heads, D); cos, sin: (..., D) broadcast over heads. Returns the rotated q, k."""
+    dim = q.dim() - 2
+    out = rope_qk(torch.stack((q, k), dim=dim), cos, sin)
+    return out.select(dim, 0), out.select(dim, 1)
 
 
 # ------------------------------------------------------------------------------------------ masks
@@ -108,14 +139,14 @@ class Varlen:
     def buckets(self) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
         """Documents grouped by padded length L (a multiple of _BUCKET, capped at max_seqlen).
 
-        Each bucket: (gather (n, L) token indices with N for padding, valid (n, L) bool, L). Built once per
-        forward and shared by every layer.
+        Each bucket: (gather (n, L) token indices, valid (n, L) bool, L). Padding slots point at a real token
+        (so no zero row has to be appended to q, k, v); `valid` masks them as keys, and their query outputs
+        are dropped. Built once per forward and shared by every layer.
         """
         if self._buckets is not None:
             return self._buckets
         lengths = self.lengths.tolist()
         starts = self.cu_seqlens[:-1].tolist()
-        total = int(self.cu_seqlens[-1])
         groups: dict[int, list[int]] = {}
         for d, n in enumerate(lengths):
             if n > 0:
@@ -127,7 +158,7 @@ class Varlen:
             ln = torch.tensor([lengths[d] for d in docs], device=device)[:, None]
             ar = torch.arange(L, device=device)[None, :]
             valid = ar < ln
-            gather = torch.where(valid, st + ar, torch.full_like(ar, total))
+            gather = torch.where(valid, st + ar, st)  # padding slots repeat the first token; masked as keys
             out.append((gather, valid, L))
         self._buckets = out
         return out
@@ -171,11 +202,9 @@ def attend(
 
 def _attend_sdpa_varlen(q, k, v, reach, varlen: Varlen, dropout: float) -> torch.Tensor:
     left, right = reach
-    pad_row = q.new_zeros((1,) + q.shape[1:])
-    qp, kp, vp = (torch.cat([x, pad_row]) for x in (q, k, v))  # index N -> zeros
     out = q.new_empty(q.shape)
     for gather, valid, L in varlen.buckets():
-        qb, kb, vb = (x[gather].transpose(1, 2) for x in (qp, kp, vp))  # (n, h, L, D)
+        qb, kb, vb = (x[gather].transpose(1, 2) for x in (q, k, v))  # (n, h, L, D)
         if _use_blocked(L, left, right):
             ob = local_attention_blocked(qb, kb, vb, left, right, key_valid=valid, dropout=dropout)
         else:
