@@ -123,6 +123,7 @@ class Varlen:
     cu_seqlens: torch.Tensor
     max_seqlen: int
     _buckets: list | None = field(default=None, repr=False)
+    _order: torch.Tensor | None = field(default=None, repr=False)
     _doc_ids: torch.Tensor | None = field(default=None, repr=False)
 
     @property
@@ -136,12 +137,13 @@ class Varlen:
             )
         return self._doc_ids
 
-    def buckets(self) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
+    def buckets(self) -> list[tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]]:
         """Documents grouped by padded length L (a multiple of _BUCKET, capped at max_seqlen).
 
-        Each bucket: (gather (n, L) token indices, valid (n, L) bool, L). Padding slots point at a real token
-        (so no zero row has to be appended to q, k, v); `valid` masks them as keys, and their query outputs
-        are dropped. Built once per forward and shared by every layer.
+        Each bucket: (gather (n, L) token indices, valid (n, L) bool, L, keep (m,) positions of the real tokens in
+        the flattened (n * L) bucket). Padding slots point at a real token (so no zero row has to be appended to
+        q, k, v); `valid` masks them as keys, and their query outputs are dropped. Built once per forward and
+        shared by every layer, with `order()`.
         """
         if self._buckets is not None:
             return self._buckets
@@ -152,16 +154,24 @@ class Varlen:
             if n > 0:
                 groups.setdefault(min(math.ceil(n / _BUCKET) * _BUCKET, self.max_seqlen), []).append(d)
         device = self.cu_seqlens.device
-        out = []
+        out, dest = [], []
         for L, docs in sorted(groups.items()):
             st = torch.tensor([starts[d] for d in docs], device=device)[:, None]
             ln = torch.tensor([lengths[d] for d in docs], device=device)[:, None]
             ar = torch.arange(L, device=device)[None, :]
             valid = ar < ln
             gather = torch.where(valid, st + ar, st)  # padding slots repeat the first token; masked as keys
-            out.append((gather, valid, L))
+            keep = valid.flatten().nonzero().squeeze(1)
+            out.append((gather, valid, L, keep))
+            dest.append(gather.flatten()[keep])
         self._buckets = out
+        # the buckets' real tokens, concatenated, are a permutation of 0..N-1: `order` undoes it in one gather
+        self._order = torch.argsort(torch.cat(dest)) if dest else torch.zeros(0, dtype=torch.long, device=device)
         return out
+
+    def order(self) -> torch.Tensor:
+        self.buckets()
+        return self._order
 
 
 # ------------------------------------------------------------------------------------------ attend
@@ -202,17 +212,19 @@ def attend(
 
 def _attend_sdpa_varlen(q, k, v, reach, varlen: Varlen, dropout: float) -> torch.Tensor:
     left, right = reach
-    out = q.new_empty(q.shape)
-    for gather, valid, L in varlen.buckets():
-        qb, kb, vb = (x[gather].transpose(1, 2) for x in (q, k, v))  # (n, h, L, D)
+    parts = []
+    for gather, valid, L, keep in varlen.buckets():
+        n = gather.shape[0]
+        idx = gather.flatten()
+        qb, kb, vb = (x.index_select(0, idx).view(n, L, *x.shape[1:]).transpose(1, 2) for x in (q, k, v))
         if _use_blocked(L, left, right):
             ob = local_attention_blocked(qb, kb, vb, left, right, key_valid=valid, dropout=dropout)
         else:
             mask = band_mask(L, L, min(left, L), min(right, L), q.device)[None, None] & valid[:, None, None, :]
             ob = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, dropout_p=dropout)
-        ob = ob.transpose(1, 2)  # (n, L, h, D)
-        out[gather[valid]] = ob[valid]
-    return out
+        parts.append(ob.transpose(1, 2).reshape(n * L, *q.shape[1:]).index_select(0, keep))  # real tokens only
+    out = parts[0] if len(parts) == 1 else torch.cat(parts)
+    return out.index_select(0, varlen.order())
 
 
 def _block_size(left: int, right: int) -> int:
