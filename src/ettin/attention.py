@@ -8,7 +8,7 @@ Two token layouts reach attention:
 Backends:
 - "sdpa":  torch.nn.functional.scaled_dot_product_attention. Varlen input is grouped into buckets of documents
            of similar length and re-padded per bucket, so little compute goes to padding (CPU default).
-           Local layers on sequences longer than a few windows run blocked (`local_attention_blocked`): each
+           On CPU, local layers on sequences longer than a few windows run blocked (`local_attention_blocked`): each
            block of queries meets only the key blocks its window reaches, instead of a (T, T) band mask.
 - "flex":  FlexAttention with a BlockMask built from document ids, the causal flag and the window.
 - "flash": flash-attn's varlen kernel (CUDA, when installed), window passed as (left, right).
@@ -198,7 +198,7 @@ def attend(
     if varlen is None:  # dense: (B, T, h, D)
         qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
         T = q.shape[1]
-        if _use_blocked(T, left, right):
+        if _use_blocked(T, left, right, q.device):
             return local_attention_blocked(qt, kt, vt, left, right, dropout=dropout).transpose(1, 2)
         needs_band = (left < T - 1) or (not causal and right < T - 1)  # a window that bites at this length
         if needs_band:
@@ -217,7 +217,7 @@ def _attend_sdpa_varlen(q, k, v, reach, varlen: Varlen, dropout: float) -> torch
         n = gather.shape[0]
         idx = gather.flatten()
         qb, kb, vb = (x.index_select(0, idx).view(n, L, *x.shape[1:]).transpose(1, 2) for x in (q, k, v))
-        if _use_blocked(L, left, right):
+        if _use_blocked(L, left, right, q.device):
             ob = local_attention_blocked(qb, kb, vb, left, right, key_valid=valid, dropout=dropout)
         else:
             mask = band_mask(L, L, min(left, L), min(right, L), q.device)[None, None] & valid[:, None, None, :]
@@ -232,8 +232,11 @@ def _block_size(left: int, right: int) -> int:
     return -(-max(left, right) // 16) * 16
 
 
-def _use_blocked(T: int, left: int, right: int) -> bool:
-    """Blocked local attention pays off once the sequence spans several blocks."""
+def _use_blocked(T: int, left: int, right: int, device: torch.device | None = None) -> bool:
+    """Blocked local attention pays off once the sequence spans several blocks. Measured on CPU only; on CUDA
+    the flash-attn and FlexAttention backends skip masked blocks themselves, and SDPA keeps its band mask."""
+    if device is not None and device.type != "cpu":
+        return False
     return 0 < max(left, right) < (1 << 29) and T >= 4 * _block_size(left, right)
 
 
@@ -266,6 +269,7 @@ def local_attention_blocked(q, k, v, left: int, right: int, key_valid: torch.Ten
     pad_q = Tp - T
     if pad_q:
         q = F.pad(q, (0, 0, 0, pad_q))
+
     def spans(x):  # (B, h, T, D) -> (B, h, nb, span, D): each block's keys, its neighbours' included
         xb = F.pad(x, (0, 0, nl * W, nr * W + pad_q)).view(B, h, nb + nl + nr, W, D)
         # shifted views joined on the key axis (cheaper in backward than unfold's overlapping windows)
@@ -279,7 +283,7 @@ def local_attention_blocked(q, k, v, left: int, right: int, key_valid: torch.Ten
         mask = mask[None] & kv[:, :, None, :]  # (B, nb, W, span)
         mask = mask[:, None]  # broadcast over heads
     scores = (qb * D**-0.5) @ kb  # (B, h, nb, W, span)
-    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    scores = scores.masked_fill(mask.logical_not(), torch.finfo(scores.dtype).min)
     p = torch.softmax(scores, dim=-1)
     if dropout:
         p = F.dropout(p, dropout)
