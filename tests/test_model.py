@@ -126,28 +126,34 @@ def test_fused_linear_cross_entropy_matches_plain(n):
 
 
 @pytest.mark.parametrize("confident", [False, True])
-def test_fused_linear_cross_entropy_bf16_matches_float64_on_the_same_logits(confident):
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_fused_linear_cross_entropy_bf16_matches_float64_on_the_same_logits(confident, with_bias):
     """Under bf16 autocast the head's matmul rounds the logits to bf16; from there on the fused loss must match
     the exact (float64) loss and logit gradient of those logits, also for confident targets (p_t close to 1,
-    where p_t - 1 would cancel if formed from a rounded p_t)."""
+    where p_t - 1 would cancel if formed from a rounded p_t), and the bias gradient."""
     n, V = 40, 64
     t = torch.randint(0, V, (n,))
-    w = torch.eye(V)  # logits = x exactly, so the bf16 logits are known
+    w = torch.eye(V)  # logits = x (+ b) exactly, so the bf16 logits are known
     x = torch.randn(n, V) * 2
     if confident:
         x[torch.arange(n), t] += 14.0  # p_t ~ 1 - 5e-5: per-token loss ~5e-5
     x = x.bfloat16().float().requires_grad_()
+    b = (torch.randn(V) * 0.5).bfloat16().float().requires_grad_() if with_bias else None
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = linear_cross_entropy(x, w, None, t, chunk_size=16)
-    (gx,) = torch.autograd.grad(loss, (x,))
+        loss = linear_cross_entropy(x, w, b, t, chunk_size=16)
+    grads = torch.autograd.grad(loss, (x, b) if with_bias else (x,))
     xd = x.detach().double().requires_grad_()
-    ref = F.cross_entropy(xd, t)
+    logits = (xd + b.detach().double()).bfloat16().double() if with_bias else xd  # as the bf16 matmul rounds
+    ref = F.cross_entropy(logits, t)
     (gref,) = torch.autograd.grad(ref, (xd,))
     torch.testing.assert_close(loss.double(), ref.detach(), rtol=5e-3, atol=0)
     rows = torch.arange(n)
+    gx = grads[0]
     # the target entries carry the signal: relative precision even when they are tiny
     torch.testing.assert_close(gx[rows, t].double(), gref[rows, t], rtol=1e-2, atol=0)
     torch.testing.assert_close(gx.double(), gref, rtol=1e-2, atol=1e-3 / n)
+    if with_bias:  # d loss / d b = column sums of d loss / d logits
+        torch.testing.assert_close(grads[1].double(), gref.sum(0), rtol=2e-2, atol=1e-3 / n)
 
 
 @pytest.mark.parametrize("objective", ["mlm", "clm"])

@@ -71,8 +71,8 @@ class FusedLinearCE(torch.autograd.Function):
                     loss -= lpt.sum()
                     g[rows, tc] = (-qt).to(compute_dtype)
                 if needs_grad:
-                    if grad_b is not None:
-                        grad_b += (ones[:, : len(tc)] @ g)[0].float()  # column sums as a matmul (fp32 accumulation)
+                    if grad_b is not None and compute_dtype == torch.float32:
+                        grad_b += (ones[:, : len(tc)] @ g)[0]  # column sums as a matmul
                     if compute_dtype == torch.float32:
                         torch.mm(g, w, out=grad_x[s : s + c])
                         if s == 0:
@@ -81,13 +81,17 @@ class FusedLinearCE(torch.autograd.Function):
                             grad_w.addmm_(g.t(), xc)
                     else:
                         grad_x[s : s + c] = g @ w
-                        # x_c^T @ g (a contiguous x_c^T) is the fastest layout: (H, V), copied transposed into fp32
-                        gwt = xc.t().contiguous() @ g
+                        # x_c^T @ g (a contiguous x_c^T) is the fastest layout: (H, V), copied transposed into fp32.
+                        # With a bias, x_fwd's ones column makes the last row the bias gradient (column sums of g).
+                        gwt = x_fwd[s : s + c].t().contiguous() @ g
+                        H = grad_w.shape[1]
+                        if grad_b is not None:
+                            grad_b += gwt[H].float()
                         if s == 0:
-                            grad_w.copy_(gwt.t())
+                            grad_w.copy_(gwt[:H].t())
                         else:
                             acc = torch.empty_like(grad_w) if acc is None else acc
-                            grad_w += acc.copy_(gwt.t())
+                            grad_w += acc.copy_(gwt[:H].t())
         ctx.save_for_backward(grad_x, grad_w, grad_b)
         ctx.n = max(n, 1)
         return loss / ctx.n
