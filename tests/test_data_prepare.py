@@ -142,6 +142,25 @@ def test_rerun_is_noop_and_changes_are_detected(tokenizer, corpus, tmp_path, sha
     assert len(TokenDataset(out)) == redone["documents"]
 
 
+def test_a_moved_mtime_with_the_same_bytes_is_not_a_change(tokenizer, corpus, tmp_path):
+    """Copies and checkouts move modification times: same bytes still count as the same source (sha256 in the
+    manifest), while a same-size edit is still caught."""
+    out = tmp_path / "out"
+    first = prepare(sources(corpus), tokenizer, config(out))
+    moby = corpus / "moby_dick_chapters.jsonl"
+    st = moby.stat()
+    os.utime(moby, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    again = prepare(sources(corpus), tokenizer, config(out))
+    assert again["shards"] == first["shards"] and again["num_tokens"] == first["num_tokens"]
+    assert read_manifest(out)["sources"][1]["fingerprint"][str(moby)][1] == st.st_mtime_ns + 10**9  # refreshed
+    text = moby.read_text()
+    i = text.index("e")  # one character replaced by another of the same byte length
+    moby.write_text(text[:i] + "a" + text[i + 1 :])
+    assert moby.stat().st_size == st.st_size
+    with pytest.raises(DataError, match=r"source 'moby_dick_chapters' changed"):
+        prepare(sources(corpus), tokenizer, config(out))
+
+
 def test_bad_input_leaves_nothing_that_looks_complete(tokenizer, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(b'{"text": "fine"}\n{"text": "also fine"}\n{"title": "no text"}\n')

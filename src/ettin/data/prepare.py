@@ -37,7 +37,16 @@ from ettin.data.shards import (
     token_dtype,
     write_shard,
 )
-from ettin.data.sources import BadRecords, DataError, Document, SourceSpec, fingerprint, iter_documents
+from ettin.data.sources import (
+    BadRecords,
+    DataError,
+    Document,
+    SourceSpec,
+    content_hashes,
+    file_sha256,
+    fingerprint,
+    iter_documents,
+)
 from ettin.data.tokenizer import TokenizerInfo, load_tokenizer
 
 _OWN_FILES = re.compile(r"^(manifest\.json|shard-\d{5}\.(tokens|offsets)\.npy|\..*\.tmp-\d+)$")
@@ -139,6 +148,7 @@ def _source_entry(spec: SourceSpec) -> dict:
         "name": spec.name,
         "spec": spec.to_dict(),
         "fingerprint": fingerprint(spec),
+        "sha256": content_hashes(spec),  # consulted only when a file's mtime moved (copies, checkouts)
         "documents_read": 0,  # source documents the recorded shards consumed (stored + empty; bad ones: skipped)
         "documents": 0,  # stored documents
         "num_tokens": 0,
@@ -148,8 +158,9 @@ def _source_entry(spec: SourceSpec) -> dict:
     }
 
 
-def _check_existing(manifest: dict, tokenizer: TokenizerInfo, specs: list[SourceSpec], out: Path) -> None:
-    """Raise DataError when existing output was made with another tokenizer or other/changed sources."""
+def _check_existing(manifest: dict, tokenizer: TokenizerInfo, specs: list[SourceSpec], out: Path) -> bool:
+    """Raise DataError when existing output was made with another tokenizer or other/changed sources. Returns
+    True when only modification times moved (same bytes): the manifest's fingerprints were refreshed."""
     if manifest["tokenizer"]["sha256"] != tokenizer.sha256:
         raise DataError(
             f"{out}: was prepared with another tokenizer ({manifest['tokenizer'].get('path')}, "
@@ -162,15 +173,32 @@ def _check_existing(manifest: dict, tokenizer: TokenizerInfo, specs: list[Source
         raise DataError(
             f"{out}: was prepared from other sources ({[s['path'] for s in old]}); use --overwrite or another --out"
         )
+    refreshed = False
     for entry, spec in zip(manifest["sources"], specs):
         now = fingerprint(spec)
         if entry["fingerprint"] != now:
             changed = sorted(
                 k for k in set(now) | set(entry["fingerprint"]) if now.get(k) != entry["fingerprint"].get(k)
             )
+            if _only_mtimes_moved(entry, now, changed):
+                entry["fingerprint"] = now  # same bytes (a copy or a checkout touched the files)
+                refreshed = True
+                continue
             raise DataError(
                 f"{out}: source {spec.name!r} changed since it was prepared ({', '.join(changed[:5])}); use --overwrite"
             )
+    return refreshed
+
+
+def _only_mtimes_moved(entry: dict, now: dict, changed: list[str]) -> bool:
+    """True when every changed file kept its size and its recorded sha256: only the modification time moved."""
+    hashes, old = entry.get("sha256") or {}, entry["fingerprint"]
+    for path in changed:
+        if path not in old or path not in now or path not in hashes or old[path][0] != now[path][0]:
+            return False
+        if file_sha256(Path(path)) != hashes[path]:
+            return False
+    return True
 
 
 def _clean_folder(out: Path, manifest: dict | None) -> None:
@@ -201,7 +229,9 @@ def prepare(sources: list, tokenizer: TokenizerInfo | str | Path | None, config:
 
     manifest = read_manifest(out) if (out / MANIFEST).exists() else None
     if manifest is not None and not config.overwrite:
-        _check_existing(manifest, tokenizer, specs, out)
+        if _check_existing(manifest, tokenizer, specs, out):
+            atomic_write_json(out / MANIFEST, manifest)
+            log(f"{out}: sources touched but unchanged (same sha256); fingerprints refreshed")
         if manifest["complete"]:
             log(
                 f"{out}: already complete ({manifest['documents']} documents, {manifest['num_tokens']} tokens)"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import glob
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -349,15 +350,34 @@ def iter_documents(spec: SourceSpec | str | dict, bad: BadRecords | None = None)
         yield from readers[file_format(path, spec)](path, spec, bad)
 
 
+def _source_files(spec: SourceSpec) -> list[Path]:
+    fmt = spec.resolved_format()
+    if fmt == "mds" or fmt == "hf":
+        root = Path(spec.path)
+        return sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    return list(expand_files(spec))
+
+
+def content_hashes(spec: SourceSpec | str | dict) -> dict:
+    """sha256 of each local file of a source ({} for a hub dataset): what identifies its content for sure."""
+    spec = SourceSpec.parse(spec)
+    if spec.resolved_format() == "hf" and not os.path.exists(spec.path):
+        return {}
+    return {str(p): file_sha256(p) for p in _source_files(spec)}
+
+
+def file_sha256(path: Path, block: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def fingerprint(spec: SourceSpec | str | dict) -> dict:
     """What identifies a source's content cheaply: each file's size and mtime (hf: name/config/split)."""
     spec = SourceSpec.parse(spec)
     fmt = spec.resolved_format()
     if fmt == "hf" and not os.path.exists(spec.path):
         return {"hf": spec.path, "config": spec.config, "split": spec.split}
-    if fmt == "mds" or fmt == "hf":
-        root = Path(spec.path)
-        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
-    else:
-        files = expand_files(spec)
-    return {str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
+    return {str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in _source_files(spec)}
