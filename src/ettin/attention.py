@@ -91,13 +91,6 @@ def rope_qk(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Ten
     return _Rope.apply(qk.unflatten(-1, (2, half)), c, s).flatten(-2)
 
 
-def apply_rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-    """q, k: (..., heads, D); cos, sin: (..., D) broadcast over heads. Returns the rotated q, k."""
-    dim = q.dim() - 2
-    out = rope_qk(torch.stack((q, k), dim=dim), cos, sin)
-    return out.select(dim, 0), out.select(dim, 1)
-
-
 # ------------------------------------------------------------------------------------------ masks
 @functools.lru_cache(maxsize=64)
 def band_mask(t_q: int, t_k: int, left: int, right: int, device: torch.device, offset: int = 0) -> torch.Tensor:

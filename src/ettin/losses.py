@@ -26,10 +26,10 @@ class FusedLinearCE(torch.autograd.Function):
         needs_grad = any(ctx.needs_input_grad[:3])
         with torch.autocast(x.device.type, enabled=False):
             xw = x.to(compute_dtype)
+            H = weight.shape[1]
             if bias is not None:
                 # the bias rides in the matmul as one more input column: addmm(out=) would first broadcast-copy
                 # it over the whole (c, V) chunk. One (V, H + 1) cast copy serves both matmuls.
-                H = weight.shape[1]
                 w_fwd = weight.new_empty(weight.shape[0], H + 1, dtype=compute_dtype)
                 w_fwd[:, :H].copy_(weight)
                 w_fwd[:, H].copy_(bias)
@@ -46,7 +46,8 @@ class FusedLinearCE(torch.autograd.Function):
             c = min(chunk_size, n)
             # One (c, V) buffer, reused for every chunk: fresh multi-hundred-MB allocations cost page faults.
             buf = torch.empty(c, weight.shape[0], dtype=compute_dtype, device=x.device)
-            ones = xw.new_ones(1, c)
+            fp32_bias_grad = grad_b is not None and compute_dtype == torch.float32
+            ones = xw.new_ones(1, c) if fp32_bias_grad else None  # column sums of g as a matmul
             for s in range(0, n, c):
                 xc, tc = xw[s : s + c], targets[s : s + c]
                 logits = torch.mm(x_fwd[s : s + c], w_fwd.t(), out=buf[: len(tc)])  # (c, V)
@@ -71,9 +72,9 @@ class FusedLinearCE(torch.autograd.Function):
                     loss -= lpt.sum()
                     g[rows, tc] = (-qt).to(compute_dtype)
                 if needs_grad:
-                    if grad_b is not None and compute_dtype == torch.float32:
-                        grad_b += (ones[:, : len(tc)] @ g)[0]  # column sums as a matmul
                     if compute_dtype == torch.float32:
+                        if fp32_bias_grad:
+                            grad_b += (ones[:, : len(tc)] @ g)[0]
                         torch.mm(g, w, out=grad_x[s : s + c])
                         if s == 0:
                             torch.mm(g.t(), xc, out=grad_w)
@@ -84,7 +85,6 @@ class FusedLinearCE(torch.autograd.Function):
                         # x_c^T @ g (a contiguous x_c^T) is the fastest layout: (H, V), copied transposed into fp32.
                         # With a bias, x_fwd's ones column makes the last row the bias gradient (column sums of g).
                         gwt = x_fwd[s : s + c].t().contiguous() @ g
-                        H = grad_w.shape[1]
                         if grad_b is not None:
                             grad_b += gwt[H].float()
                         if s == 0:

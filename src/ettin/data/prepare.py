@@ -32,6 +32,7 @@ import numpy as np
 from ettin.data.shards import (
     MANIFEST,
     atomic_write_json,
+    file_sha256,
     new_manifest,
     read_manifest,
     token_dtype,
@@ -43,7 +44,6 @@ from ettin.data.sources import (
     Document,
     SourceSpec,
     content_hashes,
-    file_sha256,
     fingerprint,
     iter_documents,
 )

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import glob
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
+
+from ettin.data.shards import file_sha256
 
 FORMATS = ("auto", "text", "jsonl", "parquet", "hf", "mds")
 SPLIT_BY = ("file", "paragraph", "line")
@@ -350,6 +351,10 @@ def iter_documents(spec: SourceSpec | str | dict, bad: BadRecords | None = None)
         yield from readers[file_format(path, spec)](path, spec, bad)
 
 
+def _is_hub_dataset(spec: SourceSpec) -> bool:
+    return spec.resolved_format() == "hf" and not os.path.exists(spec.path)
+
+
 def _source_files(spec: SourceSpec) -> list[Path]:
     fmt = spec.resolved_format()
     if fmt == "mds" or fmt == "hf":
@@ -361,23 +366,14 @@ def _source_files(spec: SourceSpec) -> list[Path]:
 def content_hashes(spec: SourceSpec | str | dict) -> dict:
     """sha256 of each local file of a source ({} for a hub dataset): what identifies its content for sure."""
     spec = SourceSpec.parse(spec)
-    if spec.resolved_format() == "hf" and not os.path.exists(spec.path):
+    if _is_hub_dataset(spec):
         return {}
     return {str(p): file_sha256(p) for p in _source_files(spec)}
-
-
-def file_sha256(path: Path, block: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def fingerprint(spec: SourceSpec | str | dict) -> dict:
     """What identifies a source's content cheaply: each file's size and mtime (hf: name/config/split)."""
     spec = SourceSpec.parse(spec)
-    fmt = spec.resolved_format()
-    if fmt == "hf" and not os.path.exists(spec.path):
+    if _is_hub_dataset(spec):
         return {"hf": spec.path, "config": spec.config, "split": spec.split}
     return {str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in _source_files(spec)}
