@@ -89,3 +89,61 @@ def test_rope_matches_rotate_half_formula_and_its_gradient():
     ref = qk * c + rotate_half(qk) * s
     torch.testing.assert_close(rope_qk(qk, cos, sin), ref)
     assert torch.autograd.gradcheck(lambda x: rope_qk(x, cos, sin), (qk,))
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "causal", "keys", "band+keys"])
+def test_attention_bmm_equals_sdpa_and_passes_gradcheck(mask_kind):
+    """The held-probabilities kernel (low precision on CPU) against SDPA in float64, forward and backward."""
+    from ettin.attention import attention_bmm
+
+    B, h, T, D = 2, 3, 12, 4
+    q, k, v = (torch.randn(B, h, T, D, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    valid = torch.arange(T)[None] < torch.tensor([T, 5])[:, None]
+    mask = {
+        "none": None,
+        "causal": band_mask(T, T, T, 0, q.device),
+        "keys": valid[:, None, None, :],
+        "band+keys": band_mask(T, T, 3, 2, q.device)[None, None] & valid[:, None, None, :],
+    }[mask_kind]
+    got = attention_bmm(q, k, v, mask)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    seen = torch.ones(B, h, T, 1, dtype=torch.bool) if mask is None else mask.any(-1, keepdim=True).expand(B, h, T, 1)
+    assert torch.isfinite(got).all()  # rows that see no key (padding queries) get a finite fill, outputs discarded
+    got, ref = got * seen, ref.nan_to_num() * seen
+    torch.testing.assert_close(got, ref)
+    w = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad((got * w).sum(), (q, k, v)), torch.autograd.grad((ref * w).sum(), (q, k, v))):
+        torch.testing.assert_close(a, b)
+    small = [x.detach()[:1, :1, :5].requires_grad_() for x in (q, k, v)]
+    m = None if mask is None else mask[..., :5, :5][:1]
+    assert torch.autograd.gradcheck(lambda a, b, c: attention_bmm(a, b, c, m), small)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_low_precision_attend_on_cpu_holds_scores_and_stays_close_to_fp32(causal):
+    """bf16 on CPU takes the held-scores kernel for global layers (dense and varlen); it stays within bf16 rounding
+    of fp32 SDPA, forward and backward."""
+    from ettin.attention import _use_bmm
+
+    B, T, h, D = 2, 96, 2, 16
+    q, k, v = (torch.randn(B, T, h, D) for _ in range(3))
+    reach = layer_reach(causal, False, (8, 8))
+    assert _use_bmm(q.to(torch.bfloat16).transpose(1, 2), T, T, causal, 0.0)
+    assert not _use_bmm(q.transpose(1, 2), T, T, causal, 0.0)  # fp32 keeps SDPA
+    lo = [x.to(torch.bfloat16).requires_grad_() for x in (q, k, v)]
+    hi = [x.clone().requires_grad_() for x in (q, k, v)]
+    out_lo = attend(*lo, causal=causal, reach=reach)
+    out_hi = attend(*hi, causal=causal, reach=reach)
+    torch.testing.assert_close(out_lo.float(), out_hi, atol=3e-2, rtol=3e-2)
+    w = torch.randn_like(out_hi)
+    g_lo = torch.autograd.grad((out_lo.float() * w).sum(), lo)
+    g_hi = torch.autograd.grad((out_hi * w).sum(), hi)
+    for a, b in zip(g_lo, g_hi):
+        assert (a.float() - b).abs().max() < 0.05 * b.abs().max()
+    # varlen: two packed documents, the same kernel per bucket, each document equal to its own attention
+    cu = torch.tensor([0, 96, 150], dtype=torch.int32)
+    flat = [x.reshape(-1, h, D)[:150] for x in lo]
+    got = attend(*flat, causal=causal, reach=reach, varlen=Varlen(cu, 96))
+    for s, e in ((0, 96), (96, 150)):
+        one = attend(*(x[s:e][None] for x in flat), causal=causal, reach=reach)[0]
+        torch.testing.assert_close(got[s:e].float(), one.float(), atol=2e-2, rtol=2e-2)

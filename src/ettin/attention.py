@@ -194,7 +194,10 @@ def attend(
         if _use_blocked(T, left, right, q.device):
             return local_attention_blocked(qt, kt, vt, left, right, dropout=dropout).transpose(1, 2)
         needs_band = (left < T - 1) or (not causal and right < T - 1)  # a window that bites at this length
-        if needs_band:
+        if _use_bmm(qt, T, T, causal, dropout):
+            mask = band_mask(T, T, min(left, T), min(right, T), q.device) if needs_band or causal else None
+            out = attention_bmm(qt, kt, vt, mask)
+        elif needs_band:
             mask = band_mask(T, T, left, right, q.device)
             out = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask, dropout_p=dropout)
         else:
@@ -214,7 +217,10 @@ def _attend_sdpa_varlen(q, k, v, reach, varlen: Varlen, dropout: float) -> torch
             ob = local_attention_blocked(qb, kb, vb, left, right, key_valid=valid, dropout=dropout)
         else:
             mask = band_mask(L, L, min(left, L), min(right, L), q.device)[None, None] & valid[:, None, None, :]
-            ob = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, dropout_p=dropout)
+            if _use_bmm(qb, L, L, right == 0, dropout):
+                ob = attention_bmm(qb, kb, vb, mask)
+            else:
+                ob = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, dropout_p=dropout)
         parts.append(ob.transpose(1, 2).reshape(n * L, *q.shape[1:]).index_select(0, keep))  # real tokens only
     out = parts[0] if len(parts) == 1 else torch.cat(parts)
     return out.index_select(0, varlen.order())
@@ -268,20 +274,81 @@ def local_attention_blocked(q, k, v, left: int, right: int, key_valid: torch.Ten
         # shifted views joined on the key axis (cheaper in backward than unfold's overlapping windows)
         return torch.cat([xb[:, :, i : i + nb] for i in range(nl + 1 + nr)], dim=3)
 
-    kb, vb = spans(k).transpose(-1, -2), spans(v)  # (B, h, nb, D, span), (B, h, nb, span, D)
+    kb, vb = spans(k), spans(v)  # (B, h, nb, span, D)
     qb = q.reshape(B, h, nb, W, D)
     mask = _block_mask(nb, W, nl, nr, left, right, T, q.device)  # (nb, W, span)
     if key_valid is not None:
         kv = F.pad(key_valid, (nl * W, nr * W + pad_q)).unfold(1, span, W)  # (B, nb, span)
         mask = mask[None] & kv[:, :, None, :]  # (B, nb, W, span)
         mask = mask[:, None]  # broadcast over heads
-    scores = (qb * D**-0.5) @ kb  # (B, h, nb, W, span)
-    scores = scores.masked_fill(mask.logical_not(), torch.finfo(scores.dtype).min)
-    p = torch.softmax(scores, dim=-1)
-    if dropout:
-        p = F.dropout(p, dropout)
-    out = (p @ vb).reshape(B, h, Tp, D)
+    if not dropout:
+        out = attention_bmm(qb, kb, vb, mask)  # (B, h, nb, W, D)
+    else:
+        scores = (qb * D**-0.5) @ kb.transpose(-1, -2)  # (B, h, nb, W, span)
+        scores = scores.masked_fill(mask.logical_not(), torch.finfo(scores.dtype).min)
+        out = F.dropout(torch.softmax(scores, dim=-1), dropout) @ vb
+    out = out.reshape(B, h, Tp, D)
     return out[:, :, :T] if pad_q else out
+
+
+# --------------------------------------------------------------------------- scores held (CPU, low precision)
+_BMM_MAX_SCORES = 1 << 18  # per (batch, head): up to 512 x 512 scores, or 1024 x 1024 without a causal mask
+_BMM_MAX_BYTES = 256 << 20  # the probabilities kept for backward, per call
+
+
+def _use_bmm(q: torch.Tensor, t_q: int, t_k: int, causal: bool, dropout: float) -> bool:
+    """Attention with its probabilities held (`attention_bmm`) beats PyTorch's CPU flash kernel in bf16/fp16
+    at these sizes (bench/README.md); in fp32 it is level or slower, and on GPU the fused kernels win."""
+    if q.device.type != "cpu" or q.dtype not in (torch.bfloat16, torch.float16) or dropout:
+        return False
+    per_head = t_q * t_k
+    heads = q.numel() // (t_q * q.shape[-1])
+    if heads * per_head * q.element_size() > _BMM_MAX_BYTES:
+        return False
+    return per_head <= _BMM_MAX_SCORES or (not causal and per_head <= 4 * _BMM_MAX_SCORES)
+
+
+class _AttentionBMM(torch.autograd.Function):
+    """softmax(q k^T / sqrt(D), masked) v with the probabilities P kept for backward.
+
+    Forward is two batched matmuls and one in-place softmax; backward is four matmuls and one in-place
+    softmax-backward (dS = P * (dP - rowsum(dP * P))), with no recomputation. Masked entries get P = 0, so they
+    receive no gradient. Rows must have at least one visible key (every caller guarantees it; a row without one
+    gets a finite, uniform fill instead of NaN)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask):
+        *lead, T, D = q.shape
+        S = k.shape[-2]
+        q3 = (q * D**-0.5).reshape(-1, T, D)
+        k3, v3 = k.reshape(-1, S, D), v.reshape(-1, S, D)
+        s = torch.bmm(q3, k3.transpose(1, 2))
+        if mask is not None:
+            s.view(*lead, T, S).masked_fill_(mask.logical_not(), torch.finfo(s.dtype).min)
+        p = torch.ops.aten._softmax.out(s, -1, False, out=s)  # in place over the scores
+        ctx.save_for_backward(q3, k3, v3, p)
+        ctx.lead = lead
+        return torch.bmm(p, v3).view(*lead, T, D)
+
+    @staticmethod
+    def backward(ctx, grad):
+        q3, k3, v3, p = ctx.saved_tensors
+        D = q3.shape[-1]
+        g3 = grad.reshape(p.shape[0], p.shape[1], D)
+        dv = torch.bmm(p.transpose(1, 2), g3)
+        dp = torch.bmm(g3, v3.transpose(1, 2))
+        ds = torch.ops.aten._softmax_backward_data.out(dp, p, -1, p.dtype, grad_input=dp)  # in place
+        dq = torch.bmm(ds, k3).mul_(D**-0.5)
+        dk = torch.bmm(ds.transpose(1, 2), q3)  # q3 carries the scale already
+        S = k3.shape[1]
+        return dq.view(*ctx.lead, -1, D), dk.view(*ctx.lead, S, D), dv.view(*ctx.lead, S, D), None
+
+
+def attention_bmm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Attention over q (..., T, D), k and v (..., S, D); `mask` bool, broadcastable to (..., T, S), True = visible.
+    Equal to `F.scaled_dot_product_attention(q, k, v, attn_mask=mask)` (tests); scores are formed in q's dtype,
+    as in an eager attention."""
+    return _AttentionBMM.apply(q, k, v, mask)
 
 
 def _attend_flash(q, k, v, causal, reach, varlen, dropout):
