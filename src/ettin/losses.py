@@ -9,10 +9,30 @@ unfused head; under autocast the matmuls run in the autocast dtype and the softm
 
 from __future__ import annotations
 
+import math
+import threading
+
 import torch
 import torch.nn.functional as F
 
 _TINY = torch.finfo(torch.float32).tiny  # p_t below this (a loss over 87 nats) is clamped
+_SCRATCH = threading.local()
+
+
+def _scratch(name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A buffer that lives between calls, on CPU only (per thread; one per name, replaced when its shape changes).
+
+    CPU PyTorch has no caching allocator: each step's fresh multi-MB head buffers come from mmap and pay a page
+    fault per 4 KB page (tens of ms a step at the 17m shape). CUDA's caching allocator already reuses memory."""
+    if device.type != "cpu":
+        return torch.empty(shape, dtype=dtype, device=device)
+    cache = getattr(_SCRATCH, "buffers", None)
+    if cache is None:
+        cache = _SCRATCH.buffers = {}
+    buf = cache.get(name)
+    if buf is None or buf.dtype != dtype or buf.numel() < math.prod(shape):
+        buf = cache[name] = torch.empty(math.prod(shape), dtype=dtype, device=device)
+    return buf[: math.prod(shape)].view(shape)
 
 
 class FusedLinearCE(torch.autograd.Function):
@@ -30,7 +50,7 @@ class FusedLinearCE(torch.autograd.Function):
             if bias is not None:
                 # the bias rides in the matmul as one more input column: addmm(out=) would first broadcast-copy
                 # it over the whole (c, V) chunk. One (V, H + 1) cast copy serves both matmuls.
-                w_fwd = weight.new_empty(weight.shape[0], H + 1, dtype=compute_dtype)
+                w_fwd = _scratch("w_fwd", (weight.shape[0], H + 1), compute_dtype, weight.device)
                 w_fwd[:, :H].copy_(weight)
                 w_fwd[:, H].copy_(bias)
                 w = w_fwd[:, :H]
@@ -44,8 +64,9 @@ class FusedLinearCE(torch.autograd.Function):
             grad_b = torch.zeros_like(bias, dtype=torch.float32) if needs_grad and bias is not None else None
             loss = torch.zeros((), dtype=torch.float32, device=x.device)
             c = min(chunk_size, n)
-            # One (c, V) buffer, reused for every chunk: fresh multi-hundred-MB allocations cost page faults.
-            buf = torch.empty(c, weight.shape[0], dtype=compute_dtype, device=x.device)
+            # One (c, V) buffer, reused for every chunk and (on CPU) between steps: fresh multi-hundred-MB
+            # allocations cost a page fault per page.
+            buf = _scratch("logits", (c, weight.shape[0]), compute_dtype, x.device)
             fp32_bias_grad = grad_b is not None and compute_dtype == torch.float32
             ones = xw.new_ones(1, c) if fp32_bias_grad else None  # column sums of g as a matmul
             for s in range(0, n, c):
@@ -90,7 +111,7 @@ class FusedLinearCE(torch.autograd.Function):
                         if s == 0:
                             grad_w.copy_(gwt[:H].t())
                         else:
-                            acc = torch.empty_like(grad_w) if acc is None else acc
+                            acc = _scratch("acc", grad_w.shape, grad_w.dtype, grad_w.device) if acc is None else acc
                             grad_w += acc.copy_(gwt[:H].t())
         ctx.save_for_backward(grad_x, grad_w, grad_b)
         ctx.n = max(n, 1)
