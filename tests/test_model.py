@@ -133,15 +133,15 @@ def test_fused_linear_cross_entropy_bf16_matches_float64_on_the_same_logits(conf
     where p_t - 1 would cancel if formed from a rounded p_t), and the bias gradient."""
     n, V = 40, 64
     t = torch.randint(0, V, (n,))
-    w = torch.eye(V)  # logits = x (+ b) exactly, so the bf16 logits are known
+    w = torch.eye(V).requires_grad_()  # logits = x (+ b) exactly, so the bf16 logits are known
     x = torch.randn(n, V) * 2
     if confident:
         x[torch.arange(n), t] += 14.0  # p_t ~ 1 - 5e-5: per-token loss ~5e-5
     x = x.bfloat16().float().requires_grad_()
     b = (torch.randn(V) * 0.5).bfloat16().float().requires_grad_() if with_bias else None
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = linear_cross_entropy(x, w, b, t, chunk_size=16)
-    grads = torch.autograd.grad(loss, (x, b) if with_bias else (x,))
+        loss = linear_cross_entropy(x, w, b, t, chunk_size=16)  # 32 bf16 rows a chunk: two chunks
+    grads = torch.autograd.grad(loss, (x, w, b) if with_bias else (x, w))
     xd = x.detach().double().requires_grad_()
     logits = (xd + b.detach().double()).bfloat16().double() if with_bias else xd  # as the bf16 matmul rounds
     ref = F.cross_entropy(logits, t)
@@ -152,8 +152,11 @@ def test_fused_linear_cross_entropy_bf16_matches_float64_on_the_same_logits(conf
     # the target entries carry the signal: relative precision even when they are tiny
     torch.testing.assert_close(gx[rows, t].double(), gref[rows, t], rtol=1e-2, atol=0)
     torch.testing.assert_close(gx.double(), gref, rtol=1e-2, atol=1e-3 / n)
+    # d loss / d W = (d loss / d logits)^T x, accumulated over both chunks in fp32
+    gw_ref = gref.t() @ x.detach().double()
+    torch.testing.assert_close(grads[1].double(), gw_ref, rtol=2e-2, atol=2e-2 * gw_ref.abs().max().item())
     if with_bias:  # d loss / d b = column sums of d loss / d logits
-        torch.testing.assert_close(grads[1].double(), gref.sum(0), rtol=2e-2, atol=1e-3 / n)
+        torch.testing.assert_close(grads[2].double(), gref.sum(0), rtol=2e-2, atol=1e-3 / n)
 
 
 @pytest.mark.parametrize("objective", ["mlm", "clm"])

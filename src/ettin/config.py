@@ -42,7 +42,7 @@ class ModelConfig:
     mask_token_id: int = MODERNBERT_SPECIAL["mask_token_id"]
     # Runtime choices (not architecture): attention backend and head chunking.
     attn_backend: str = "auto"  # auto | sdpa | flex | flash
-    loss_chunk_size: int = 1024  # tokens per chunk of the fused head + cross-entropy
+    loss_chunk_size: int = 1024  # tokens per chunk of the fused head + cross-entropy (fp32; twice as many in bf16)
     extra: dict[str, Any] = field(default_factory=dict)  # unknown HF config keys travel through export
 
     def __post_init__(self) -> None:

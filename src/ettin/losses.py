@@ -63,7 +63,9 @@ class FusedLinearCE(torch.autograd.Function):
             acc = None  # (V, H) fp32 staging buffer for chunk 2 onwards (low precision only)
             grad_b = torch.zeros_like(bias, dtype=torch.float32) if needs_grad and bias is not None else None
             loss = torch.zeros((), dtype=torch.float32, device=x.device)
-            c = min(chunk_size, n)
+            # chunk_size counts fp32 rows: a 2-byte compute dtype fits twice the rows in the same memory (and the
+            # 30% masked positions of an 8 x 512 MLM batch then make one chunk, with no fp32 staging copy)
+            c = min(chunk_size * max(1, 4 // compute_dtype.itemsize), n)
             # One (c, V) buffer, reused for every chunk and (on CPU) between steps: fresh multi-hundred-MB
             # allocations cost a page fault per page.
             buf = _scratch("logits", (c, weight.shape[0]), compute_dtype, x.device)
