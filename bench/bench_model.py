@@ -225,6 +225,10 @@ def memory_probe(args):
     model = EttinModel(cfg) if which == "ettin" else hf_model(cfg, objective)
     batches = [make_batch(max(1, args.tokens // T), T, objective, torch.Generator().manual_seed(0))]
     train_steps(model, batches, dtype, 0, which)  # warm-up: optimizer state and allocator caches exist
+    if which == "ettin":  # buffers ettin keeps between steps count as the step's memory: drop them first
+        from ettin.losses import release_scratch
+
+        release_scratch()
     gc.collect()
     with PeakRSS() as m:
         train_steps(model, batches, dtype, 0, which)
@@ -280,9 +284,18 @@ def main() -> None:
     p.add_argument("--only", choices=["train", "memory", "inference"], nargs="+",
                    default=["train", "memory", "inference"])
     p.add_argument("--json", help="write the results here")
+    p.add_argument("--malloc", choices=["default", "tuned"], default=os.environ.get("BENCH_MALLOC", "default"),
+                   help="glibc malloc as shipped, or tuned as every `ettin` command tunes it (ettin.cpu), for both "
+                        "implementations alike")
     p.add_argument("--_memory-probe", dest="_memory_probe", help=argparse.SUPPRESS)
     p.add_argument("--_train-probe", dest="_train_probe", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    os.environ["BENCH_MALLOC"] = args.malloc  # the probe subprocesses inherit it
+    if args.malloc == "tuned":
+        from ettin.cpu import tune_allocator
+
+        if not tune_allocator():
+            raise SystemExit("--malloc tuned needs Linux with glibc")
     torch.manual_seed(0)
     if args._memory_probe:
         return memory_probe(args)
@@ -290,7 +303,7 @@ def main() -> None:
         row = train_pair(args.sizes[0], args.objectives[0], args.seqs[0], args.dtypes[0], args.tokens, args.steps,
                          args.compile)
         return print(json.dumps(row))
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, malloc {args.malloc}")
     results: list[dict] = []
     if "train" in args.only:
         bench_train(args, results)

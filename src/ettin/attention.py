@@ -10,6 +10,9 @@ Backends:
            of similar length and re-padded per bucket, so little compute goes to padding (CPU default).
            On CPU, local layers on sequences longer than a few windows run blocked (`local_attention_blocked`): each
            block of queries meets only the key blocks its window reaches, instead of a (T, T) band mask.
+           On CPU in bf16/fp16, short and medium sequences take `attention_bmm`, which keeps the probabilities for
+           backward (PyTorch's CPU flash kernel recomputes them, and its backward is the slow half); the blocks of
+           the blocked path use it too.
 - "flex":  FlexAttention with a BlockMask built from document ids, the causal flag and the window.
 - "flash": flash-attn's varlen kernel (CUDA, when installed), window passed as (left, right).
 A local ("sliding_attention") layer reaches `window = (left, right)` tokens; see ModelConfig.window.

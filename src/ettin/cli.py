@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ettin.cpu import tune_allocator
+
+    tune_allocator()  # every ettin command: large CPU tensors stop paying page faults each step (ettin.cpu)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -19,6 +19,11 @@ _TINY = torch.finfo(torch.float32).tiny  # p_t below this (a loss over 87 nats) 
 _SCRATCH = threading.local()
 
 
+def release_scratch() -> None:
+    """Free this thread's cached head buffers (they are re-made on the next training step)."""
+    _SCRATCH.buffers = {}
+
+
 def _scratch(name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A buffer that lives between calls, on CPU only (per thread; one per name, replaced when its shape changes).
 

@@ -1,0 +1,42 @@
+"""Process settings for running on CPU.
+
+CPU PyTorch has no caching allocator: tensors come straight from malloc, and glibc serves the large ones
+(above its mmap threshold, 128 KiB to 32 MiB) with fresh mmaps that are returned to the system when freed. A training
+loop allocates the same large tensors every step, so every step pays one page fault (and the kernel's zeroing) per
+4 KiB page of them. `tune_allocator` keeps such memory in the heap instead. Measured on the 2-core development box
+(bench/README.md): +8-9% tokens/s for ettin's training step, +40-60% for transformers' classes, which allocate
+more large tensors. The price: resident memory stays near the process's peak.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+_applied: bool | None = None
+
+
+def tune_allocator() -> bool:
+    """On Linux with glibc: allocations below 1 GiB from the heap, freed memory kept for reuse. Idempotent;
+    `ETTIN_MALLOC=default` leaves malloc as it is. Returns whether the settings are in force."""
+    global _applied
+    if _applied is not None:
+        return _applied
+    _applied = False
+    if os.environ.get("ETTIN_MALLOC", "tuned") == "default" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return False
+    if not hasattr(libc, "gnu_get_libc_version"):  # glibc only: musl has no such mallopt parameters
+        return False
+    ok = all(
+        libc.mallopt(ctypes.c_int(param), ctypes.c_int(value)) == 1
+        for param, value in ((_M_MMAP_THRESHOLD, 1 << 30), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_TOP_PAD, 256 << 20))
+    )
+    _applied = ok
+    return ok
