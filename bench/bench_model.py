@@ -139,6 +139,19 @@ class PeakRSS:
         self._thread.join()
 
 
+def train_one(which: str, size: str, objective: str, T: int, dtype: str, tokens: int, steps: int) -> dict:
+    """One implementation alone in this process (`--isolated`): nothing the other allocates shapes its heap."""
+    g = torch.Generator().manual_seed(0)
+    B = max(1, tokens // T)
+    batches = [make_batch(B, T, objective, g) for _ in range(2)]
+    cfg = preset(size, objective, vocab_size=V)
+    torch.manual_seed(0)
+    model = EttinModel(cfg) if which == "ettin" else hf_model(cfg, objective)
+    sec, loss = train_steps(model, batches, dtype, steps, which)
+    return {"batch": B, "head_tokens": int((batches[0][1] != -100).sum()), f"{which}_tps": B * T / sec,
+            f"{which}_loss": loss}
+
+
 def train_pair(size: str, objective: str, T: int, dtype: str, tokens: int, steps: int, compile_: bool) -> dict:
     """Both implementations side by side in this process, their steps alternating, so load drift hits both
     alike. Returns tokens/s and the last loss of each."""
@@ -179,8 +192,18 @@ def bench_train(args, results):
                     cmd = [sys.executable, __file__, "--_train-probe", "--sizes", size, "--objectives", objective,
                            "--seqs", str(T), "--dtypes", dtype, "--tokens", str(args.tokens), "--steps",
                            str(args.steps)] + (["--compile"] if args.compile else [])
-                    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-                    row = json.loads(out.strip().splitlines()[-1])
+                    if args.isolated:  # each implementation alone in a process, processes alternating
+                        runs: dict = {}
+                        for _ in range(args.isolated):
+                            for which in ("transformers", "ettin"):
+                                out = subprocess.run(cmd + ["--_one", which], capture_output=True, text=True,
+                                                     check=True).stdout
+                                for key, val in json.loads(out.strip().splitlines()[-1]).items():
+                                    runs.setdefault(key, []).append(val)
+                        row = {key: statistics.median(vals) for key, vals in runs.items()}
+                    else:
+                        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+                        row = json.loads(out.strip().splitlines()[-1])
                     cfg = preset(size, objective, vocab_size=V)
                     B = row["batch"]
                     fl = flops_per_step(cfg, B * T, row["head_tokens"], T, objective == "clm")
@@ -287,6 +310,10 @@ def main() -> None:
     p.add_argument("--malloc", choices=["default", "tuned"], default=os.environ.get("BENCH_MALLOC", "default"),
                    help="glibc malloc as shipped, or tuned as every `ettin` command tunes it (ettin.cpu), for both "
                         "implementations alike")
+    p.add_argument("--isolated", type=int, default=0, metavar="N",
+                   help="train: run each implementation alone in its own process, N times each, processes "
+                        "alternating (median); by default both share one process, steps alternating")
+    p.add_argument("--_one", help=argparse.SUPPRESS)
     p.add_argument("--_memory-probe", dest="_memory_probe", help=argparse.SUPPRESS)
     p.add_argument("--_train-probe", dest="_train_probe", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -299,6 +326,9 @@ def main() -> None:
     torch.manual_seed(0)
     if args._memory_probe:
         return memory_probe(args)
+    if args._train_probe and args._one:
+        return print(json.dumps(train_one(args._one, args.sizes[0], args.objectives[0], args.seqs[0], args.dtypes[0],
+                                          args.tokens, args.steps)))
     if args._train_probe:
         row = train_pair(args.sizes[0], args.objectives[0], args.seqs[0], args.dtypes[0], args.tokens, args.steps,
                          args.compile)
