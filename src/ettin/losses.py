@@ -25,7 +25,8 @@ def release_scratch() -> None:
 
 
 def _scratch(name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A buffer that lives between calls, on CPU only (per thread; one per name, replaced when its shape changes).
+    """A buffer that lives between calls, on CPU only (per thread; one per name, re-made larger when a call needs
+    more elements, otherwise a view of its first elements).
 
     CPU PyTorch has no caching allocator: each step's fresh multi-MB head buffers come from mmap and pay a page
     fault per 4 KB page (tens of ms a step at the 17m shape). CUDA's caching allocator already reuses memory."""
