@@ -94,3 +94,17 @@ def test_two_processes_match_one(tmp_path):
     assert sorted(again) == sorted(k for k in original if k[0] == "decay" or k[1] > 3)
     for key, value in again.items():
         assert value == pytest.approx(original[key], rel=1e-6, abs=1e-7), key
+
+
+def test_session_runs_the_closing_barrier_only_after_a_clean_exit(monkeypatch):
+    """After an error the other ranks may never reach a barrier: `session` must not wait for them."""
+    from ettin.train import distributed as dist_mod
+
+    calls = []
+    monkeypatch.setattr(dist_mod, "teardown", lambda barrier=True: calls.append(barrier))
+    with dist_mod.session() as info:
+        assert info.world_size == 1
+    with pytest.raises(RuntimeError):
+        with dist_mod.session():
+            raise RuntimeError("a rank failed")
+    assert calls == [True, False]

@@ -77,16 +77,12 @@ def cmd_train(args) -> int:
         return 0
     from ettin.train.loop import NonFiniteLoss, train
 
-    info = D.setup()
-    finished = False
     try:
-        results = train(recipe, out, resume=opts.resume)
-        finished = True
+        with D.session() as info:
+            results = train(recipe, out, resume=opts.resume)
     except NonFiniteLoss as e:
         print(f"ettin train: stopped: {e}", file=sys.stderr)
         return 3
-    finally:
-        D.teardown(barrier=finished)
     if results and info.is_main:
         _print_results(out, results)
     return 0
@@ -104,23 +100,19 @@ def cmd_pair(args) -> int:
     from ettin.train.loop import NonFiniteLoss, train
 
     fingerprints = {}
-    main_rank = D.setup().is_main
-    finished = False
     try:
-        for objective, sub in OBJECTIVE_DIRS.items():
-            if main_rank:
-                print(f"== {recipe.name}: {sub} ({objective}) -> {out / sub}", flush=True)
-            results = train(recipe, out / sub, objective=objective, resume=opts.resume)
-            if results and main_rank:
-                _print_results(out / sub, results)
-            fingerprints[sub] = json.loads((out / sub / "fingerprints.json").read_text())
-        finished = True
+        with D.session() as info:
+            for objective, sub in OBJECTIVE_DIRS.items():
+                if info.is_main:
+                    print(f"== {recipe.name}: {sub} ({objective}) -> {out / sub}", flush=True)
+                results = train(recipe, out / sub, objective=objective, resume=opts.resume)
+                if results and info.is_main:
+                    _print_results(out / sub, results)
+                fingerprints[sub] = json.loads((out / sub / "fingerprints.json").read_text())
     except NonFiniteLoss as e:
         print(f"ettin pair: stopped: {e}", file=sys.stderr)
         return 3
-    finally:
-        D.teardown(barrier=finished)
-    return _compare_fingerprints(out, fingerprints) if main_rank else 0
+    return _compare_fingerprints(out, fingerprints) if info.is_main else 0
 
 
 def _pair_parallel(args, recipe, opts, out: Path) -> int:

@@ -12,6 +12,7 @@ result is the mean over the *global* batch's predicted tokens (the same as one p
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from dataclasses import dataclass
@@ -55,6 +56,19 @@ def setup(device: str | None = None) -> DistInfo:
             backend="nccl" if use_cuda else "gloo", timeout=datetime.timedelta(minutes=30)
         )
     return DistInfo(rank=rank, world_size=world, local_rank=local, device=dev)
+
+
+@contextlib.contextmanager
+def session(device: str | None = None):
+    """`setup()` ... `teardown()`: the closing barrier runs only after a clean exit (after an error the other ranks
+    may never arrive)."""
+    info = setup(device)
+    clean = False
+    try:
+        yield info
+        clean = True
+    finally:
+        teardown(barrier=clean)
 
 
 def teardown(barrier: bool = True) -> None:
