@@ -249,7 +249,7 @@ def memory_probe(args):
     batches = [make_batch(max(1, args.tokens // T), T, objective, torch.Generator().manual_seed(0))]
     train_steps(model, batches, dtype, 0, which)  # warm-up: optimizer state and allocator caches exist
     if which == "ettin":  # buffers ettin keeps between steps count as the step's memory: drop them first
-        from ettin.losses import release_scratch
+        from ettin.cpu import release_scratch
 
         release_scratch()
     gc.collect()

@@ -12,8 +12,14 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import math
 import os
 import sys
+import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 _applied: bool | None = None
@@ -40,3 +46,33 @@ def tune_allocator() -> bool:
     )
     _applied = ok
     return ok
+
+
+# ------------------------------------------------------------------------------------- kept buffers
+_SCRATCH = threading.local()
+
+
+def release_scratch() -> None:
+    """Free this thread's kept buffers (the head's, the attention scores'); they are re-made when next needed."""
+    _SCRATCH.buffers = {}
+
+
+def scratch(name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A buffer that lives between calls, on CPU only (per thread; one per name, re-made larger when a call needs
+    more elements, otherwise a view of its first elements).
+
+    CPU PyTorch has no caching allocator: with glibc as shipped (no `tune_allocator`, e.g. ettin used as a library)
+    each step's fresh multi-MB buffers come from mmap and pay a page fault per 4 KB page, tens of ms a step at the
+    17m shape. Only for buffers that are dead when the call returns (not saved for backward, not returned). CUDA's
+    caching allocator already reuses memory."""
+    import torch
+
+    if device.type != "cpu":
+        return torch.empty(shape, dtype=dtype, device=device)
+    cache = getattr(_SCRATCH, "buffers", None)
+    if cache is None:
+        cache = _SCRATCH.buffers = {}
+    buf = cache.get(name)
+    if buf is None or buf.dtype != dtype or buf.numel() < math.prod(shape):
+        buf = cache[name] = torch.empty(math.prod(shape), dtype=dtype, device=device)
+    return buf[: math.prod(shape)].view(shape)

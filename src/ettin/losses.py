@@ -9,36 +9,12 @@ unfused head; under autocast the matmuls run in the autocast dtype and the softm
 
 from __future__ import annotations
 
-import math
-import threading
-
 import torch
 import torch.nn.functional as F
 
+from ettin.cpu import scratch as _scratch
+
 _TINY = torch.finfo(torch.float32).tiny  # p_t below this (a loss over 87 nats) is clamped
-_SCRATCH = threading.local()
-
-
-def release_scratch() -> None:
-    """Free this thread's cached head buffers (they are re-made on the next training step)."""
-    _SCRATCH.buffers = {}
-
-
-def _scratch(name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A buffer that lives between calls, on CPU only (per thread; one per name, re-made larger when a call needs
-    more elements, otherwise a view of its first elements).
-
-    CPU PyTorch has no caching allocator: each step's fresh multi-MB head buffers come from mmap and pay a page
-    fault per 4 KB page (tens of ms a step at the 17m shape). CUDA's caching allocator already reuses memory."""
-    if device.type != "cpu":
-        return torch.empty(shape, dtype=dtype, device=device)
-    cache = getattr(_SCRATCH, "buffers", None)
-    if cache is None:
-        cache = _SCRATCH.buffers = {}
-    buf = cache.get(name)
-    if buf is None or buf.dtype != dtype or buf.numel() < math.prod(shape):
-        buf = cache[name] = torch.empty(math.prod(shape), dtype=dtype, device=device)
-    return buf[: math.prod(shape)].view(shape)
 
 
 class FusedLinearCE(torch.autograd.Function):
