@@ -4,8 +4,9 @@ CPU PyTorch has no caching allocator: tensors come straight from malloc, and gli
 (above its mmap threshold, 128 KiB to 32 MiB) with fresh mmaps that are returned to the system when freed. A training
 loop allocates the same large tensors every step, so every step pays one page fault (and the kernel's zeroing) per
 4 KiB page of them. `tune_allocator` keeps such memory in the heap instead. Measured on the 2-core development box
-(bench/README.md, one implementation per process): +3-17% tokens/s for ettin's training step, +19-43% for
-transformers' classes, which allocate more large tensors. The price: resident memory stays near the process's peak.
+(bench/README.md, one implementation per process): +1-7% tokens/s for ettin's training step (it keeps its own large
+buffers), +15-56% for transformers' classes, which allocate more large tensors. The price: resident memory stays near
+the process's peak. Buffers that ettin keeps itself (`scratch`) help wherever this tuning is not applied.
 """
 
 from __future__ import annotations
