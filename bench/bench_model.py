@@ -139,26 +139,28 @@ class PeakRSS:
         self._thread.join()
 
 
-def train_one(which: str, size: str, objective: str, T: int, dtype: str, tokens: int, steps: int) -> dict:
-    """One implementation alone in this process (`--isolated`): nothing the other allocates shapes its heap."""
+def train_shape(size: str, objective: str, T: int, tokens: int) -> tuple:
+    """The batches (two, fixed seed) and config of one benchmark shape, and its row's shape fields."""
     g = torch.Generator().manual_seed(0)
     B = max(1, tokens // T)
     batches = [make_batch(B, T, objective, g) for _ in range(2)]
-    cfg = preset(size, objective, vocab_size=V)
+    return batches, preset(size, objective, vocab_size=V), dict(batch=B, head_tokens=int((batches[0][1] != -100).sum()))
+
+
+def train_one(which: str, size: str, objective: str, T: int, dtype: str, tokens: int, steps: int) -> dict:
+    """One implementation alone in this process (`--isolated`): nothing the other allocates shapes its heap."""
+    batches, cfg, row = train_shape(size, objective, T, tokens)
     torch.manual_seed(0)
     model = EttinModel(cfg) if which == "ettin" else hf_model(cfg, objective)
     sec, loss = train_steps(model, batches, dtype, steps, which)
-    return {"batch": B, "head_tokens": int((batches[0][1] != -100).sum()), f"{which}_tps": B * T / sec,
-            f"{which}_loss": loss}
+    return {**row, f"{which}_tps": row["batch"] * T / sec, f"{which}_loss": loss}
 
 
 def train_pair(size: str, objective: str, T: int, dtype: str, tokens: int, steps: int, compile_: bool) -> dict:
     """Both implementations side by side in this process, their steps alternating, so load drift hits both
     alike. Returns tokens/s and the last loss of each."""
-    g = torch.Generator().manual_seed(0)
-    B = max(1, tokens // T)
-    batches = [make_batch(B, T, objective, g) for _ in range(2)]
-    cfg = preset(size, objective, vocab_size=V)
+    batches, cfg, row = train_shape(size, objective, T, tokens)
+    B = row["batch"]
     torch.manual_seed(0)
     hf = Trainer(hf_model(cfg, objective), dtype, "transformers")
     torch.manual_seed(0)
@@ -170,8 +172,7 @@ def train_pair(size: str, objective: str, T: int, dtype: str, tokens: int, steps
             sec = tr.step(batches[i % len(batches)])
             if i:  # the first step is warm-up
                 times[tr.which].append(sec)
-    return dict(batch=B, head_tokens=int((batches[0][1] != -100).sum()),
-                transformers_tps=B * T / statistics.median(times["transformers"]), transformers_loss=hf.loss,
+    return dict(row, transformers_tps=B * T / statistics.median(times["transformers"]), transformers_loss=hf.loss,
                 ettin_tps=B * T / statistics.median(times["ettin"]), ettin_loss=ours.loss)
 
 
