@@ -45,7 +45,9 @@ def peak_matmul(dtype: torch.dtype, n: int = 2048, reps: int = 5, trials: int = 
     return best
 
 
-def hf_model(cfg, objective: str):
+def hf_model(cfg, objective: str, sparse_prediction: bool | None = None):
+    """transformers' class for `objective`; MLM with `sparse_prediction=True` (its best setting) unless told
+    otherwise (`--hf-sparse-prediction off`: the library's default, the head on every position)."""
     from transformers import (
         ModernBertConfig,
         ModernBertDecoderConfig,
@@ -56,7 +58,9 @@ def hf_model(cfg, objective: str):
     kw = dict(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
               num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, attn_implementation="sdpa")
     if objective == "mlm":
-        return ModernBertForMaskedLM(ModernBertConfig(sparse_prediction=True, **kw))
+        if sparse_prediction is None:
+            sparse_prediction = os.environ.get("BENCH_HF_SPARSE", "on") == "on"
+        return ModernBertForMaskedLM(ModernBertConfig(sparse_prediction=sparse_prediction, **kw))
     return ModernBertDecoderForCausalLM(ModernBertDecoderConfig(**kw))
 
 
@@ -314,11 +318,15 @@ def main() -> None:
     p.add_argument("--isolated", type=int, default=0, metavar="N",
                    help="train: run each implementation alone in its own process, N times each, processes "
                         "alternating (median); by default both share one process, steps alternating")
+    p.add_argument("--hf-sparse-prediction", choices=["on", "off"], default=os.environ.get("BENCH_HF_SPARSE", "on"),
+                   help="transformers' MLM head only on masked positions (on: its best setting, the default "
+                        "comparison) or on every position (off: the library's default configuration)")
     p.add_argument("--_one", help=argparse.SUPPRESS)
     p.add_argument("--_memory-probe", dest="_memory_probe", help=argparse.SUPPRESS)
     p.add_argument("--_train-probe", dest="_train_probe", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
-    os.environ["BENCH_MALLOC"] = args.malloc  # the probe subprocesses inherit it
+    os.environ["BENCH_MALLOC"] = args.malloc  # the probe subprocesses inherit these
+    os.environ["BENCH_HF_SPARSE"] = args.hf_sparse_prediction
     if args.malloc == "tuned":
         from ettin.cpu import tune_allocator
 
@@ -334,7 +342,8 @@ def main() -> None:
         row = train_pair(args.sizes[0], args.objectives[0], args.seqs[0], args.dtypes[0], args.tokens, args.steps,
                          args.compile)
         return print(json.dumps(row))
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, malloc {args.malloc}")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, malloc {args.malloc}, "
+          f"transformers MLM sparse_prediction {args.hf_sparse_prediction}")
     results: list[dict] = []
     if "train" in args.only:
         bench_train(args, results)
