@@ -1,5 +1,6 @@
-"""One attention layer, forward + backward: ettin's held-scores kernel (`attention_bmm`) against PyTorch SDPA (its CPU
-flash kernel), same inputs, same run; each output and gradient's error against float64.
+"""One attention layer, forward + backward: ettin's held-scores kernel (`attention_bmm`; causal: in query blocks,
+`attention_bmm_causal`) against PyTorch SDPA (its CPU flash kernel), same inputs, same run; each output and gradient's
+error against float64.
 
     .venv/bin/python bench/bench_attention.py
     .venv/bin/python bench/bench_attention.py --malloc tuned     # glibc malloc tuned as `ettin` commands do
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
-from ettin.attention import attention_bmm, band_mask  # noqa: E402
+from ettin.attention import attention_bmm, attention_bmm_causal, band_mask  # noqa: E402
 
 
 def median_ms(fn, n: int = 9) -> float:
@@ -31,7 +32,8 @@ def median_ms(fn, n: int = 9) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--shapes", nargs="+", default=["8x512", "64x128"], help="BATCHxSEQ, 4 heads of 64")
+    p.add_argument("--shapes", nargs="+", default=["8x512", "4x1024", "64x128"], help="BATCHxSEQ")
+    p.add_argument("--heads", type=int, default=4, help="heads of 64")
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
     p.add_argument("--malloc", choices=["default", "tuned"], default="default")
     args = p.parse_args()
@@ -45,8 +47,8 @@ def main() -> None:
     torch.manual_seed(0)
     for shape in args.shapes:
         B, T = (int(x) for x in shape.split("x"))
-        base = [torch.randn(B, 4, T, 64) * 3 for _ in range(3)]  # sharp attention: scores of tens
-        w = torch.randn(B, 4, T, 64)
+        base = [torch.randn(B, args.heads, T, 64) * 3 for _ in range(3)]  # sharp attention: scores of tens
+        w = torch.randn(B, args.heads, T, 64)
         for causal in (False, True):
             mask = band_mask(T, T, T, 0, torch.device("cpu")) if causal else None
             exact = [x.to(dt).double().requires_grad_() for x in base]  # the same rounded inputs: kernel error only
@@ -54,7 +56,8 @@ def main() -> None:
             ref_grads = torch.autograd.grad((ref * w.to(dt).double()).sum(), exact)
             row = {}
             for name, fn in (("sdpa", lambda q, k, v, c=causal: F.scaled_dot_product_attention(q, k, v, is_causal=c)),
-                             ("ours", lambda q, k, v, m=mask: attention_bmm(q, k, v, m))):
+                             ("ours", lambda q, k, v, m=mask: (attention_bmm_causal if m is not None else
+                                                               attention_bmm)(q, k, v, m))):
                 xs = [x.to(dt).requires_grad_() for x in base]
                 wd = w.to(dt)
                 ms = median_ms(lambda: (fn(*xs) * wd).sum().backward())  # noqa: B023

@@ -119,17 +119,43 @@ def test_attention_bmm_equals_sdpa_and_passes_gradcheck(mask_kind):
     assert torch.autograd.gradcheck(lambda a, b, c: attention_bmm(a, b, c, m), small)
 
 
+@pytest.mark.parametrize("T", [256, 300])
+@pytest.mark.parametrize("mask_kind", ["causal", "window+keys"])
+def test_causal_blocks_equal_one_call(T, mask_kind):
+    """`attention_bmm_causal` runs the queries in blocks, each against the keys up to its end: equal to the held
+    kernel over the whole square and to SDPA (float64, forward and gradients), also where T is no multiple of the
+    block and with a window and padded keys on top of the causal mask."""
+    from ettin.attention import _causal_block, attention_bmm, attention_bmm_causal
+
+    assert _causal_block(T) < T // 2  # it does split
+    B, h, D = 2, 2, 8
+    q, k, v = (torch.randn(B, h, T, D, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    mask = band_mask(T, T, T, 0, q.device)
+    if mask_kind == "window+keys":
+        valid = torch.arange(T)[None] < torch.tensor([T, T - 37])[:, None]
+        mask = band_mask(T, T, 100, 0, q.device)[None, None] & valid[:, None, None, :]
+    got = attention_bmm_causal(q, k, v, mask)
+    one = attention_bmm(q, k, v, mask)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(got, one)
+    torch.testing.assert_close(got, ref)
+    w = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad((got * w).sum(), (q, k, v)), torch.autograd.grad((ref * w).sum(), (q, k, v))):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("T", [96, 320])  # 320: causal layers run in query blocks
 @pytest.mark.parametrize("causal", [False, True])
-def test_low_precision_attend_on_cpu_holds_scores_and_stays_close_to_fp32(causal):
+def test_low_precision_attend_on_cpu_holds_scores_and_stays_close_to_fp32(causal, T):
     """bf16 on CPU takes the held-scores kernel for global layers (dense and varlen); it stays within bf16 rounding
     of fp32 SDPA, forward and backward."""
     from ettin.attention import _use_bmm
 
-    B, T, h, D = 2, 96, 2, 16
+    B, h, D = 2, 2, 16
     q, k, v = (torch.randn(B, T, h, D) for _ in range(3))
     reach = layer_reach(causal, False, (8, 8))
-    assert _use_bmm(q.to(torch.bfloat16).transpose(1, 2), T, T, causal, 0.0)
-    assert not _use_bmm(q.transpose(1, 2), T, T, causal, 0.0)  # fp32 keeps SDPA
+    assert _use_bmm(q.to(torch.bfloat16).transpose(1, 2), T, T, 0.0)
+    assert not _use_bmm(q.transpose(1, 2), T, T, 0.0)  # fp32 keeps SDPA
     lo = [x.to(torch.bfloat16).requires_grad_() for x in (q, k, v)]
     hi = [x.clone().requires_grad_() for x in (q, k, v)]
     out_lo = attend(*lo, causal=causal, reach=reach)
@@ -141,10 +167,10 @@ def test_low_precision_attend_on_cpu_holds_scores_and_stays_close_to_fp32(causal
     for a, b in zip(g_lo, g_hi):
         assert (a.float() - b).abs().max() < 0.05 * b.abs().max()
     # varlen: two packed documents, the same kernel per bucket, each document equal to its own attention
-    cu = torch.tensor([0, 96, 150], dtype=torch.int32)
-    flat = [x.reshape(-1, h, D)[:150] for x in lo]
-    got = attend(*flat, causal=causal, reach=reach, varlen=Varlen(cu, 96))
-    for s, e in ((0, 96), (96, 150)):
+    cu = torch.tensor([0, T, T + 54], dtype=torch.int32)
+    flat = [x.reshape(-1, h, D)[: T + 54] for x in lo]
+    got = attend(*flat, causal=causal, reach=reach, varlen=Varlen(cu, T))
+    for s, e in ((0, T), (T, T + 54)):
         one = attend(*(x[s:e][None] for x in flat), causal=causal, reach=reach)[0]
         torch.testing.assert_close(got[s:e].float(), one.float(), atol=2e-2, rtol=2e-2)
 

@@ -199,9 +199,9 @@ def attend(
         if _use_blocked(T, left, right, q.device):
             return local_attention_blocked(qt, kt, vt, left, right, dropout=dropout).transpose(1, 2)
         needs_band = (left < T - 1) or (not causal and right < T - 1)  # a window that bites at this length
-        if _use_bmm(qt, T, T, causal, dropout):
+        if _use_bmm(qt, T, T, dropout):
             mask = band_mask(T, T, min(left, T), min(right, T), q.device) if needs_band or causal else None
-            out = attention_bmm(qt, kt, vt, mask)
+            out = attention_bmm_causal(qt, kt, vt, mask) if causal else attention_bmm(qt, kt, vt, mask)
         elif needs_band:
             mask = band_mask(T, T, left, right, q.device)
             out = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask, dropout_p=dropout)
@@ -222,8 +222,8 @@ def _attend_sdpa_varlen(q, k, v, reach, varlen: Varlen, dropout: float) -> torch
             ob = local_attention_blocked(qb, kb, vb, left, right, key_valid=valid, dropout=dropout)
         else:
             mask = band_mask(L, L, min(left, L), min(right, L), q.device)[None, None] & valid[:, None, None, :]
-            if _use_bmm(qb, L, L, right == 0, dropout):
-                ob = attention_bmm(qb, kb, vb, mask)
+            if _use_bmm(qb, L, L, dropout):
+                ob = attention_bmm_causal(qb, kb, vb, mask) if right == 0 else attention_bmm(qb, kb, vb, mask)
             else:
                 ob = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, dropout_p=dropout)
         parts.append(ob.transpose(1, 2).reshape(n * L, *q.shape[1:]).index_select(0, keep))  # real tokens only
@@ -297,11 +297,11 @@ def local_attention_blocked(q, k, v, left: int, right: int, key_valid: torch.Ten
 
 
 # --------------------------------------------------------------------------- scores held (CPU, low precision)
-_BMM_MAX_SCORES = 1 << 18  # per (batch, head): up to 512 x 512 scores, or 1024 x 1024 without a causal mask
+_BMM_MAX_SCORES = 1 << 20  # per (batch, head): up to 1024 x 1024 scores
 _BMM_MAX_BYTES = 256 << 20  # the probabilities kept for backward, per call
 
 
-def _use_bmm(q: torch.Tensor, t_q: int, t_k: int, causal: bool, dropout: float) -> bool:
+def _use_bmm(q: torch.Tensor, t_q: int, t_k: int, dropout: float) -> bool:
     """Attention with its probabilities held (`attention_bmm`) beats PyTorch's CPU flash kernel in bf16/fp16
     at these sizes (bench/README.md); in fp32 it is level or slower, and on GPU the fused kernels win."""
     if q.device.type != "cpu" or q.dtype not in (torch.bfloat16, torch.float16) or dropout:
@@ -310,7 +310,9 @@ def _use_bmm(q: torch.Tensor, t_q: int, t_k: int, causal: bool, dropout: float) 
     heads = q.numel() // (t_q * q.shape[-1])
     if heads * per_head * q.element_size() > _BMM_MAX_BYTES:
         return False
-    return per_head <= _BMM_MAX_SCORES or (not causal and per_head <= 4 * _BMM_MAX_SCORES)
+    # (causal self-attention goes in query blocks, `attention_bmm_causal`, which skip most of the masked half: held
+    # over the whole square, causal 1024 x 1024 lost to the flash kernel)
+    return per_head <= _BMM_MAX_SCORES
 
 
 class _AttentionBMM(torch.autograd.Function):
@@ -361,6 +363,33 @@ def attention_bmm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch
     Equal to `F.scaled_dot_product_attention(q, k, v, attn_mask=mask)` (tests); scores and softmax in fp32, the
     probabilities kept (and multiplied with v) in q's dtype."""
     return _AttentionBMM.apply(q, k, v, mask)
+
+
+_CAUSAL_BLOCKS = 4  # query blocks of a causal `attention_bmm_causal` call: 5/8 of the square formed
+_CAUSAL_MIN_BLOCK = 64  # shorter blocks cost more in per-call overhead than they save
+
+
+def _causal_block(T: int) -> int:
+    """Query rows per block of `attention_bmm_causal`: a quarter of T rounded up to a multiple of 16, or T itself
+    (one block) when the quarter would be under 64 rows."""
+    b = -(-T // _CAUSAL_BLOCKS)
+    b = -(-b // 16) * 16
+    return T if b < _CAUSAL_MIN_BLOCK else b
+
+
+def attention_bmm_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`attention_bmm` for self-attention whose `mask` (broadcastable to (..., T, T)) hides every key after its
+    query (a causal mask, possibly with a window or padded keys on top). The queries go in blocks; block [s, e)
+    meets keys [0, e) only, so the scores above the diagonal's blocks are never formed: with four blocks 5/8 of the
+    (T, T) square, in every matmul of forward and backward. Each row sees exactly the keys it sees in one call, so
+    the result is the same (tests)."""
+    T = q.shape[-2]
+    b = _causal_block(T)
+    if b >= T:
+        return attention_bmm(q, k, v, mask)
+    outs = [attention_bmm(q[..., s : s + b, :], k[..., : s + b, :], v[..., : s + b, :], mask[..., s : s + b, : s + b])
+            for s in range(0, T, b)]
+    return torch.cat(outs, dim=-2)
 
 
 def _attend_flash(q, k, v, causal, reach, varlen, dropout):
