@@ -119,6 +119,23 @@ def test_attention_bmm_equals_sdpa_and_passes_gradcheck(mask_kind):
     assert torch.autograd.gradcheck(lambda a, b, c: attention_bmm(a, b, c, m), small)
 
 
+def test_rope_qkv_equals_rope_on_the_slices_and_its_gradient():
+    """The fused projection's split (q and k rotated, v as is) against rope_qk on the slices, in float64, forward
+    and gradcheck; also when only some outputs reach the loss."""
+    from ettin.attention import rope_cos_sin, rope_qk, rope_qkv
+
+    qkv = torch.randn(2, 7, 3, 2, 8, dtype=torch.float64, requires_grad=True)  # (B, T, [q|k|v], heads, D)
+    cos, sin = (t.double() for t in rope_cos_sin(torch.arange(7), 8, 160_000.0))  # (T, D): broadcast over B
+    q, k, v = rope_qkv(qkv, cos, sin)
+    ref_q, ref_k = rope_qk(qkv[..., :2, :, :], cos, sin).unbind(-3)
+    for a, b in ((q, ref_q), (k, ref_k), (v, qkv[..., 2, :, :])):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(lambda x: rope_qkv(x, cos, sin), (qkv,))
+    (g,) = torch.autograd.grad(rope_qkv(qkv, cos, sin)[1].sum(), qkv)  # k only
+    (ref,) = torch.autograd.grad(rope_qk(qkv[..., :2, :, :], cos, sin)[..., 1, :, :].sum(), qkv)
+    torch.testing.assert_close(g, ref)
+
+
 @pytest.mark.parametrize("T", [256, 300])
 @pytest.mark.parametrize("mask_kind", ["causal", "window+keys"])
 def test_causal_blocks_equal_one_call(T, mask_kind):

@@ -60,9 +60,9 @@ def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[
     return emb.cos(), emb.sin()
 
 
-def _rotate(x: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """x (..., 2, half) -> (x1 c - x2 s, x2 c + x1 s) in a fresh tensor, four passes and no temporaries."""
-    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+def _rotate(x: torch.Tensor, c: torch.Tensor, s: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """x (..., 2, half) -> (x1 c - x2 s, x2 c + x1 s) in a fresh tensor (or `out`), four passes, no temporaries."""
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device) if out is None else out
     x1, x2 = x.unbind(-2)
     o1, o2 = out.unbind(-2)
     torch.mul(x1, c, out=o1)
@@ -85,6 +85,41 @@ class _Rope(torch.autograd.Function):
     def backward(ctx, grad):
         c, s = ctx.saved_tensors
         return _rotate(grad, c, -s), None, None
+
+
+class _RopeQKV(torch.autograd.Function):
+    """A fused (..., 3, heads, D) projection -> rotated q, rotated k, and v. Backward writes the three gradients
+    straight into one fresh (..., 3, heads, D) tensor: no zero-filled copies of the projection per slice, no sum of
+    them, no stack of q's and k's gradients."""
+
+    @staticmethod
+    def forward(ctx, qkv, c, s):
+        ctx.save_for_backward(c, s)
+        half = qkv.shape[-1] // 2
+        q, k = _rotate(qkv[..., :2, :, :].unflatten(-1, (2, half)), c, s).flatten(-2).unbind(-3)
+        return q, k, qkv[..., 2, :, :]
+
+    @staticmethod
+    def backward(ctx, gq, gk, gv):
+        c, s = ctx.saved_tensors
+        c1, s1 = c[..., 0, :, :], -s[..., 0, :, :]  # (..., 1, half): broadcast over heads
+        # (autograd materialises an unused output's gradient as zeros, so all three are tensors)
+        grad = torch.empty((*gv.shape[:-2], 3, *gv.shape[-2:]), dtype=gv.dtype, device=gv.device)
+        half = grad.shape[-1] // 2
+        for i, g in enumerate((gq, gk)):
+            _rotate(g.unflatten(-1, (2, half)), c1, s1, out=grad[..., i, :, :].unflatten(-1, (2, half)))
+        grad[..., 2, :, :].copy_(gv)
+        return grad, None, None
+
+
+def rope_qkv(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k (rotary embedding applied) and v of a fused projection qkv: (..., 3, heads, D); cos, sin: (..., D).
+    Equal to `rope_qk` on the q and k slices (tests); one autograd node whose backward assembles the projection's
+    gradient in place."""
+    half = qkv.shape[-1] // 2
+    c = cos[..., None, None, :half].to(qkv.dtype)
+    s = sin[..., None, None, :half].to(qkv.dtype)
+    return _RopeQKV.apply(qkv, c, s)
 
 
 def rope_qk(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ettin.attention import Varlen, attend, band_mask, layer_reach, resolve_backend, rope_cos_sin, rope_qk
+from ettin.attention import Varlen, attend, band_mask, layer_reach, resolve_backend, rope_cos_sin, rope_qkv
 from ettin.config import ModelConfig
 from ettin.losses import linear_cross_entropy
 
@@ -91,8 +91,7 @@ class Attention(nn.Module):
         lead = x.shape[:-1]  # (B, T) dense or (N,) varlen
         qkv = self.Wqkv(x).view(*lead, 3, cfg.num_heads, cfg.head_dim)
         cos, sin = ctx.cos_sin(self.kind)
-        q, k = rope_qk(qkv[..., :2, :, :], cos, sin).unbind(-3)  # each (*lead, h, D)
-        v = qkv[..., 2, :, :]
+        q, k, v = rope_qkv(qkv, cos, sin)  # each (*lead, h, D)
         drop = cfg.attention_dropout if self.training else 0.0
         if cache is not None:
             out = self._attend_cached(q, k, v, ctx, cache)
