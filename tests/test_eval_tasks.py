@@ -231,7 +231,7 @@ def test_held_out_documents_partition_each_file(env):
     assert not {(d["_file"], d["_index"]) for d in held} & {(d["_file"], d["_index"]) for d in train}
 
 
-def test_eval_every_task_both_objectives_and_cache(env, capsys):
+def test_eval_every_task_both_objectives_and_cache(env, capsys, monkeypatch):
     out = env.root / "out"
     argv = [str(env.folders["mlm"]), str(env.folders["clm"]), "--tasks", TASKS, "--out", str(out),
             "--limit", "6", "--data-dir", str(env.data), "--max-length", "96", "--set", "lm.limit=4"]
@@ -259,6 +259,12 @@ def test_eval_every_task_both_objectives_and_cache(env, capsys):
     assert capsys.readouterr().err.count(": cached") == 2 * len(TASKS.split(","))
     assert ettin_main(["eval", *argv[:-1], "lm.limit=8", "--tasks", "lm"]) == 0
     assert "lm: cached" not in capsys.readouterr().err
+    # results computed by other code are not reused
+    assert len(runner.code_fingerprint()) == 16
+    monkeypatch.setattr(runner, "code_fingerprint", lambda: "0" * 16)
+    assert ettin_main(["eval", *argv[:-1], "lm.limit=8", "--tasks", "lm"]) == 0
+    assert "lm: cached" not in capsys.readouterr().err
+    assert all(r["settings"]["code"] == "0" * 16 for r in runner.load_results(out))
 
 
 def test_eval_run_folder_every_kth_checkpoint(env):

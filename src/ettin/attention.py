@@ -12,7 +12,8 @@ Backends:
            block of queries meets only the key blocks its window reaches, instead of a (T, T) band mask.
            On CPU in bf16/fp16, short and medium sequences take `attention_bmm`, which keeps the probabilities for
            backward (PyTorch's CPU flash kernel recomputes them, and its backward is the slow half); the blocks of
-           the blocked path use it too.
+           the blocked path use it too. Causal layers run it in query blocks (`attention_bmm_causal`), each
+           against the keys up to its end, so most of the masked half of the scores is never formed.
 - "flex":  FlexAttention with a BlockMask built from document ids, the causal flag and the window.
 - "flash": flash-attn's varlen kernel (CUDA, when installed), window passed as (left, right).
 A local ("sliding_attention") layer reaches `window = (left, right)` tokens; see ModelConfig.window.

@@ -16,6 +16,7 @@ after every task, so an interrupted run loses at most the task in progress.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -187,19 +188,31 @@ def load_results(out_dir: Path) -> list[dict]:
     return sorted(found, key=lambda r: (r["model"].get("run", ""), r["model"].get("tokens") or 0))
 
 
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """A digest of the ettin package's Python sources: cached task results computed by other code (a fixed task, a
+    changed model) are recomputed, not reused."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
 def evaluate_target(target: Target, tasks: list[TaskSpec], data_dir: Path, out_dir: Path, seed: int = 0,
                     device: str = "cpu", max_length: int = 256, use_cache: bool = True, log=print) -> dict:
     """Evaluate one target on `tasks`, reusing cached task results (unless use_cache is False)."""
     path = results_path(out_dir, target)
     sha = checkpoint_sha256(target.path)
-    settings = {"seed": seed, "max_length": max_length, "data_dir": str(data_dir)}
+    settings = {"seed": seed, "max_length": max_length, "data_dir": str(data_dir), "code": code_fingerprint()}
     try:
         results = json.loads(path.read_text()) if path.is_file() else {}
     except json.JSONDecodeError:
         results = {}  # a damaged cache file is rebuilt
-    if results.get("model", {}).get("sha256") != sha or results.get("settings", {}).get("seed") != seed \
-            or results.get("settings", {}).get("max_length") != max_length:
-        results = {}  # another checkpoint (or run settings) under the same name: start over
+    before = results.get("settings", {})
+    if results.get("model", {}).get("sha256") != sha or any(before.get(k) != settings[k]
+                                                            for k in ("seed", "max_length", "code")):
+        results = {}  # another checkpoint, run settings or code under the same name: start over
     cached = results.get("tasks", {}) if use_cache else {}
     todo = [t for t in tasks if cached.get(t.name, {}).get("settings") != t.settings_dict()]
     for t in tasks:
