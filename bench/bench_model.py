@@ -188,7 +188,8 @@ def bench_train(args, results):
     peaks = {"fp32": peak_matmul(torch.float32), "bf16": peak_matmul(torch.bfloat16)}
     print(f"peak matmul: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
     hdr = f"{'size':>5} {'obj':>4} {'seq':>5} {'dtype':>5} | {'transformers tok/s':>18} {'ettin tok/s':>12} " \
-          f"{'ratio':>6} | {'MFU hf':>6} {'MFU ours':>8} | {'loss hf':>8} {'loss ours':>9}"
+          f"{'ratio':>6} | {'MFU hf':>6} {'MFU ours':>8} | {'loss hf':>8} {'loss ours':>9}" + \
+          (" (ratio range)" if max(args.repeat, args.isolated) > 1 else "")
     print(hdr)
     for size in args.sizes:
         for objective in args.objectives:
@@ -197,29 +198,34 @@ def bench_train(args, results):
                     cmd = [sys.executable, __file__, "--_train-probe", "--sizes", size, "--objectives", objective,
                            "--seqs", str(T), "--dtypes", dtype, "--tokens", str(args.tokens), "--steps",
                            str(args.steps)] + (["--compile"] if args.compile else [])
-                    if args.isolated:  # each implementation alone in a process, processes alternating
-                        runs: dict = {}
-                        for _ in range(args.isolated):
+                    runs: dict = {}
+                    for _ in range(args.isolated or args.repeat):
+                        if args.isolated:  # each implementation alone in a process, processes alternating
                             for which in ("transformers", "ettin"):
                                 out = subprocess.run(cmd + ["--_one", which], capture_output=True, text=True,
                                                      check=True).stdout
                                 for key, val in json.loads(out.strip().splitlines()[-1]).items():
                                     runs.setdefault(key, []).append(val)
-                        row = {key: statistics.median(vals) for key, vals in runs.items()}
-                    else:
-                        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-                        row = json.loads(out.strip().splitlines()[-1])
+                        else:  # both in one fresh process, steps alternating
+                            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+                            for key, val in json.loads(out.strip().splitlines()[-1]).items():
+                                runs.setdefault(key, []).append(val)
+                    row = {key: statistics.median(vals) for key, vals in runs.items()}
+                    # run-to-run spread: the ratio of each repetition (the host's speed drifts over minutes)
+                    each = [o / h for o, h in zip(runs["ettin_tps"], runs["transformers_tps"])]
                     cfg = preset(size, objective, vocab_size=V)
                     B = row["batch"]
                     fl = flops_per_step(cfg, B * T, row["head_tokens"], T, objective == "clm")
                     hf_tps, ours_tps = row["transformers_tps"], row["ettin_tps"]
                     mfu = [fl / (B * T / tps) / peaks[dtype] for tps in (hf_tps, ours_tps)]
+                    spread = f" ({min(each):.2f}-{max(each):.2f})" if len(each) > 1 else ""
                     print(f"{size:>5} {objective:>4} {T:>5} {dtype:>5} | {hf_tps:18.0f} {ours_tps:12.0f} "
                           f"{ours_tps / hf_tps:6.2f} | {mfu[0]:6.1%} {mfu[1]:8.1%} | "
-                          f"{row['transformers_loss']:8.3f} {row['ettin_loss']:9.3f}", flush=True)
+                          f"{row['transformers_loss']:8.3f} {row['ettin_loss']:9.3f}{spread}", flush=True)
                     results.append(dict(kind="train", size=size, objective=objective, seq=T, dtype=dtype,
                                         batch=B, transformers_tps=hf_tps, ettin_tps=ours_tps,
-                                        ratio=ours_tps / hf_tps, mfu_transformers=mfu[0], mfu_ettin=mfu[1]))
+                                        ratio=ours_tps / hf_tps, ratios=each, mfu_transformers=mfu[0],
+                                        mfu_ettin=mfu[1]))
 
 
 def bench_memory(args, results):
@@ -315,6 +321,9 @@ def main() -> None:
     p.add_argument("--malloc", choices=["default", "tuned"], default=os.environ.get("BENCH_MALLOC", "default"),
                    help="glibc malloc as shipped, or tuned as every `ettin` command tunes it (ettin.cpu), for both "
                         "implementations alike")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="train: run each shape's paired probe N times, each in a fresh process; medians, and the "
+                        "range of the N ratios after the row")
     p.add_argument("--isolated", type=int, default=0, metavar="N",
                    help="train: run each implementation alone in its own process, N times each, processes "
                         "alternating (median); by default both share one process, steps alternating")
