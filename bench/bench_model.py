@@ -45,9 +45,9 @@ def peak_matmul(dtype: torch.dtype, n: int = 2048, reps: int = 5, trials: int = 
     return best
 
 
-def hf_model(cfg, objective: str, sparse_prediction: bool | None = None):
-    """transformers' class for `objective`; MLM with `sparse_prediction=True` (its best setting) unless told
-    otherwise (`--hf-sparse-prediction off`: the library's default, the head on every position)."""
+def hf_model(cfg, objective: str):
+    """transformers' class for `objective`; MLM with `sparse_prediction=True` (its best setting) unless
+    `--hf-sparse-prediction off` (the library's default, the head on every position) was given."""
     from transformers import (
         ModernBertConfig,
         ModernBertDecoderConfig,
@@ -58,9 +58,8 @@ def hf_model(cfg, objective: str, sparse_prediction: bool | None = None):
     kw = dict(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
               num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, attn_implementation="sdpa")
     if objective == "mlm":
-        if sparse_prediction is None:
-            sparse_prediction = os.environ.get("BENCH_HF_SPARSE", "on") == "on"
-        return ModernBertForMaskedLM(ModernBertConfig(sparse_prediction=sparse_prediction, **kw))
+        sparse = os.environ.get("BENCH_HF_SPARSE", "on") == "on"  # set by main(), inherited by the probes
+        return ModernBertForMaskedLM(ModernBertConfig(sparse_prediction=sparse, **kw))
     return ModernBertDecoderForCausalLM(ModernBertDecoderConfig(**kw))
 
 
@@ -198,16 +197,14 @@ def bench_train(args, results):
                     cmd = [sys.executable, __file__, "--_train-probe", "--sizes", size, "--objectives", objective,
                            "--seqs", str(T), "--dtypes", dtype, "--tokens", str(args.tokens), "--steps",
                            str(args.steps)] + (["--compile"] if args.compile else [])
+                    # isolated: each implementation alone in a process, processes alternating; otherwise both in
+                    # one fresh process, steps alternating
+                    probes = [cmd + ["--_one", which] for which in ("transformers", "ettin")] if args.isolated \
+                        else [cmd]
                     runs: dict = {}
                     for _ in range(args.isolated or args.repeat):
-                        if args.isolated:  # each implementation alone in a process, processes alternating
-                            for which in ("transformers", "ettin"):
-                                out = subprocess.run(cmd + ["--_one", which], capture_output=True, text=True,
-                                                     check=True).stdout
-                                for key, val in json.loads(out.strip().splitlines()[-1]).items():
-                                    runs.setdefault(key, []).append(val)
-                        else:  # both in one fresh process, steps alternating
-                            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+                        for probe in probes:
+                            out = subprocess.run(probe, capture_output=True, text=True, check=True).stdout
                             for key, val in json.loads(out.strip().splitlines()[-1]).items():
                                 runs.setdefault(key, []).append(val)
                     row = {key: statistics.median(vals) for key, vals in runs.items()}

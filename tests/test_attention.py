@@ -75,20 +75,33 @@ def test_attend_varlen_uses_blocks_and_matches_per_document(causal):
         torch.testing.assert_close(out[s:e], ref, atol=1e-5, rtol=1e-5)
 
 
-def test_rope_matches_rotate_half_formula_and_its_gradient():
-    """RoPE (a custom autograd function) against transformers' formula x cos + rotate_half(x) sin, in float64."""
-    from ettin.attention import rope_cos_sin, rope_qk
+def test_rope_qkv_matches_rotate_half_formula_and_its_gradient():
+    """RoPE on the fused projection (a custom autograd function) against transformers' formula
+    x cos + rotate_half(x) sin on the q and k slices, v passed as is, in float64: forward, gradcheck, and the
+    gradient when only some outputs reach the loss."""
+    from ettin.attention import rope_cos_sin, rope_qkv
 
-    qk = torch.randn(3, 10, 2, 4, 8, dtype=torch.float64, requires_grad=True)  # (B, T, [q|k], heads, D)
+    qkv = torch.randn(3, 10, 3, 4, 8, dtype=torch.float64, requires_grad=True)  # (B, T, [q|k|v], heads, D)
     cos, sin = (t.double() for t in rope_cos_sin(torch.arange(10)[None].expand(3, 10), 8, 10_000.0))
 
     def rotate_half(x):
         return torch.cat((-x[..., 4:], x[..., :4]), dim=-1)
 
-    c, s = cos[:, :, None, None], sin[:, :, None, None]
-    ref = qk * c + rotate_half(qk) * s
-    torch.testing.assert_close(rope_qk(qk, cos, sin), ref)
-    assert torch.autograd.gradcheck(lambda x: rope_qk(x, cos, sin), (qk,))
+    def formula(x):  # (q, k, v) by transformers' formula
+        c, s = cos[:, :, None, None], sin[:, :, None, None]
+        qk = x[..., :2, :, :]
+        return (*(qk * c + rotate_half(qk) * s).unbind(-3), x[..., 2, :, :])
+
+    for a, b in zip(rope_qkv(qkv, cos, sin), formula(qkv)):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(lambda x: rope_qkv(x, cos, sin), (qkv,))
+    (g,) = torch.autograd.grad(rope_qkv(qkv, cos, sin)[1].sum(), qkv)  # k only
+    (ref,) = torch.autograd.grad(formula(qkv)[1].sum(), qkv)
+    torch.testing.assert_close(g, ref)
+    # (T, D) cos/sin broadcast over the batch, as the dense path passes them
+    cos1, sin1 = (t.double() for t in rope_cos_sin(torch.arange(10), 8, 10_000.0))
+    for a, b in zip(rope_qkv(qkv, cos1, sin1), rope_qkv(qkv, cos, sin)):
+        torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize("mask_kind", ["none", "causal", "keys", "band+keys"])
@@ -117,23 +130,6 @@ def test_attention_bmm_equals_sdpa_and_passes_gradcheck(mask_kind):
     small = [x.detach()[:1, :1, :5].requires_grad_() for x in (q, k, v)]
     m = None if mask is None else mask[..., :5, :5][:1]
     assert torch.autograd.gradcheck(lambda a, b, c: attention_bmm(a, b, c, m), small)
-
-
-def test_rope_qkv_equals_rope_on_the_slices_and_its_gradient():
-    """The fused projection's split (q and k rotated, v as is) against rope_qk on the slices, in float64, forward
-    and gradcheck; also when only some outputs reach the loss."""
-    from ettin.attention import rope_cos_sin, rope_qk, rope_qkv
-
-    qkv = torch.randn(2, 7, 3, 2, 8, dtype=torch.float64, requires_grad=True)  # (B, T, [q|k|v], heads, D)
-    cos, sin = (t.double() for t in rope_cos_sin(torch.arange(7), 8, 160_000.0))  # (T, D): broadcast over B
-    q, k, v = rope_qkv(qkv, cos, sin)
-    ref_q, ref_k = rope_qk(qkv[..., :2, :, :], cos, sin).unbind(-3)
-    for a, b in ((q, ref_q), (k, ref_k), (v, qkv[..., 2, :, :])):
-        torch.testing.assert_close(a, b)
-    assert torch.autograd.gradcheck(lambda x: rope_qkv(x, cos, sin), (qkv,))
-    (g,) = torch.autograd.grad(rope_qkv(qkv, cos, sin)[1].sum(), qkv)  # k only
-    (ref,) = torch.autograd.grad(rope_qk(qkv[..., :2, :, :], cos, sin)[..., 1, :, :].sum(), qkv)
-    torch.testing.assert_close(g, ref)
 
 
 @pytest.mark.parametrize("T", [256, 300])
@@ -171,8 +167,8 @@ def test_low_precision_attend_on_cpu_holds_scores_and_stays_close_to_fp32(causal
     B, h, D = 2, 2, 16
     q, k, v = (torch.randn(B, T, h, D) for _ in range(3))
     reach = layer_reach(causal, False, (8, 8))
-    assert _use_bmm(q.to(torch.bfloat16).transpose(1, 2), T, T, 0.0)
-    assert not _use_bmm(q.transpose(1, 2), T, T, 0.0)  # fp32 keeps SDPA
+    assert _use_bmm(q.to(torch.bfloat16).transpose(1, 2), 0.0)
+    assert not _use_bmm(q.transpose(1, 2), 0.0)  # fp32 keeps SDPA
     lo = [x.to(torch.bfloat16).requires_grad_() for x in (q, k, v)]
     hi = [x.clone().requires_grad_() for x in (q, k, v)]
     out_lo = attend(*lo, causal=causal, reach=reach)

@@ -73,25 +73,11 @@ def _rotate(x: torch.Tensor, c: torch.Tensor, s: torch.Tensor, out: torch.Tensor
     return out
 
 
-class _Rope(torch.autograd.Function):
-    """Rotary embedding of q and k together. The rotation is orthogonal, so the backward pass is the same
-    kernel with -sin; nothing but cos and sin is saved."""
-
-    @staticmethod
-    def forward(ctx, qk, c, s):
-        ctx.save_for_backward(c, s)
-        return _rotate(qk, c, s)
-
-    @staticmethod
-    def backward(ctx, grad):
-        c, s = ctx.saved_tensors
-        return _rotate(grad, c, -s), None, None
-
-
 class _RopeQKV(torch.autograd.Function):
-    """A fused (..., 3, heads, D) projection -> rotated q, rotated k, and v. Backward writes the three gradients
-    straight into one fresh (..., 3, heads, D) tensor: no zero-filled copies of the projection per slice, no sum of
-    them, no stack of q's and k's gradients."""
+    """A fused (..., 3, heads, D) projection -> rotated q, rotated k, and v. The rotation is orthogonal, so backward
+    is the same kernel with -sin (nothing but cos and sin is saved); it writes the three gradients straight into one
+    fresh (..., 3, heads, D) tensor: no zero-filled copies of the projection per slice, no sum of them, no stack of
+    q's and k's gradients."""
 
     @staticmethod
     def forward(ctx, qkv, c, s):
@@ -115,21 +101,12 @@ class _RopeQKV(torch.autograd.Function):
 
 def rope_qkv(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """q, k (rotary embedding applied) and v of a fused projection qkv: (..., 3, heads, D); cos, sin: (..., D).
-    Equal to `rope_qk` on the q and k slices (tests); one autograd node whose backward assembles the projection's
-    gradient in place."""
+    Non-interleaved halves, as transformers (x * cos + rotate_half(x) * sin; tests), computed on the halves in one
+    pass for q and k together; one autograd node whose backward assembles the projection's gradient in place."""
     half = qkv.shape[-1] // 2
-    c = cos[..., None, None, :half].to(qkv.dtype)
+    c = cos[..., None, None, :half].to(qkv.dtype)  # (..., 1, 1, half): broadcast over [q|k] and heads
     s = sin[..., None, None, :half].to(qkv.dtype)
     return _RopeQKV.apply(qkv, c, s)
-
-
-def rope_qk(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding of q and k stacked, qk: (..., 2, heads, D); cos, sin: (..., D). Non-interleaved halves, as
-    transformers (x * cos + rotate_half(x) * sin), computed on the halves in one pass for q and k together."""
-    half = qk.shape[-1] // 2
-    c = cos[..., None, None, :half].to(qk.dtype)  # (..., 1, 1, half): broadcast over [q|k] and heads
-    s = sin[..., None, None, :half].to(qk.dtype)
-    return _Rope.apply(qk.unflatten(-1, (2, half)), c, s).flatten(-2)
 
 
 # ------------------------------------------------------------------------------------------ masks
@@ -235,7 +212,7 @@ def attend(
         if _use_blocked(T, left, right, q.device):
             return local_attention_blocked(qt, kt, vt, left, right, dropout=dropout).transpose(1, 2)
         needs_band = (left < T - 1) or (not causal and right < T - 1)  # a window that bites at this length
-        if _use_bmm(qt, T, T, dropout):
+        if _use_bmm(qt, dropout):
             mask = band_mask(T, T, min(left, T), min(right, T), q.device) if needs_band or causal else None
             out = attention_bmm_causal(qt, kt, vt, mask) if causal else attention_bmm(qt, kt, vt, mask)
         elif needs_band:
@@ -258,7 +235,7 @@ def _attend_sdpa_varlen(q, k, v, reach, varlen: Varlen, dropout: float) -> torch
             ob = local_attention_blocked(qb, kb, vb, left, right, key_valid=valid, dropout=dropout)
         else:
             mask = band_mask(L, L, min(left, L), min(right, L), q.device)[None, None] & valid[:, None, None, :]
-            if _use_bmm(qb, L, L, dropout):
+            if _use_bmm(qb, dropout):
                 ob = attention_bmm_causal(qb, kb, vb, mask) if right == 0 else attention_bmm(qb, kb, vb, mask)
             else:
                 ob = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, dropout_p=dropout)
@@ -337,13 +314,15 @@ _BMM_MAX_SCORES = 1 << 20  # per (batch, head): up to 1024 x 1024 scores
 _BMM_MAX_BYTES = 256 << 20  # the probabilities kept for backward, per call
 
 
-def _use_bmm(q: torch.Tensor, t_q: int, t_k: int, dropout: float) -> bool:
-    """Attention with its probabilities held (`attention_bmm`) beats PyTorch's CPU flash kernel in bf16/fp16
-    at these sizes (bench/README.md); in fp32 it is level or slower, and on GPU the fused kernels win."""
+def _use_bmm(q: torch.Tensor, dropout: float) -> bool:
+    """For self-attention over q (..., T, D): attention with its probabilities held (`attention_bmm`) beats
+    PyTorch's CPU flash kernel in bf16/fp16 at these sizes (bench/README.md); in fp32 it is level or slower, and on
+    GPU the fused kernels win."""
     if q.device.type != "cpu" or q.dtype not in (torch.bfloat16, torch.float16) or dropout:
         return False
-    per_head = t_q * t_k
-    heads = q.numel() // (t_q * q.shape[-1])
+    T = q.shape[-2]
+    per_head = T * T
+    heads = q.numel() // (T * q.shape[-1])
     if heads * per_head * q.element_size() > _BMM_MAX_BYTES:
         return False
     # (causal self-attention goes in query blocks, `attention_bmm_causal`, which skip most of the masked half: held
