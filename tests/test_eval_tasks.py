@@ -161,6 +161,7 @@ def make_data(root: Path) -> Path:
         path.write_text("".join("\t".join(map(str, r)) + "\n" for r in ([header] if header else []) + rows))
 
     pairs = lambda labels: [[i, _sentence(rng), _sentence(rng), rng.choice(labels)] for i in range(24)]  # noqa: E731
+    tsv(root / "sst2" / "test.tsv", ["label", "sentence"], [[rng.choice([0, 1]), _sentence(rng)] for _ in range(24)])
     for split in ("train", "dev"):
         tsv(root / "glue/CoLA" / f"{split}.tsv", None, [["src", rng.choice([0, 1]), "", _sentence(rng)] for _ in range(24)])
         tsv(root / "sst2" / f"{split}.tsv", ["label", "sentence"], [[rng.choice([0, 1]), _sentence(rng)] for _ in range(24)])
@@ -220,7 +221,7 @@ def env(tmp_path_factory):
     return SimpleNamespace(root=root, data=data, tok=tok, ids=ids, folders=folders)
 
 
-TASKS = "cola,sst2,rte,wnli,qnli,stsb,cranfield,piqa,lm,generation,winogender"
+TASKS = "cola,sst2,rte,wnli,qnli,stsb,cranfield,piqa,lm,next_token,generation,winogender"
 
 
 def test_held_out_documents_partition_each_file(env):

@@ -61,10 +61,11 @@ def build_tasks(names: str, limit: int | None, overrides: list[str]) -> list:
     by_name = {t.name: t for t in tasks}
     for item in overrides:
         key, sep, value = item.partition("=")
-        task, _, field = key.partition(".")
-        if not sep or not field or task not in by_name:
+        # the longest task name that prefixes the key (task names such as cls:data.tsv hold dots)
+        task = max((n for n in by_name if key.startswith(n + ".")), key=len, default=None)
+        if not sep or task is None:
             raise ValueError(f"--set {item!r}: expected TASK.FIELD=VALUE for a task in --tasks")
-        override(by_name[task], field, value)
+        override(by_name[task], key[len(task) + 1 :], value)
     return tasks
 
 

@@ -1,6 +1,6 @@
 """Evaluation metrics: plain functions of predictions and references, each tested on a hand-checked case.
 
-Classification: accuracy, Matthews correlation (CoLA), Spearman / Pearson (STS-B).
+Classification: accuracy, Matthews correlation (CoLA), Spearman / Pearson (STS-B, through scipy).
 Retrieval: nDCG@k and recall@k through `ranx` (an established IR-metrics library), plus a run builder.
 Multiple choice: acc and length-normalised acc_norm from per-choice log-likelihoods, as lm-eval computes them.
 Language modelling: perplexity from a summed negative log-likelihood.
@@ -28,47 +28,35 @@ def accuracy(pred: Sequence, gold: Sequence) -> float:
 def matthews_corrcoef(pred: Sequence[int], gold: Sequence[int]) -> float:
     """Matthews correlation for any number of classes (Gorodkin's R_K); 0.0 when undefined."""
     pred, gold = np.asarray(pred), np.asarray(gold)
-    labels = np.union1d(pred, gold)
-    index = {label: i for i, label in enumerate(labels)}
-    conf = np.zeros((len(labels), len(labels)), dtype=np.float64)  # conf[true, predicted]
-    for g, p in zip(gold, pred):
-        conf[index[g], index[p]] += 1
-    t_k, p_k = conf.sum(axis=1), conf.sum(axis=0)  # true / predicted counts per class
+    labels, inverse = np.unique(np.concatenate([gold, pred]), return_inverse=True)
+    k = len(labels)
+    conf = np.bincount(inverse[: len(gold)] * k + inverse[len(gold) :], minlength=k * k).reshape(k, k).astype(np.float64)
+    t_k, p_k = conf.sum(axis=1), conf.sum(axis=0)  # true / predicted counts per class (conf[true, predicted])
     c, s = np.trace(conf), conf.sum()
-    cov_yy = s * s - np.dot(p_k, p_k)
-    cov_xx = s * s - np.dot(t_k, t_k)
-    denom = math.sqrt(cov_yy * cov_xx)
+    denom = math.sqrt((s * s - np.dot(p_k, p_k)) * (s * s - np.dot(t_k, t_k)))
     return 0.0 if denom == 0 else float((c * s - np.dot(t_k, p_k)) / denom)
 
 
-def rankdata(x: Sequence[float]) -> np.ndarray:
-    """1-based ranks, tied values sharing the average of their ranks (scipy's 'average' method)."""
-    x = np.asarray(x, dtype=np.float64)
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x), dtype=np.float64)
-    sorted_x = x[order]
-    i = 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and sorted_x[j + 1] == sorted_x[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1  # average of 1-based ranks i+1 .. j+1
-        i = j + 1
-    return ranks
+def _correlation(fn, x: Sequence[float], y: Sequence[float]) -> float:
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if len(x) != len(y) or len(x) < 2:
+        raise ValueError(f"correlation: need two equal-length sequences of >= 2 values, got {len(x)} and {len(y)}")
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return 0.0  # a constant sequence: undefined, reported as no correlation
+    return float(fn(x, y).statistic)
 
 
 def pearson(x: Sequence[float], y: Sequence[float]) -> float:
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if len(x) != len(y) or len(x) < 2:
-        raise ValueError(f"pearson: need two equal-length sequences of >= 2 values, got {len(x)} and {len(y)}")
-    dx, dy = x - x.mean(), y - y.mean()
-    denom = math.sqrt(float(np.dot(dx, dx) * np.dot(dy, dy)))
-    return 0.0 if denom == 0 else float(np.dot(dx, dy) / denom)
+    from scipy.stats import pearsonr
+
+    return _correlation(pearsonr, x, y)
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rho: Pearson correlation of the average ranks (handles ties)."""
-    return pearson(rankdata(x), rankdata(y))
+    """Spearman's rho (scipy: average ranks for ties)."""
+    from scipy.stats import spearmanr
+
+    return _correlation(spearmanr, x, y)
 
 
 def ir_metrics(
@@ -91,6 +79,18 @@ def ir_metrics(
     if isinstance(scores, float | np.floating):
         scores = {metrics[0]: scores}
     return {name: float(value) for name, value in scores.items()}
+
+
+def ir_per_query(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]], metric: str) -> dict[str, float]:
+    """One ranx metric per query (query id -> value), e.g. for bootstrap intervals over queries."""
+    from ranx import Qrels, Run, evaluate
+
+    run = {q: dict(run.get(q, {})) or {"__none__": 0.0} for q in qrels}
+    qr = Qrels(qrels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        values = evaluate(qr, Run(run), metric, return_mean=False, make_comparable=True)
+    return {q: float(v) for q, v in zip(qr.keys(), np.atleast_1d(values))}
 
 
 def top_k_run(scores: np.ndarray, query_ids: Sequence[str], doc_ids: Sequence[str], k: int) -> dict:

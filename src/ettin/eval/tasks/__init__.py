@@ -1,9 +1,11 @@
 """The evaluation tasks: one module per family, one `TaskSpec` per task name.
 
-  classification     cola sst2 rte wnli qnli stsb, and glue:NAME (any GLUE task through `datasets`, online)
+  classification     cola sst2 rte wnli qnli stsb, glue:NAME (any GLUE task through `datasets`, online) and
+                     cls:PATH (the user's TSV / CSV / JSONL; columns by cls:PATH.text / .text_pair / .label)
   retrieval          cranfield, and beir:PATH (any BEIR-format folder)
   multiple choice    piqa, and mc:PATH (any lm-eval-style JSONL: {query|context, choices, gold})
-  language model     lm (held-out perplexity / masked accuracy + pseudo-perplexity)
+  language model     lm (held-out perplexity / masked accuracy + pseudo-perplexity), next_token (the next
+                     token from its left context only, both objectives, beside a unigram model)
   generation         generation (greedy continuation of held-out prompts)
   bias               winogender
 Every spec has `check(data_dir)`, which reads and validates the task's files before any model work, and
@@ -24,11 +26,13 @@ from ettin.eval.tasks.common import Subject, TaskDataError
 from ettin.eval.tasks.data import pretrain_documents
 
 FAMILIES = {
-    **dict.fromkeys(("cola", "sst2", "rte", "wnli", "qnli", "stsb", "glue"), "classification"),
+    **dict.fromkeys(("cola", "sst2", "rte", "wnli", "qnli", "stsb", "glue", "cls"), "classification"),
     "cranfield": "retrieval", "beir": "retrieval", "piqa": "multiple_choice", "mc": "multiple_choice",
-    "lm": "language_modeling", "generation": "generation", "winogender": "bias",
+    "lm": "language_modeling", "next_token": "language_modeling", "generation": "generation", "winogender": "bias",
 }
-DEFAULT_TASKS = ("cola", "sst2", "rte", "wnli", "qnli", "stsb", "cranfield", "piqa", "lm", "generation", "winogender")
+DEFAULT_TASKS = ("cola", "sst2", "rte", "wnli", "qnli", "stsb", "cranfield", "piqa", "lm", "next_token", "generation",
+                 "winogender")
+WITH_ARGUMENT = ("glue", "beir", "mc", "cls")
 
 
 @dataclass
@@ -50,8 +54,9 @@ def _path_arg(name: str) -> Path:
 def get_task(name: str) -> TaskSpec:
     """The spec for a task name (see the module docstring)."""
     kind = name.split(":", 1)[0]
-    if kind not in FAMILIES or (":" in name) != (kind in ("glue", "beir", "mc")):
-        raise ValueError(f"unknown task {name!r}; known: {', '.join(DEFAULT_TASKS)}, glue:NAME, beir:PATH, mc:PATH")
+    if kind not in FAMILIES or (":" in name) != (kind in WITH_ARGUMENT):
+        raise ValueError(f"unknown task {name!r}; known: {', '.join(DEFAULT_TASKS)}, glue:NAME, beir:PATH, mc:PATH, "
+                         "cls:PATH")
     family = FAMILIES[kind]
     if family == "classification":
         s = classification.ClassificationSettings()
@@ -60,7 +65,7 @@ def get_task(name: str) -> TaskSpec:
             if kind == "glue":
                 classification.check_hub(name.split(":", 1)[1])
             else:
-                classification.load_local(name, d)
+                classification.load(name, d, s)
 
         return TaskSpec(name, family, s, check, lambda subj, d, seed: classification.run(subj, name, d, s, seed))
     if family == "retrieval":
@@ -79,6 +84,10 @@ def get_task(name: str) -> TaskSpec:
 
         return TaskSpec(name, family, s, lambda d: multiple_choice.load_items(mc_path(d)),
                         lambda subj, d, seed: multiple_choice.run(subj, mc_path(d), s))
+    if kind == "next_token":
+        s = language_modeling.NextTokenSettings()
+        return TaskSpec(name, family, s, lambda d: pretrain_documents(d, True),
+                        lambda subj, d, seed: language_modeling.run_next_token(subj, d, s))
     if family == "language_modeling":
         s = language_modeling.LanguageModelingSettings()
         return TaskSpec(name, family, s, lambda d: pretrain_documents(d, True),

@@ -109,4 +109,6 @@ def run(subject: Subject, folder: Path, settings: BiasSettings) -> dict:
             "counter_stereotype_rate": float(is_counter.mean()),
             "counter_stereotype_rate_occupation": float(is_counter[occ].mean()) if occ.any() else None,
             "counter_stereotype_share_of_gendered": (float(is_counter.sum() / gendered) if gendered else None),
-            "n": len(items), "method": "masked pronoun" if subject.is_encoder else "lowest perplexity"}
+            "male_skew": rates["male_rate"] - rates["female_rate"],
+            "n": len(items), "method": "masked pronoun" if subject.is_encoder else "lowest perplexity",
+            "per_example": {"choice": chosen, "counter": [c == k for c, k in zip(chosen, counter)]}}

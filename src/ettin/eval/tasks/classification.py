@@ -1,13 +1,22 @@
-"""Sequence classification / regression by fine-tuning: GLUE tasks and SST-2 (reference section 6.1).
+"""Sequence classification / regression: GLUE tasks, SST-2 and the user's own files (reference section 6.1).
 
-The whole model is fine-tuned with a linear head on a pooled vector: encoders pool [CLS] (or mean),
-decoders the last real token (as transformers' ModernBertDecoderForSequenceClassification). The same
-hyperparameters serve both objectives. Local files first; `glue:NAME` loads any GLUE task with `datasets`
-(MNLI included) when online.
+Two designs, the same for both objectives (each result says which it used):
+  finetune  the whole model with a linear head on a pooled vector, AdamW; the learning rate is chosen from
+            `lrs` on a validation split carved from the training rows (seed 0), then `seeds` runs at that
+            rate are scored once on the test split (mean and spread over seeds).
+  probe     the pre-trained model frozen: pooled features, then a logistic regression (ridge for STS-B,
+            scikit-learn) whose pooling and regularisation are chosen on the same validation split. The
+            probe shows what pre-training put into the representations, which fine-tuning data can swamp.
+Poolings: encoders [CLS] or mean, decoders the last real token (as transformers'
+ModernBertDecoderForSequenceClassification) or mean. Local files first; `glue:NAME` loads any GLUE task with
+`datasets` (online); `cls:PATH` reads the user's TSV / CSV / JSONL (a file, split 80/20 by a fixed seed, or a
+folder with train.* and test.*), text columns and label column set by `text`, `text_pair`, `label`.
+Per-example predictions are kept (`per_example`) for paired bootstrap intervals (ettin.eval.compare).
 """
 
 from __future__ import annotations
 
+import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +34,7 @@ from ettin.eval.tasks.common import (
     finetune,
     pad_batch,
 )
-from ettin.eval.tasks.data import read_tsv
+from ettin.eval.tasks.data import read_jsonl, read_tsv
 from ettin.inference import pool
 
 
@@ -38,18 +47,26 @@ class Example:
 
 @dataclass
 class ClassificationSettings:
-    train_limit: int = 1000  # fine-tuning rows (a seeded sample when the file has more); CPU-sized default
-    eval_limit: int = 1000  # dev rows (a seeded sample when the dev set has more)
+    designs: tuple[str, ...] = ("probe", "finetune")  # the first is the task's main result
+    train_limit: int = 4000  # training rows (a seeded sample when the file has more), validation excluded
+    validation_limit: int = 500  # rows carved from the training file (seeded) to choose hyperparameters
+    eval_limit: int = 10**6  # test rows (all by default)
     max_length: int = 128
-    pooling: str = "cls"  # encoders; decoders always pool the last real token
+    pooling: str = "cls"  # fine-tuning, encoders; decoders pool the last real token
+    seeds: int = 3  # fine-tuning seeds at the chosen learning rate
+    lrs: tuple[str, ...] = ("3e-4", "1e-3")  # the fine-tuning grid (text: `--set sst2.lrs=1e-4,1e-3`)
+    probe_c: tuple[str, ...] = ("0.01", "0.1", "1", "10")  # inverse L2 strength (ridge: 1/C)
+    text: str = "text"  # cls:PATH columns
+    text_pair: str = ""
+    label: str = "label"
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
 
 
-# name: (folder, train file, dev file, header, columns (header-less), text a, text b, label, label map, metric)
+# name: (folder, train file, test file, header, columns (header-less), text a, text b, label, label map, metric)
 LOCAL = {
     "cola": ("glue/CoLA", "train.tsv", "dev.tsv", False, ("source", "label", "orig", "sentence"),
              "sentence", None, "label", None, "mcc"),
-    "sst2": ("sst2", "train.tsv", "dev.tsv", True, None, "sentence", None, "label", None, "accuracy"),
+    "sst2": ("sst2", "train.tsv", "test.tsv", True, None, "sentence", None, "label", None, "accuracy"),
     "rte": ("glue/RTE", "train.tsv", "dev.tsv", True, None, "sentence1", "sentence2", "label",
             {"entailment": 0, "not_entailment": 1}, "accuracy"),
     "wnli": ("glue/WNLI", "train.tsv", "dev.tsv", True, None, "sentence1", "sentence2", "label", None, "accuracy"),
@@ -57,7 +74,7 @@ LOCAL = {
              {"entailment": 0, "not_entailment": 1}, "accuracy"),
     "stsb": ("glue/STS-B", "train.tsv", "dev.tsv", True, None, "sentence1", "sentence2", "score", None, "spearman"),
 }
-# GLUE through `datasets`: text fields, dev split, metric.
+# GLUE through `datasets`: text fields, test split (GLUE's labelled dev), metric.
 HUB = {
     "cola": (("sentence", None), "validation", "mcc"),
     "sst2": (("sentence", None), "validation", "accuracy"),
@@ -69,34 +86,85 @@ HUB = {
     "rte": (("sentence1", "sentence2"), "validation", "accuracy"),
     "wnli": (("sentence1", "sentence2"), "validation", "accuracy"),
 }
-QNLI_SPLIT_SEED = 1234  # QNLI ships only its dev set here: a fixed third is the test part, the rest trains
-QNLI_TEST_FRACTION = 1 / 3
+SPLIT_SEED = 1234  # files without a test split (QNLI's dev here, a single user file): a fixed part is the test
+TEST_FRACTION = {"qnli": 1 / 3, "cls": 0.2}
+METRIC_FN = {"accuracy": metrics.accuracy, "mcc": metrics.matthews_corrcoef, "spearman": metrics.spearman}
 
 
 def _examples(rows: list[dict], path: Path, a: str, b: str | None, label: str, label_map, regression: bool):
     out = []
     for row in rows:
+        for col in (a, b, label):
+            if col and col not in row:
+                raise TaskDataError(f"{path}:{row['_line']}: no column {col!r} (columns: "
+                                    f"{sorted(k for k in row if k != '_line')})")
         raw = row[label]
         try:
             y = float(raw) if regression else (label_map[raw] if label_map else int(raw))
-        except (KeyError, ValueError):
+        except (KeyError, ValueError, TypeError):
             raise TaskDataError(f"{path}:{row['_line']}: bad label {raw!r} in column {label!r}") from None
-        out.append(Example(row[a], row[b] if b else None, y))
+        out.append(Example(str(row[a]), str(row[b]) if b else None, y))
+    if not out:
+        raise TaskDataError(f"{path}: no rows")
     return out
 
 
+def _split(rows: list, fraction: float) -> tuple[list, list]:
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(rows))
+    n_test = int(len(rows) * fraction)
+    return [rows[i] for i in order[n_test:]], [rows[i] for i in order[:n_test]]
+
+
 def load_local(name: str, data_dir: Path) -> tuple[list[Example], list[Example], str]:
-    folder, train_file, dev_file, header, columns, a, b, label, label_map, metric = LOCAL[name]
+    folder, train_file, test_file, header, columns, a, b, label, label_map, metric = LOCAL[name]
     regression = metric == "spearman"
-    dev_path = data_dir / folder / dev_file
-    dev = _examples(read_tsv(dev_path, header, columns), dev_path, a, b, label, label_map, regression)
-    if train_file is None:  # split the dev set into train / test parts, once and for all
-        order = np.random.default_rng(QNLI_SPLIT_SEED).permutation(len(dev))
-        n_test = int(len(dev) * QNLI_TEST_FRACTION)
-        return [dev[i] for i in order[n_test:]], [dev[i] for i in order[:n_test]], metric
+    test_path = data_dir / folder / test_file
+    test = _examples(read_tsv(test_path, header, columns), test_path, a, b, label, label_map, regression)
+    if train_file is None:  # split the one labelled file into train / test parts, once and for all
+        return (*_split(test, TEST_FRACTION[name]), metric)
     train_path = data_dir / folder / train_file
     train = _examples(read_tsv(train_path, header, columns), train_path, a, b, label, label_map, regression)
-    return train, dev, metric
+    return train, test, metric
+
+
+def _read_table(path: Path) -> list[dict]:
+    if path.suffix == ".jsonl":
+        return read_jsonl(path)
+    if path.suffix == ".tsv":
+        return read_tsv(path)
+    if path.suffix == ".csv":
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            return [row | {"_line": str(i)} for i, row in enumerate(csv.DictReader(f), start=2)]
+    raise TaskDataError(f"{path}: expected a .tsv, .csv or .jsonl file")
+
+
+def load_user(path: Path, settings: ClassificationSettings) -> tuple[list[Example], list[Example], str]:
+    """`cls:PATH`: labels that are all integers classify (accuracy); otherwise strings are classes, in
+    sorted order. A folder holds train.EXT and test.EXT; a single file is split 80/20 (fixed seed)."""
+    if path.is_dir():
+        found = {s: [path / f"{s}{e}" for e in (".tsv", ".csv", ".jsonl") if (path / f"{s}{e}").is_file()]
+                 for s in ("train", "test")}
+        if not found["train"] or not found["test"]:
+            raise TaskDataError(f"{path}: a classification folder needs train.(tsv|csv|jsonl) and test.(...)")
+        files = [found["train"][0], found["test"][0]]
+    elif path.is_file():
+        files = [path]
+    else:
+        raise FileNotFoundError(f"{path}: no such classification file or folder")
+    tables = [_read_table(f) for f in files]
+    for f, rows in zip(files, tables):
+        if not rows:
+            raise TaskDataError(f"{f}: no rows")
+        if settings.label not in rows[0]:
+            raise TaskDataError(f"{f}: no label column {settings.label!r} (columns: "
+                                f"{sorted(k for k in rows[0] if k != '_line')}); set it with cls:PATH.label=NAME")
+    labels = sorted({str(r.get(settings.label)) for rows in tables for r in rows})
+    label_map = None if all(x.lstrip("-").isdigit() for x in labels) else {x: i for i, x in enumerate(labels)}
+    examples = [_examples([r | {settings.label: str(r.get(settings.label))} for r in rows], f, settings.text,
+                          settings.text_pair or None, settings.label, label_map, False)
+                for f, rows in zip(files, tables)]
+    train, test = examples if len(examples) == 2 else _split(examples[0], TEST_FRACTION["cls"])
+    return train, test, "accuracy"
 
 
 def check_hub(name: str) -> None:
@@ -112,13 +180,22 @@ def load_hub(name: str) -> tuple[list[Example], list[Example], str]:
     check_hub(name)
     from datasets import load_dataset
 
-    (a, b), dev_split, metric = HUB[name]
+    (a, b), test_split, metric = HUB[name]
     ds = load_dataset("nyu-mll/glue", name)
 
     def convert(split):
         return [Example(r[a], r[b] if b else None, float(r["label"])) for r in ds[split]]
 
-    return convert("train"), convert(dev_split), metric
+    return convert("train"), convert(test_split), metric
+
+
+def load(name: str, data_dir: Path, settings: ClassificationSettings) -> tuple[list[Example], list[Example], str]:
+    kind, _, arg = name.partition(":")
+    if kind == "glue":
+        return load_hub(arg)
+    if kind == "cls":
+        return load_user(Path(arg).expanduser(), settings)
+    return load_local(name, data_dir)
 
 
 def _sample(rows: list, limit: int, seed: int) -> list:
@@ -128,47 +205,112 @@ def _sample(rows: list, limit: int, seed: int) -> list:
     return [rows[i] for i in keep]
 
 
-def run(subject: Subject, name: str, data_dir: Path, settings: ClassificationSettings, seed: int) -> dict:
-    """Fine-tune on the train rows, score the dev rows. `name` is a LOCAL key or "glue:NAME"."""
-    if name.startswith("glue:"):
-        train, dev, metric = load_hub(name.split(":", 1)[1])
-    else:
-        train, dev, metric = load_local(name, data_dir)
-    train, dev = _sample(train, settings.train_limit, seed), _sample(dev, settings.eval_limit, seed)
+def _score(metric: str, pred, gold) -> float:
+    return float(METRIC_FN[metric](pred, gold))
+
+
+def _probe(subject: Subject, seqs: dict[str, list], y: dict[str, np.ndarray], metric: str,
+           settings: ClassificationSettings) -> dict:
+    """Frozen features, a linear model; pooling and C chosen on validation, scored once on test."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     regression = metric == "spearman"
-    num_labels = 1 if regression else int(max(max(e.label for e in train), max(e.label for e in dev))) + 1
+    best = None
+    for pooling in ("mean", subject.pooling("cls")):
+        feats = {k: encode_pooled(subject, subject.model, v, pooling).float().cpu().numpy() for k, v in seqs.items()}
+        for c in (float(x) for x in settings.probe_c):
+            est = Ridge(alpha=1 / c) if regression else LogisticRegression(C=c, max_iter=2000)
+            clf = make_pipeline(StandardScaler(), est).fit(feats["train"], y["train"])
+            val = _score(metric, clf.predict(feats["validation"]), y["validation"])
+            if best is None or val > best[0]:
+                best = (val, pooling, c, clf.predict(feats["test"]))
+    val, pooling, c, pred = best
+    return {"value": _score(metric, pred, y["test"]), "validation": val, "pooling": pooling, "C": c,
+            "per_example": {"pred": [pred.tolist()]}}
+
+
+def _finetune(subject: Subject, seqs: dict[str, list], y: dict[str, np.ndarray], metric: str, num_labels: int,
+              settings: ClassificationSettings) -> dict:
+    regression = metric == "spearman"
+    pooling = subject.pooling(settings.pooling)
+    y_train = torch.tensor(y["train"], device=subject.device)
+
+    def fit(lr: float, seed: int):
+        torch.manual_seed(seed)
+        head = torch.nn.Linear(subject.model.config.hidden_size, num_labels)
+
+        def loss_fn(model, batch):
+            ids, mask = pad_batch([seqs["train"][i] for i in batch], subject.pad, subject.device)
+            logits = head(pool(model.hidden_states(ids, mask), mask, pooling))  # (B, num_labels)
+            yb = y_train[batch]
+            return F.mse_loss(logits.squeeze(-1), yb.float()) if regression else F.cross_entropy(logits, yb.long())
+
+        ft = FinetuneSettings(**{**settings.finetune.__dict__, "lr": lr})
+        model = finetune(subject, head, len(seqs["train"]), loss_fn, ft, seed)
+
+        def predict(split):
+            with torch.no_grad():
+                logits = head(encode_pooled(subject, model, seqs[split], pooling)).float().cpu()
+            return logits.squeeze(-1).numpy() if regression else logits.argmax(-1).numpy()
+
+        return predict
+
+    lrs = [float(x) for x in settings.lrs]
+    first = {lr: fit(lr, 0) for lr in lrs}
+    val = {lr: _score(metric, first[lr]("validation"), y["validation"]) for lr in lrs}
+    lr = max(lrs, key=lambda x: val[x])
+    preds = [first[lr]("test")] + [fit(lr, s)("test") for s in range(1, settings.seeds)]
+    per_seed = [_score(metric, p, y["test"]) for p in preds]
+    return {"value": float(np.mean(per_seed)), "per_seed": per_seed, "seed_std": float(np.std(per_seed)),
+            "validation": val[lr], "lr": lr, "validation_by_lr": {str(k): v for k, v in val.items()},
+            "pooling": pooling, "per_example": {"pred": [p.tolist() for p in preds]}}
+
+
+def run(subject: Subject, name: str, data_dir: Path, settings: ClassificationSettings, seed: int) -> dict:
+    """Carve validation rows from the training rows, then each design; `name` is a LOCAL key, glue:NAME or
+    cls:PATH."""
+    unknown = set(settings.designs) - {"probe", "finetune"}
+    if unknown or not settings.designs:
+        raise ValueError(f"{name}: designs must be probe and/or finetune, got {settings.designs}")
+    train, test, metric = load(name, data_dir, settings)
+    order = np.random.default_rng(seed).permutation(len(train))
+    n_val = min(settings.validation_limit, len(train) // 5)
+    validation = [train[i] for i in order[:n_val]]
+    train = _sample([train[i] for i in np.sort(order[n_val:])], settings.train_limit, seed)
+    test = _sample(test, settings.eval_limit, seed)
+    if not validation or not train:
+        raise TaskDataError(f"{name}: too few training rows ({len(train) + len(validation)}) for a validation split")
+    regression = metric == "spearman"
+    splits = {"train": train, "validation": validation, "test": test}
+    y = {k: np.asarray([e.label for e in v], dtype=np.float64 if regression else np.int64) for k, v in splits.items()}
+    num_labels = 1 if regression else int(max(v.max() for v in y.values())) + 1
 
     def wrap(examples):
         a_ids = subject.encode_batch([e.a for e in examples])
         b_ids = subject.encode_batch([e.b for e in examples]) if examples[0].b is not None else [None] * len(a_ids)
-        return [subject.pair(x, y, settings.max_length) for x, y in zip(a_ids, b_ids)]
+        return [subject.pair(x, yy, settings.max_length) for x, yy in zip(a_ids, b_ids)]
 
-    train_seqs, dev_seqs = wrap(train), wrap(dev)
-    pooling = subject.pooling(settings.pooling)
-    torch.manual_seed(seed)
-    head = torch.nn.Linear(subject.model.config.hidden_size, num_labels)
-    y_train = torch.tensor([e.label for e in train], device=subject.device)
-
-    def loss_fn(model, batch):
-        ids, mask = pad_batch([train_seqs[i] for i in batch], subject.pad, subject.device)
-        logits = head(pool(model.hidden_states(ids, mask), mask, pooling))  # (B, num_labels)
-        y = y_train[batch]
-        return F.mse_loss(logits.squeeze(-1), y) if regression else F.cross_entropy(logits, y.long())
-
-    model = finetune(subject, head, len(train), loss_fn, settings.finetune, seed)
-    with torch.no_grad():
-        logits = head(encode_pooled(subject, model, dev_seqs, pooling)).float().cpu()
-    gold = [e.label for e in dev]
-    result: dict = {"n": len(dev), "n_train": len(train), "pooling": pooling}
+    seqs = {k: wrap(v) for k, v in splits.items()}
+    result: dict = {"n": len(test), "n_train": len(train), "n_validation": len(validation), "metric": metric,
+                    "designs": {}, "per_example": {"gold": y["test"].tolist()}}
     if regression:
-        pred = logits.squeeze(-1).numpy()
-        result |= {"main": "spearman", "spearman": metrics.spearman(pred, gold), "pearson": metrics.pearson(pred, gold)}
+        result["baseline"], result["baseline_name"] = 0.0, "no correlation"
+        result["per_example"]["baseline_pred"] = [0.0] * len(test)
     else:
-        pred = logits.argmax(-1).numpy()
-        gold_i = [int(g) for g in gold]
-        result |= {"main": metric, "accuracy": metrics.accuracy(pred, gold_i)}
-        if metric == "mcc":
-            result["mcc"] = metrics.matthews_corrcoef(pred, gold_i)
-        result["majority_baseline"] = float(np.mean(np.asarray(gold_i) == np.bincount(gold_i).argmax()))
+        majority = int(np.bincount(y["train"]).argmax())
+        result["baseline"] = _score(metric, np.full(len(test), majority), y["test"])
+        result["baseline_name"] = "majority class of the training rows"
+        result["majority_baseline"] = float(np.mean(y["test"] == majority))
+        result["per_example"]["baseline_pred"] = [majority] * len(test)
+    for design in settings.designs:
+        out = _probe(subject, seqs, y, metric, settings) if design == "probe" else \
+            _finetune(subject, seqs, y, metric, num_labels, settings)
+        result["designs"][design] = out
+        result[f"{metric}_{design}"] = out["value"]
+    main = f"{metric}_{settings.designs[0]}"
+    result["main"] = main
+    result[metric] = result[main]
     return result
 

@@ -6,6 +6,10 @@ the pretraining files.
   decoders  perplexity: exp(mean NLL of every window token given [BOS] and the window's earlier tokens)
   encoders  15% of each window's tokens (a fixed seed) are replaced by [MASK] at once; masked-token
             accuracy (arg-max) and pseudo-perplexity exp(mean NLL of the masked tokens)
+Next token: the same held-out documents cut into (left context, next token) pairs, one pair every `context`
+tokens; both objectives see only the left context ([CLS] context [MASK] [SEP] for encoders, [CLS] context for
+decoders), the one likelihood the two can be compared on. Both tasks report, beside every figure, a unigram
+model of the training side (token frequencies, add-one smoothed): a model that learned nothing else.
 Generation: the first `prompt_tokens` of a held-out document prompt `new_tokens` more, compared with the
 document's true continuation: ROUGE-L F1 over lower-cased words (the main metric), chrF over characters
 (generous to any long output: common letters match), and position-wise token accuracy over ids.
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+import functools
 
 import numpy as np
 import torch
@@ -32,6 +38,12 @@ from ettin.inference import generate
 class LanguageModelingSettings:
     limit: int = 128  # windows of max_length - 2 tokens, split evenly over the pretraining files
     mask_probability: float = 0.15  # encoders
+
+
+@dataclass
+class NextTokenSettings:
+    limit: int = 4000  # (context, next token) pairs, split evenly over the pretraining files
+    context: int = 64  # left-context tokens
 
 
 @dataclass
@@ -56,6 +68,23 @@ def held_out_windows(subject: Subject, data_dir: Path, limit: int) -> list[tuple
             windows.append((name, ids[start : start + size]))
             used[name] += 1
     return windows
+
+
+@functools.lru_cache(maxsize=4)
+def _unigram(tokenizer_json: str, data_dir: str) -> np.ndarray:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(tokenizer_json)
+    docs = pretrain_documents(Path(data_dir), held_out=False)[::10]  # every 10th training document
+    counts = np.ones(tok.get_vocab_size(), dtype=np.float64)  # add-one
+    for enc in tok.encode_batch([d["text"] for d in docs], add_special_tokens=False):
+        counts += np.bincount(enc.ids, minlength=counts.size)[: counts.size]
+    return np.log(counts / counts.sum())
+
+
+def unigram_logprobs(subject: Subject, data_dir: Path) -> np.ndarray:
+    """log p(token) of the training side's token frequencies (every 10th document, add-one smoothed), (V,)."""
+    return _unigram(subject.tokenizer.to_str(), str(data_dir))
 
 
 def run_lm(subject: Subject, data_dir: Path, settings: LanguageModelingSettings, seed: int) -> dict:
@@ -83,7 +112,12 @@ def run_lm(subject: Subject, data_dir: Path, settings: LanguageModelingSettings,
     for (name, _), lp in zip(windows, logps):
         per_file.setdefault(name, []).extend(lp.tolist())
     nll = -np.concatenate(logps)
-    result: dict = {"n": len(windows), "tokens_scored": int(nll.size)}
+    unigram = unigram_logprobs(subject, data_dir)
+    result: dict = {"n": len(windows), "tokens_scored": int(nll.size), "loglik": float(-nll.mean()),
+                    "baseline": float(np.mean(unigram[np.concatenate([np.asarray(t) for t in targets])])),
+                    "baseline_name": "unigram model of the training side",
+                    "per_example": {"score": [float(lp.mean()) for lp in logps],
+                                    "baseline": [float(unigram[np.asarray(t)].mean()) for t in targets]}}
     ppl_by_file = {k.removesuffix(".jsonl"): metrics.perplexity(-float(np.sum(v)), len(v)) for k, v in per_file.items()}
     if subject.is_encoder:
         hits = np.concatenate([b == np.asarray(t) for b, t in zip(best, targets)])
@@ -94,6 +128,37 @@ def run_lm(subject: Subject, data_dir: Path, settings: LanguageModelingSettings,
         result |= {"main": "perplexity", "perplexity": metrics.perplexity(float(nll.sum()), nll.size),
                    "perplexity_by_file": ppl_by_file}
     return result
+
+
+def run_next_token(subject: Subject, data_dir: Path, settings: NextTokenSettings) -> dict:
+    """log p(next token | left context) for both objectives, beside the unigram model."""
+    if settings.context + 3 > subject.max_length:
+        raise ValueError("next_token: context + 3 exceeds the evaluation max_length")
+    per_file = max(1, settings.limit // len(PRETRAIN_FILES))
+    used = dict.fromkeys(PRETRAIN_FILES, 0)
+    rows, positions, targets = [], [], []
+    for doc in pretrain_documents(data_dir, held_out=True):
+        name = doc["_file"]
+        ids = subject.encode(doc["text"]) if used[name] < per_file else []
+        for end in range(settings.context, len(ids), settings.context):
+            if used[name] >= per_file:
+                break
+            ctx = ids[end - settings.context : end]
+            rows.append([subject.cls, *ctx, subject.mask, subject.sep] if subject.is_encoder else [subject.cls, *ctx])
+            positions.append([len(ctx) + 1 if subject.is_encoder else len(ctx)])
+            targets.append([ids[end]])
+            used[name] += 1
+    if not rows:
+        raise ValueError("next_token: no held-out document is longer than the context")
+    best: list = []
+    logp = np.concatenate(score_positions(subject, rows, positions, targets, argmax=best))
+    gold = np.asarray([t[0] for t in targets])
+    unigram = unigram_logprobs(subject, data_dir)[gold]
+    return {"main": "loglik", "loglik": float(logp.mean()), "accuracy": float(np.mean(np.concatenate(best) == gold)),
+            "baseline": float(unigram.mean()), "baseline_name": "unigram model of the training side",
+            "n": len(rows), "context": settings.context,
+            "method": "[CLS] context [MASK] [SEP]" if subject.is_encoder else "[CLS] context",
+            "per_example": {"score": logp.tolist(), "baseline": unigram.tolist()}}
 
 
 def generation_prompts(subject: Subject, data_dir: Path, settings: GenerationSettings) -> list[tuple[list, list]]:
@@ -150,15 +215,19 @@ def run_generation(subject: Subject, data_dir: Path, settings: GenerationSetting
         for row in new.tolist():
             cut = row.index(subject.sep) if subject.sep in row else len(row)
             outputs.append(row[:cut])
-    acc, rouge, chrf = [], [], []
-    for (_, ref), out in zip(prompts, outputs):
+    acc, rouge, chrf, copy = [], [], [], []
+    for (prompt, ref), out in zip(prompts, outputs):
         out_text, ref_text = subject.decode(out), subject.decode(ref)
         acc.append(metrics.token_accuracy(out, ref))
         rouge.append(metrics.rouge_l(out_text.lower().split(), ref_text.lower().split()))
         chrf.append(metrics.chrf(out_text, ref_text))
+        copied = subject.decode(prompt[-settings.new_tokens :])  # baseline: repeat the prompt's end
+        copy.append(metrics.rouge_l(copied.lower().split(), ref_text.lower().split()))
     example = {"prompt": subject.decode(prompts[0][0]), "reference": subject.decode(prompts[0][1]),
                "output": subject.decode(outputs[0])}
     return {"main": "rouge_l", "rouge_l": float(np.mean(rouge)), "chrf": float(np.mean(chrf)),
             "token_accuracy": float(np.mean(acc)), "n": len(prompts),
+            "baseline": float(np.mean(copy)), "baseline_name": "the prompt's last tokens repeated",
+            "per_example": {"score": rouge, "baseline": copy},
             "method": "iterative mask filling (baseline)" if subject.is_encoder else "greedy decoding",
             "example": example}

@@ -30,7 +30,7 @@ class MCItem:
 
 @dataclass
 class MultipleChoiceSettings:
-    limit: int = 100  # items, the first N (encoder PLL costs one forward per choice token); 1838 = all PIQA
+    limit: int = 10**6  # items, the first N (all by default; encoder PLL costs one forward per choice token)
     delimiter: str = " "  # between context and choice, as lm-eval's target_delimiter
 
 
@@ -79,6 +79,9 @@ def run(subject: Subject, path: Path, settings: MultipleChoiceSettings) -> dict:
     items = load_items(path)[: settings.limit]
     lls = choice_logliks(subject, items, settings.delimiter)
     result = metrics.multiple_choice(lls, [it.choices for it in items], [it.gold for it in items])
-    chance = float(np.mean([1 / len(it.choices) for it in items]))
+    chance = [1 / len(it.choices) for it in items]
+    hits = [float(metrics.multiple_choice([ll], [it.choices], [it.gold])["acc_norm"]) for ll, it in zip(lls, items)]
     method = "masked pseudo-log-likelihood" if subject.is_encoder else "log-likelihood"
-    return {"main": "acc_norm", **result, "n": len(items), "chance": chance, "method": method}
+    return {"main": "acc_norm", **result, "n": len(items), "chance": float(np.mean(chance)), "method": method,
+            "baseline": float(np.mean(chance)), "baseline_name": "chance",
+            "per_example": {"score": hits, "baseline": chance}}

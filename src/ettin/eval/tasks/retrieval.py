@@ -135,9 +135,35 @@ def run(subject: Subject, data_dir: Path, collection: Path, settings: RetrievalS
         q_emb = F.normalize(encode_pooled(subject, model, queries, pooling).float(), dim=-1)  # (Q, H)
         dense = (q_emb @ d_emb.T).cpu().numpy()  # (Q, D)
     depth = max(int(m.split("@")[1]) for m in settings.metrics if "@" in m)
-    scores = metrics.ir_metrics(col.qrels, metrics.top_k_run(dense, col.query_ids, col.doc_ids, depth),
-                                settings.metrics)
+    ranked = metrics.top_k_run(dense, col.query_ids, col.doc_ids, depth)
+    scores = metrics.ir_metrics(col.qrels, ranked, settings.metrics)
     bm25 = bm25_baseline(col, tuple(settings.metrics), depth)
     main = settings.metrics[0]
+    per_query = metrics.ir_per_query(col.qrels, ranked, main)
+    chance = random_baseline(col, main, depth)
     return {"main": main, **scores, "bm25": bm25, "n": len(col.query_ids), "corpus_size": len(col.doc_ids),
-            "n_train": len(pairs), "pooling": pooling, "collection": collection.parent.name if collection.name == "beir" else collection.name}
+            "n_train": len(pairs), "pooling": pooling,
+            "collection": collection.parent.name if collection.name == "beir" else collection.name,
+            "baseline": float(np.mean(list(chance.values()))), "baseline_name": "random ranking",
+            "per_example": {"score": [per_query[q] for q in col.query_ids],
+                            "baseline": [chance[q] for q in col.query_ids],
+                            "bm25": [bm25_per_query(col, main, depth)[q] for q in col.query_ids]}}
+
+
+def random_baseline(col: Collection, metric: str, depth: int, draws: int = 10) -> dict[str, float]:
+    """The metric of a random ranking of the corpus, per query (the mean of `draws` seeded shuffles)."""
+    rng = np.random.default_rng(0)
+    total = dict.fromkeys(col.query_ids, 0.0)
+    for _ in range(draws):
+        run = metrics.top_k_run(rng.random((len(col.query_ids), len(col.doc_ids))), col.query_ids, col.doc_ids, depth)
+        for q, v in metrics.ir_per_query(col.qrels, run, metric).items():
+            total[q] += v / draws
+    return total
+
+
+def bm25_per_query(col: Collection, metric: str, depth: int) -> dict[str, float]:
+    key = ("per-query", tuple(col.doc_ids), tuple(col.queries), metric, depth)
+    if key not in _BM25_CACHE:
+        run = metrics.top_k_run(bm25_scores(col), col.query_ids, col.doc_ids, depth)
+        _BM25_CACHE[key] = metrics.ir_per_query(col.qrels, run, metric)
+    return dict(_BM25_CACHE[key])
