@@ -24,7 +24,10 @@ def _scores(mean: float, base: float, n: int = 500, seed: int = 0) -> dict:
                                               "baseline": (base + rng.normal(0, 0.5, n)).tolist()}}
 
 
-def _row(a: dict, b: dict, measure=Measure("sst2", "probe")) -> dict:
+PROBE = Measure("sst2", "probe")
+
+
+def _row(a: dict, b: dict, measure: Measure = PROBE) -> dict:
     return compare.task_row({"tasks": {"sst2": a}}, {"tasks": {"sst2": b}}, measure, ("encoder", "decoder"))
 
 

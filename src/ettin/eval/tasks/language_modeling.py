@@ -20,10 +20,9 @@ document's true continuation: ROUGE-L F1 over lower-cased words (the main metric
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
-
-import functools
 
 import numpy as np
 import torch
