@@ -25,6 +25,10 @@ def register(subparsers) -> None:
     p.add_argument("--set", action="append", default=[], metavar="TASK.FIELD=VALUE",
                    help="override a task setting, e.g. piqa.limit=500 or cola.finetune.lr=3e-4 (repeatable)")
     p.add_argument("--data-dir", type=Path, default=None, help="task data root (default $ETTIN_DATA or ../shared/data)")
+    p.add_argument("--role", default=None,
+                   help="what the model is in the comparison (encoder, decoder, encoder-continued, decoder-continued, "
+                   "encoder-from-decoder, encoder-from-decoder-mntp, decoder-from-encoder; default: its objective's "
+                   "native role, encoder for mlm and decoder for clm); written to the results")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-length", type=int, default=256, help="longest evaluation sequence in tokens")
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
@@ -87,6 +91,6 @@ def run_eval(args: argparse.Namespace) -> int:
     print(f"ettin eval: {len(targets)} checkpoint(s) x {len(tasks)} task(s) -> {args.out}", file=sys.stderr)
     for target in targets:
         evaluate_target(target, tasks, data_dir, args.out, seed=args.seed, device=args.device,
-                        max_length=args.max_length, use_cache=not args.no_cache,
+                        max_length=args.max_length, use_cache=not args.no_cache, role=args.role,
                         log=lambda s: print(s, file=sys.stderr))
     return 0

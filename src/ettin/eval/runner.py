@@ -6,7 +6,7 @@ Targets:
   runs/<name>/checkpoints/<ckpt>/     one DCP checkpoint (tokenizer.json from the run folder)
   a Hugging Face folder or hub id     config.json + model.safetensors + tokenizer.json
 Results: one JSON per evaluated checkpoint (docs/CONTRACTS.md), at <out>/<run>/<checkpoint>.json:
-  {"model": {run, objective, size, checkpoint, phase, step, tokens, sha256, num_parameters},
+  {"model": {run, role, objective, size, checkpoint, phase, step, tokens, sha256, num_parameters},
    "settings": {seed, max_length, device, ...}, "tasks": {name: {"main": metric, metric: value, "n": ...,
    "family": ..., "settings": {...}, "seconds": ...}}}
 Caching: a task is skipped when the file already holds it for the same checkpoint hash (sha256 of the
@@ -29,6 +29,9 @@ import torch
 
 from ettin.eval.tasks import TaskSpec
 from ettin.eval.tasks.common import Subject
+
+
+ROLES = {"mlm": "encoder", "clm": "decoder"}  # a model's default role in a comparison: its native one
 
 
 @dataclass
@@ -200,7 +203,8 @@ def code_fingerprint() -> str:
 
 
 def evaluate_target(target: Target, tasks: list[TaskSpec], data_dir: Path, out_dir: Path, seed: int = 0,
-                    device: str = "cpu", max_length: int = 256, use_cache: bool = True, log=print) -> dict:
+                    device: str = "cpu", max_length: int = 256, use_cache: bool = True, role: str | None = None,
+                    log=print) -> dict:
     """Evaluate one target on `tasks`, reusing cached task results (unless use_cache is False)."""
     path = results_path(out_dir, target)
     sha = checkpoint_sha256(target.path)
@@ -214,6 +218,8 @@ def evaluate_target(target: Target, tasks: list[TaskSpec], data_dir: Path, out_d
                                                             for k in ("seed", "max_length", "code")):
         results = {}  # another checkpoint, run settings or code under the same name: start over
     cached = results.get("tasks", {}) if use_cache else {}
+    if role and results.get("model"):
+        results["model"]["role"] = role
     todo = [t for t in tasks if cached.get(t.name, {}).get("settings") != t.settings_dict()]
     for t in tasks:
         if t not in todo:
@@ -223,7 +229,7 @@ def evaluate_target(target: Target, tasks: list[TaskSpec], data_dir: Path, out_d
     subject = load_subject(target, device, max_length)
     cfg = subject.model.config
     results["model"] = {
-        "run": target.run, "objective": cfg.objective, "size": _size_name(cfg), "checkpoint": target.checkpoint,
+        "run": target.run, "role": role or ROLES[cfg.objective], "objective": cfg.objective, "size": _size_name(cfg), "checkpoint": target.checkpoint,
         "phase": target.meta.get("phase"), "step": target.meta.get("step"), "tokens": target.meta.get("tokens"),
         "sha256": sha, "num_parameters": subject.model.num_parameters(), "path": str(target.path),
     }
