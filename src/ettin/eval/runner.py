@@ -218,8 +218,9 @@ def evaluate_target(target: Target, tasks: list[TaskSpec], data_dir: Path, out_d
                                                             for k in ("seed", "max_length", "code")):
         results = {}  # another checkpoint, run settings or code under the same name: start over
     cached = results.get("tasks", {}) if use_cache else {}
-    if role and results.get("model"):
+    if role and results.get("model") and results["model"].get("role") != role:
         results["model"]["role"] = role
+        write_json_atomic(path, results)
     todo = [t for t in tasks if cached.get(t.name, {}).get("settings") != t.settings_dict()]
     for t in tasks:
         if t not in todo:
@@ -229,7 +230,8 @@ def evaluate_target(target: Target, tasks: list[TaskSpec], data_dir: Path, out_d
     subject = load_subject(target, device, max_length)
     cfg = subject.model.config
     results["model"] = {
-        "run": target.run, "role": role or ROLES[cfg.objective], "objective": cfg.objective, "size": _size_name(cfg), "checkpoint": target.checkpoint,
+        "run": target.run, "role": role or ROLES[cfg.objective], "objective": cfg.objective, "size": _size_name(cfg),
+        "checkpoint": target.checkpoint,
         "phase": target.meta.get("phase"), "step": target.meta.get("step"), "tokens": target.meta.get("tokens"),
         "sha256": sha, "num_parameters": subject.model.num_parameters(), "path": str(target.path),
     }
