@@ -32,7 +32,7 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
 
 demo: $(STAMP)
-	$(BIN)/python -m ettin.demo --out runs/demo
+	$(BIN)/ettin demo --out runs/demo
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_model.py

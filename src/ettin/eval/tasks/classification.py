@@ -31,6 +31,7 @@ from ettin.eval.tasks.common import (
     Subject,
     TaskDataError,
     encode_pooled,
+    encode_poolings,
     finetune,
     pad_batch,
 )
@@ -218,8 +219,10 @@ def _probe(subject: Subject, seqs: dict[str, list], y: dict[str, np.ndarray], me
 
     regression = metric == "spearman"
     best = None
-    for pooling in ("mean", subject.pooling("cls")):
-        feats = {k: encode_pooled(subject, subject.model, v, pooling).float().cpu().numpy() for k, v in seqs.items()}
+    poolings = ("mean", subject.pooling("cls"))
+    pooled = {k: encode_poolings(subject, subject.model, v, poolings) for k, v in seqs.items()}
+    for pooling in poolings:
+        feats = {k: v[pooling].float().cpu().numpy() for k, v in pooled.items()}
         for c in (float(x) for x in settings.probe_c):
             est = Ridge(alpha=1 / c) if regression else LogisticRegression(C=c, max_iter=2000)
             clf = make_pipeline(StandardScaler(), est).fit(feats["train"], y["train"])

@@ -212,13 +212,22 @@ def masked_pll(
 @torch.no_grad()
 def encode_pooled(subject: Subject, model: EttinModel, seqs: Sequence[list[int]], pooling: str) -> torch.Tensor:
     """Pooled hidden states (N, H) of already-wrapped token sequences, in input order."""
-    out = [None] * len(seqs)
+    return encode_poolings(subject, model, seqs, (pooling,))[pooling]
+
+
+@torch.no_grad()
+def encode_poolings(subject: Subject, model: EttinModel, seqs: Sequence[list[int]],
+                    poolings: Sequence[str]) -> dict[str, torch.Tensor]:
+    """{pooling: (N, H)} from one forward pass per batch, in input order."""
+    out: dict[str, list] = {p: [None] * len(seqs) for p in poolings}
     for batch in length_batches([len(s) for s in seqs], subject.tokens_per_batch):
         ids, mask = pad_batch([seqs[i] for i in batch], subject.pad, subject.device)
-        pooled = pool(model.hidden_states(ids, mask), mask, pooling)
-        for k, i in enumerate(batch):
-            out[i] = pooled[k]
-    return torch.stack(out)  # type: ignore[arg-type]
+        h = model.hidden_states(ids, mask)  # (B, T, H)
+        for p in poolings:
+            pooled = pool(h, mask, p)
+            for k, i in enumerate(batch):
+                out[p][i] = pooled[k]
+    return {p: torch.stack(v) for p, v in out.items()}
 
 
 @dataclass
