@@ -77,3 +77,28 @@ def scratch(name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch
     if buf is None or buf.dtype != dtype or buf.numel() < math.prod(shape):
         buf = cache[name] = torch.empty(math.prod(shape), dtype=dtype, device=device)
     return buf[: math.prod(shape)].view(shape)
+
+
+def matmul_rate(dtype: "torch.dtype", n: int = 512, seconds: float = 0.3) -> float:
+    """FLOP/s of an (n, n) @ (n, n) matmul in `dtype` on this process's threads (best of repeated calls)."""
+    import time
+
+    import torch
+
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    torch.matmul(a, b)  # warm-up
+    best, start = math.inf, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        t = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def faster_precision(margin: float = 1.3) -> tuple[str, dict[str, float]]:
+    """"bf16" when this CPU's bf16 matmul is at least `margin` times its fp32 rate, else "fp32", with both
+    rates (FLOP/s). Hosts differ: some run bf16 at 2-4x fp32, others (no bf16 instructions) far slower."""
+    import torch
+
+    rates = {"fp32": matmul_rate(torch.float32), "bf16": matmul_rate(torch.bfloat16)}
+    return ("bf16" if rates["bf16"] >= margin * rates["fp32"] else "fp32"), rates

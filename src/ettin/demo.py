@@ -117,6 +117,21 @@ def _final(run: Path) -> Path:
     return ckpt
 
 
+def _cpu_precision() -> str:
+    """bf16 where this CPU's one-thread bf16 matmul is clearly faster than fp32 (hosts differ), else fp32."""
+    import torch
+
+    from ettin.cpu import faster_precision
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the demo trains each model on one core
+    precision, rates = faster_precision()
+    torch.set_num_threads(threads)
+    print(f"precision: {precision} (one-thread matmul here: fp32 {rates['fp32'] / 1e9:.0f} GFLOP/s, "
+          f"bf16 {rates['bf16'] / 1e9:.0f} GFLOP/s)", flush=True)
+    return precision
+
+
 def _cuda() -> bool:
     import torch
 
@@ -152,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     size = args.size or ("17m" if _cuda() else None)
     factor = 1.0 if args.minutes is None else (args.minutes - FIXED_MINUTES) / (BASE_MINUTES - FIXED_MINUTES)
-    native_over = ([f"model.size={size}", "train.precision=bf16"] if size else []) + _scaled(recipe, factor, [])
+    native_over = ([f"model.size={size}", "train.precision=bf16"] if size else [f"train.precision={_cpu_precision()}"])
+    native_over += _scaled(recipe, factor, [])
     native = _load(recipe, native_over)
     # the continued runs keep the native models' shape and precision
     cont_over = [f"model.size={native.model.size}", f"train.precision={native.train.precision}"]
