@@ -79,7 +79,7 @@ def scratch(name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch
     return buf[: math.prod(shape)].view(shape)
 
 
-def matmul_rate(dtype: "torch.dtype", n: int = 512, seconds: float = 0.3) -> float:
+def matmul_rate(dtype: torch.dtype, n: int = 512, seconds: float = 0.3) -> float:
     """FLOP/s of an (n, n) @ (n, n) matmul in `dtype` on this process's threads (best of repeated calls)."""
     import time
 

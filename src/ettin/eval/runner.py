@@ -30,7 +30,6 @@ import torch
 from ettin.eval.tasks import TaskSpec
 from ettin.eval.tasks.common import Subject
 
-
 ROLES = {"mlm": "encoder", "clm": "decoder"}  # a model's default role in a comparison: its native one
 
 
