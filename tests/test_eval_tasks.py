@@ -310,3 +310,33 @@ def test_bad_inputs_fail_before_work(env, tmp_path, capsys):
                        "--data-dir", str(env.data)]) == 2
     expected = f"{env.tok.get_vocab_size()} ids but the model's vocabulary has only 256"
     assert expected in capsys.readouterr().err
+
+
+def test_user_classification_file(env, tmp_path, capsys):
+    """cls:PATH: the user's CSV with its own column names, split 80/20; a folder of train/test JSONL; errors
+    that name the file and the column."""
+    rng = random.Random(1)
+    csv_path = tmp_path / "reviews.csv"
+    rows = [(_sentence(rng), rng.choice(["good", "bad"])) for _ in range(40)]
+    csv_path.write_text("review,stars\n" + "".join(f'"{t}",{y}\n' for t, y in rows))
+    task = f"cls:{csv_path}"
+    out = tmp_path / "out"
+    argv = ["eval", str(env.folders["clm"]), "--tasks", task, "--out", str(out), "--data-dir", str(env.data),
+            "--set", f"{task}.text=review", "--set", f"{task}.label=stars", "--set", f"{task}.designs=probe"]
+    assert ettin_main(argv) == 0
+    res = runner.load_results(out)[0]["tasks"][task]
+    assert res["family"] == "classification" and res["n"] == 8 and res["n_train"] + res["n_validation"] == 32
+    assert set(res["designs"]) == {"probe"} and 0 <= res["accuracy"] <= 1
+    assert len(res["per_example"]["gold"]) == 8 and set(res["per_example"]["gold"]) <= {0, 1}
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for split, n in (("train", 30), ("test", 10)):
+        (folder / f"{split}.jsonl").write_text("".join(
+            json.dumps({"text": _sentence(rng), "label": rng.choice([0, 1])}) + "\n" for _ in range(n)))
+    assert ettin_main(["eval", str(env.folders["mlm"]), "--tasks", f"cls:{folder}", "--out", str(out),
+                       "--data-dir", str(env.data), "--set", f"cls:{folder}.designs=probe"]) == 0
+    assert runner.load_results(out)[-1]["tasks"][f"cls:{folder}"]["n"] == 10
+    capsys.readouterr()
+    assert ettin_main(argv[:-4] + ["--set", f"{task}.label=score"]) == 2
+    err = capsys.readouterr().err
+    assert "reviews.csv" in err and "'score'" in err
