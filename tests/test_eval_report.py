@@ -1,409 +1,298 @@
-"""`ettin report`: tables equal their inputs, the verdict rule, a self-contained HTML, PNGs, report.json round trip."""
+"""`ettin report`: findings first (from ettin.eval.compare), the rule, a forest plot, roles from the results,
+learning and loss curves, a self-contained HTML, report.json rebuilding the same report, bad input named."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from ettin.eval import report
-from ettin.eval.report import compare_values, family_verdict, task_family
+from ettin import cli
+from ettin.eval import compare, report
+from test_eval_tasks import env  # noqa: F401  (tiny models and fake task data)
 
-TOKENS = (1000, 2000, 3000)
-PHASES = ("stable", "stable", "decay")
+N = 120  # test examples per task (small: the bootstrap runs 2,000 resamples)
+CHECKPOINTS = ((1000, "stable-step0000010"), (3000, "decay-step0000030"))
 
 
-def _tasks(objective: str, k: int) -> dict:
-    """Task results at the k-th checkpoint, shaped as ettin.eval writes them: the encoder ahead on
-    classification and retrieval, the decoder on PIQA and generation, a tie on STS-B, objective-specific
-    language modelling."""
-    enc = objective == "mlm"
-    g = 0.01 * k  # both improve along training
-    run_info = {"settings": {"limit": 500, "finetune": {"lr": 1e-4}}, "seconds": 1.5}
-    tasks = {
-        "sst2": {
-            "main": "accuracy",
-            "accuracy": (0.80 if enc else 0.60) + g,
-            "majority_baseline": 0.5092,
-            "n": 872,
-            "n_train": 2000,
-            "family": "classification",
-        },
-        "cola": {"main": "mcc", "mcc": (0.25 if enc else 0.05) + g, "accuracy": 0.7, "n": 1043},
-        "stsb": {"main": "spearman", "spearman": 0.4125, "pearson": 0.4 + g, "n": 1500},
-        "cranfield": {
-            "main": "ndcg@10",
-            "ndcg@10": (0.31 if enc else 0.12) + g,
-            "recall@100": 0.55 if enc else 0.3,
-            "bm25": {"ndcg@10": 0.3839, "recall@100": 0.7021},
-            "n": 225,
-            "corpus_size": 1400,
-            "family": "retrieval",
-            "collection": "cranfield",
-        },
-        "piqa": {
-            "main": "acc_norm",
-            "acc_norm": (0.55 if enc else 0.62) + g,
-            "acc": 0.56,
-            "chance": 0.5,
-            "n": 1838,
-            "family": "multiple_choice",
-            "method": "log-likelihood",
-        },
-        "generation": {
-            "main": "chrf",
-            "chrf": (0.05 if enc else 0.15) + g,
-            "rouge_l": 0.2,
-            "n": 50,
-            "family": "generation",
-            "example": {"prompt": "a", "output": "b"},
-        },
-        "winogender": {
-            "main": "counter_stereotype_rate",
-            "counter_stereotype_rate": 0.41,
-            "male_rate": 0.3 if enc else 0.5,
-            "female_rate": 0.1 if enc else 0.2,
-            "neutral_rate": 0.6 if enc else 0.3,
-            "n": 240,
-            "family": "bias",
-        },
+def _preds(rng, gold: np.ndarray, acc: float) -> list[int]:
+    return np.where(rng.random(len(gold)) < acc, gold, 1 - gold).tolist()
+
+
+def _classification(rng, acc: float, metric: str = "accuracy", majority: bool = False) -> dict:
+    """Shaped as tasks/classification.py writes it: designs probe and finetune (two seeds), majority baseline;
+    `majority`: every prediction the majority class."""
+    gold = np.arange(N) % 2
+    probe, seeds = _preds(rng, gold, acc), [_preds(rng, gold, acc) for _ in range(2)]
+    if majority:
+        probe, seeds = [0] * N, [[0] * N] * 2
+    return {"main": f"{metric}_probe", "metric": metric, metric: acc, f"{metric}_probe": acc,
+            f"{metric}_finetune": acc, "n": N, "n_train": 200, "n_validation": 20, "family": "classification",
+            "baseline": 0.5 if metric == "accuracy" else 0.0, "baseline_name": "majority class of the training rows",
+            "majority_baseline": 0.5,
+            "designs": {"probe": {"value": acc, "validation": acc, "pooling": "mean", "C": 1.0,
+                                  "per_example": {"pred": [probe]}},
+                        "finetune": {"value": acc, "per_seed": [acc, acc], "seed_std": 0.0, "pooling": "mean",
+                                     "per_example": {"pred": seeds}}},
+            "per_example": {"gold": gold.tolist(), "baseline_pred": [0] * N}}
+
+
+def _scores(rng, mean: float, base: float, main: str, family: str, spread: float = 0.05, **extra) -> dict:
+    """Mean-of-examples tasks (retrieval, multiple choice, lm, next_token, generation): per_example score and
+    baseline."""
+    score, baseline = rng.normal(mean, spread, N), rng.normal(base, spread, N)
+    return {"main": main, main: float(score.mean()), "n": N, "family": family, "baseline": float(baseline.mean()),
+            "baseline_name": extra.pop("baseline_name", "baseline"),
+            "per_example": {"score": score.tolist(), "baseline": baseline.tolist()}, **extra}
+
+
+def _winogender(rng, neutral: float) -> dict:
+    choice = rng.choice(["male", "female", "neutral"], size=N, p=[0.7 - neutral, 0.3, neutral]).tolist()
+    rates = {f"{g}_rate": float(np.mean([c == g for c in choice])) for g in ("male", "female", "neutral")}
+    return {"main": "counter_stereotype_rate", "counter_stereotype_rate": 0.3, **rates, "n": N, "family": "bias",
+            "male_skew": rates["male_rate"] - rates["female_rate"],
+            "per_example": {"choice": choice, "counter": [c == "female" for c in choice]}}
+
+
+def _tasks(role: str, k: int) -> dict:
+    """The encoder ahead on classification, the decoder on generative tasks; the decoder's cola at the majority
+    class and its retrieval at its baseline (not testable); both improving from checkpoint 0 to 1."""
+    rng = np.random.default_rng(10 * k + (role == "decoder"))
+    enc, g = role == "encoder", 0.05 * k
+    lm = ("masked_accuracy", {"masked_accuracy": 0.2 + g}) if enc else ("perplexity", {"perplexity": 90.0 - 20 * k})
+    return {
+        "sst2": _classification(rng, (0.88 if enc else 0.65) + g),
+        "cola": _classification(rng, 0.9, "mcc") if enc else _classification(rng, 0.0, "mcc", majority=True),
+        "cranfield": _scores(rng, 0.4 + g if enc else 0.05, 0.05, "ndcg@10", "retrieval", baseline_name="random ranking",
+                             bm25={"ndcg@10": 0.38}),
+        "piqa": _scores(rng, (0.60 if enc else 0.75) + g, 0.5, "acc_norm", "multiple_choice", baseline_name="chance"),
+        "lm": _scores(rng, (-5.0 if enc else -4.0) + g, -7.0, "loglik", "language_modeling",
+                      baseline_name="unigram model") | {"main": lm[0], **lm[1]},
+        "next_token": _scores(rng, (-5.5 if enc else -4.5) + g, -7.0, "loglik", "language_modeling",
+                              baseline_name="unigram model"),
+        "generation": _scores(rng, (0.10 if enc else 0.25) + g, 0.05, "rouge_l", "generation",
+                              baseline_name="the prompt's last tokens repeated"),
+        "winogender": _winogender(rng, 0.6 if enc else 0.3),
     }
-    if enc:
-        tasks["lm"] = {
-            "main": "masked_accuracy",
-            "masked_accuracy": 0.2 + g,
-            "pseudo_perplexity": 80.5 - 10 * k,
-            "mask_probability": 0.15,
-            "tokens_scored": 5000,
-            "family": "language_modeling",
-        }
-    else:
-        tasks["lm"] = {
-            "main": "perplexity",
-            "perplexity": 120.25 - 10 * k,
-            "n": 100,
-            "family": "language_modeling",
-        }
-    return {name: task | run_info for name, task in tasks.items()}
 
 
-def make_runs(root: Path) -> Path:
-    """runs/demo/{encoder,decoder}/metrics.jsonl and runs/demo/eval/{encoder,decoder}/<checkpoint>.json."""
-    pair = root / "runs" / "demo"
-    for objective, name in (("mlm", "encoder"), ("clm", "decoder")):
-        run = pair / name
-        run.mkdir(parents=True)
-        with open(run / "metrics.jsonl", "w") as f:
+def make_inputs(root: Path) -> tuple[Path, Path]:
+    """root/eval/<run>/<ckpt>.json and root/runs/<run>/metrics.jsonl. The folder names lie on purpose: the
+    encoder's run is called "decoder" and the decoder's "encoder"; only model.role tells them apart."""
+    eval_dir, runs = root / "eval", root / "runs"
+    for role, objective, run in (("encoder", "mlm", "decoder"), ("decoder", "clm", "encoder")):
+        (runs / run).mkdir(parents=True)
+        with open(runs / run / "metrics.jsonl", "w") as f:
             for step in range(1, 31):
-                phase = "stable" if step <= 20 else "decay"
-                loss = (9.0 if objective == "mlm" else 8.0) / (1 + 0.1 * step)
-                f.write(
-                    json.dumps(
-                        {
-                            "phase": phase,
-                            "step": step,
-                            "tokens": 100 * step,
-                            "loss": loss,
-                            "lr": 1e-3,
-                            "tokens_per_s": 5000.0,
-                        }
-                    )
-                    + "\n"
-                )
-        out = pair / "eval" / name
-        out.mkdir(parents=True)
-        for k, (tokens, phase) in enumerate(zip(TOKENS, PHASES)):
-            ckpt = f"{phase}-step{tokens // 100:07d}"
-            model = {
-                "run": f"demo/{name}",
-                "objective": objective,
-                "size": "demo",
-                "checkpoint": ckpt,
-                "phase": phase,
-                "step": tokens // 100,
-                "tokens": tokens,
-                "sha256": f"{objective}{k}" * 8,
-            }
-            data = {"model": model, "settings": {"seed": 0, "max_length": 128}, "tasks": _tasks(objective, k)}
-            (out / f"{ckpt}.json").write_text(json.dumps(data))
-    return pair
+                loss = (9.0 if role == "encoder" else 8.0) / (1 + 0.1 * step)
+                f.write(json.dumps({"phase": "stable" if step <= 20 else "decay", "step": step, "tokens": 100 * step,
+                                    "loss": loss, "loss_avg": loss, "lr": 1e-3, "tokens_per_s": 5000.0}) + "\n")
+        for k, (tokens, ckpt) in enumerate(CHECKPOINTS):
+            model = {"run": run, "role": role, "objective": objective, "size": "demo", "checkpoint": ckpt,
+                     "tokens": tokens, "step": tokens // 100, "sha256": f"{role}{k}".ljust(64, "0"),
+                     "path": str(runs / run / "checkpoints" / ckpt)}
+            out = eval_dir / run / f"{ckpt}.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({"model": model, "settings": {"seed": 0}, "tasks": _tasks(role, k)}))
+    return eval_dir, runs
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
-    pair = make_runs(root)
+    eval_dir, runs = make_inputs(root)
     out = root / "report"
-    data = report.build_report([pair], out, title="demo pair")
-    return pair, out, data
+    assert cli.main(["report", str(eval_dir), str(runs), "--out", str(out), "--title", "demo pair"]) == 0
+    return root, out, json.loads((out / "report.json").read_text())
 
 
-def _table_row(md: str, task: str, metric: str) -> list[str]:
-    rows = [line for line in md.splitlines() if line.startswith(f"| {task} | demo | {metric} |")]
-    assert len(rows) == 1, (task, metric, rows)
-    return [c.strip() for c in rows[0].strip("|").split("|")]
+def _tables(md: str) -> list[list[list[str]]]:
+    tables, current = [], None
+    for line in md.splitlines():
+        if line.startswith("|"):
+            if current is None:
+                current = []
+                tables.append(current)
+            if not set(line) <= set("|-: "):
+                current.append([c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]])
+        else:
+            current = None
+    return tables
 
 
-def test_markdown_tables_equal_the_last_checkpoint_inputs(built):
-    pair, out, _ = built
-    md = (out / "report.md").read_text()
-    last = {
-        o: json.loads((pair / "eval" / n / "decay-step0000030.json").read_text())["tasks"]
-        for o, n in (("mlm", "encoder"), ("clm", "decoder"))
-    }
-    for task, metric in (
-        ("sst2", "accuracy"),
-        ("cola", "mcc"),
-        ("cranfield", "ndcg@10"),
-        ("piqa", "acc_norm"),
-        ("stsb", "spearman"),
-        ("stsb", "pearson"),
-        ("cranfield", "recall@100"),
-    ):
-        main = last["mlm"][task]["main"] == metric
-        cells = _table_row(md, task, metric + (" (main)" if main else ""))
-        enc, dec = (float(c.strip("*").replace(",", "")) for c in cells[3:5])
-        assert enc == pytest.approx(last["mlm"][task][metric], abs=5e-5)
-        assert dec == pytest.approx(last["clm"][task][metric], abs=5e-5)
-    assert _table_row(md, "sst2", "accuracy (main)")[3].startswith("**")  # the better one marked
-    assert _table_row(md, "piqa", "acc_norm (main)")[4].startswith("**")
-    assert not any(
-        "settings." in line or "corpus_size" in line or "seconds" in line
-        for line in md.split("## Provenance")[0].splitlines()
-    )  # run details are not metrics
-    assert _table_row(md, "stsb", "spearman (main)")[6] == "tie"
-    bm25 = _table_row(md, "cranfield", "bm25.ndcg@10")
-    assert bm25[3] == bm25[4] == "0.3839" and bm25[6].startswith("not compared")
-    ppl = _table_row(md, "lm", "perplexity (main)")  # never ranked against pseudo-perplexity
-    assert ppl[4] == "100.25" and ppl[6].startswith("not compared")
-    assert _table_row(md, "lm", "pseudo_perplexity")[3] == "60.50"
-
-
-def test_directions_as_measured(built):
-    _, out, data = built
-    verdicts = {d["family"]: d["verdict"] for d in data["directions"]}
-    assert verdicts == {
-        "classification": "mixed",  # sst2, cola encoder ahead; stsb tie
-        "retrieval": "holds",
-        "multiple choice": "holds",
-        "generation": "holds",
-        "language modelling": "not comparable",
-        "bias": "holds",
-    }
-    cls = next(d for d in data["directions"] if d["family"] == "classification")
-    assert (cls["encoder_ahead"], cls["decoder_ahead"], cls["ties"]) == (2, 0, 1)
-    md = (out / "report.md").read_text()
-    assert "### classification: mixed" in md and "### retrieval: holds" in md
-
-
-def test_verdict_rule_on_hand_made_cases():
-    assert compare_values(0.85, 0.60, enc_se=0.012, dec_se=0.016)[0] == "encoder"
-    assert compare_values(0.55, 0.70, enc_se=0.012, dec_se=0.011)[0] == "decoder"
-    assert compare_values(0.52, 0.50, enc_se=0.017, dec_se=0.017)[0] == "tie"  # |0.02| <= 1.96 * 0.024
-    assert compare_values(0.30001, 0.29999)[0] == "tie"  # no error estimate: equal at 4 decimals
-    assert compare_values(0.3002, 0.3000)[0] == "encoder"
-    assert compare_values(20.0, 30.0, higher_better=False)[0] == "encoder"  # lower perplexity is better
-    assert family_verdict("encoder", ["encoder", "encoder"]) == "holds"
-    assert family_verdict("encoder", ["decoder", "tie"]) == "does not hold"
-    assert family_verdict("encoder", ["encoder", "tie"]) == "mixed"
-    assert family_verdict("decoder", []) == "not comparable"
-    assert report.standard_error({"accuracy": 0.5, "n": 100}, "accuracy") == pytest.approx(0.05)
-    assert report.standard_error({"mcc": 0.5, "n": 100}, "mcc") is None
-    assert report.standard_error({"mcc": 0.5, "mcc_stderr": 0.03}, "mcc") == 0.03
-
-
-def test_task_families():
-    fams = {
-        t: task_family(t, {"main": m})
-        for t, m in (
-            ("sst2", "accuracy"),
-            ("cola", "mcc"),
-            ("mnli_m", "accuracy"),
-            ("cranfield", "ndcg@10"),
-            ("retrieval/cranfield", "ndcg@10"),
-            ("piqa", "acc"),
-            ("lm", "perplexity"),
-            ("generation", "rouge_l"),
-            ("winogender", "gotcha_rate"),
-            ("my_mc_task", "acc"),
-        )
-    }
-    assert fams == {
-        "sst2": "classification",
-        "cola": "classification",
-        "mnli_m": "classification",
-        "cranfield": "retrieval",
-        "retrieval/cranfield": "retrieval",
-        "piqa": "multiple choice",
-        "lm": "language modelling",
-        "generation": "generation",
-        "winogender": "bias",
-        "my_mc_task": "multiple choice",
-    }
-
-
-def test_html_is_self_contained_and_pngs_exist(built):
+def test_findings_table_comes_first_with_every_claim(built):
     _, out, _ = built
-    html = (out / "report.html").read_text()
-    srcs = re.findall(r"""src=["']([^"']*)""", html)
-    assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
-    assert "<link" not in html and "<script" not in html and "href=" not in html
-    pngs = sorted(out.glob("*.png"))
-    names = {p.name for p in pngs}
-    assert {
-        "learning-curves.png",
-        "loss-curves.png",
-        "bars-classification.png",
-        "bars-retrieval.png",
-    } <= names
-    for p in pngs:
-        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 1000
-    assert len(srcs) == len(pngs)
-    md = (out / "report.md").read_text()  # both training logs found, tied to their run's size
-    assert (
-        "- encoder (demo): `" in md
-        and "- decoder (demo): `" in md
-        and "30 records, phases stable, decay" in md
-    )
+    md = (out / "report.md").read_text()
+    assert md.startswith("# demo pair\n")
+    first = _tables(md)[0]
+    assert first[0] == ["#", "claim", "published evidence", "our measurement (95% intervals)", "verdict"]
+    assert [r[0] for r in first[1:]] == ["1", "2", "3", "4", "5"]
+    assert [r[1] for r in first[1:]] == [c.text for c in compare.CLAIMS]
+    verdicts = {r[0]: r[4] for r in first[1:]}
+    assert verdicts == {"1": "**reproduced**", "2": "**not testable at this scale**", "3": "**reproduced**",
+                        "4": "**not run (no results for these models)**", "5": "**reproduced**"}
+    sst2 = next(p for p in first[1][3].split("<br>") if p.startswith("sst2 (probe)"))
+    assert re.search(r"encoder [\d.]+ \[[\d.]+, [\d.]+\] vs decoder [\d.]+ \[[\d.]+, [\d.]+\]; "
+                     r"difference \+[\d.]+ \[\+[\d.]+, \+[\d.]+\]: \*reproduced\*", sst2), sst2
+    assert compare.RULE in md and md.index(compare.RULE) > md.index(first[1][1])
+    assert md.index("(findings.png)") > md.index(compare.RULE)
 
 
-def test_report_json_round_trip(built, tmp_path):
+def test_not_testable_reads_as_such(built):
     _, out, data = built
-    saved = json.loads((out / "report.json").read_text())
-    assert saved == json.loads(json.dumps(data))
-    assert {c["sha256"] for c in saved["checkpoints"]} >= {"mlm2" * 8, "clm2" * 8}
-    assert all(r["settings"]["seed"] == 0 for r in saved["results"])
-    # `ettin report report.json` rebuilds the same report without the results files or the run folders
-    assert _cli(["report", str(out / "report.json"), "--out", str(tmp_path / "again")]) == 0
-    assert json.loads((tmp_path / "again" / "report.json").read_text()) == saved
-    assert (tmp_path / "again" / "report.md").read_text() == (out / "report.md").read_text()
+    first = _tables((out / "report.md").read_text())[0]
+    retrieval = first[2][3]
+    assert "not testable at this scale" in retrieval and "decoder not shown above the baseline" in retrieval
+    assert "reproduced" not in retrieval and "reversed" not in retrieval
+    cola = [p for p in first[1][3].split("<br>") if p.startswith("cola")]
+    assert len(cola) == 2 and all("*not testable at this scale*" in p for p in cola)
+    assert {r["verdict"] for r in data["findings"]["claims"][1]["rows"]} == {"not testable"}
 
 
-def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="ettin")
-    report.register_report(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+def test_verdicts_are_compare_s_on_the_final_checkpoints(built):
+    root, _, data = built
+    finals = {}
+    for f in sorted((root / "eval").rglob("decay-*.json")):
+        res = json.loads(f.read_text())
+        finals[res["model"]["role"]] = res
+    assert data["findings"] == json.loads(json.dumps(compare.findings(finals)))
+    assert data["learned"] == json.loads(json.dumps(compare.learned(finals)))
+    assert data["bias"]["encoder"] == json.loads(json.dumps(compare.bias_profile(finals["encoder"])))
+    assert [r["model"]["tokens"] for r in data["results"]["encoder"]] == [1000, 3000]
 
 
-def test_bad_inputs_exit_2_naming_the_file(tmp_path, capsys):
-    bad = tmp_path / "broken.json"
+def test_roles_come_from_the_results_not_the_folders(built, tmp_path):
+    root, out, data = built
+    assert list(data["results"]) == ["encoder", "decoder"]
+    assert all(r["model"]["run"] == "decoder" for r in data["results"]["encoder"])  # the lying folder name
+    assert data["training"]["encoder"]["path"].endswith(str(Path("runs", "decoder", "metrics.jsonl")))
+    assert data["training"]["encoder"]["rows"][0]["loss"] == pytest.approx(9.0 / 1.1)
+    md = (out / "report.md").read_text()
+    assert "- encoder: `" in md and "decoder/metrics.jsonl`, 30 records" in md
+    # an older file without model.role: the objective's native role
+    old = json.loads((root / "eval" / "encoder" / "decay-step0000030.json").read_text())
+    del old["model"]["role"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    rebuilt = report.build_report([tmp_path / "old.json"], tmp_path / "out")
+    assert list(rebuilt["results"]) == ["decoder"]  # its log found beside the evaluated checkpoint (model.path)
+    assert rebuilt["training"]["decoder"]["path"].endswith(str(Path("runs", "encoder", "metrics.jsonl")))
+    assert "not run" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_detail_learning_curves_and_figures(built):
+    root, out, data = built
+    md = (out / "report.md").read_text()
+    tables = _tables(md)
+    learned = next(t for t in tables if t[0][0] == "model" and "learned something" in t[0])
+    assert {r[0]: r[-1] for r in learned[1:]} == {"encoder": "yes", "decoder": "yes"}
+    detail = next(t for t in tables if t[0][:3] == ["task", "measure", "baseline"])
+    assert detail[0][3:] == ["encoder", "decoder"]
+    rows = {(r[0], r[1]): r for r in detail[1:]}
+    final = json.loads((root / "eval" / "encoder" / "decay-step0000030.json").read_text())["tasks"]  # the decoder
+    probe = rows[("sst2 (probe)", "accuracy")]
+    assert probe[2] == "majority class of the training rows" and "baseline 0.500" in probe[3]
+    assert "seeds " in rows[("sst2 (finetune)", "accuracy")][3]
+    assert f"perplexity {final['lm']['perplexity']:.3f}" in rows[("lm", "loglik")][4]
+    assert ("winogender", "neutral rate") in rows and "### WinoGender" in md
+    panels = report._learning_panels(data["results"])
+    lm = {p["ylabel"]: p["series"] for p in panels if p["title"] == "lm"}
+    assert set(lm) == {"masked_accuracy", "perplexity"}  # one measure per axis
+    assert list(lm["perplexity"]) == ["decoder"] and lm["perplexity"]["decoder"] == ([1000, 3000], [90.0, 70.0])
+    for name in ("findings.png", "learning-curves.png", "loss-curves.png"):
+        png = (out / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+        assert f"]({name})" in md
+    assert "Ettin-Enc-150m" in md and "Ettin-Dec-1B" in md
+
+
+def test_html_is_made_from_the_markdown_and_self_contained(built):
+    _, out, _ = built
+    page = (out / "report.html").read_text()
+    srcs = re.findall(r'<img[^>]* src="([^"]*)"', page)
+    assert len(srcs) == 3 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert "<table>" in page and "<h2>Findings</h2>" in page and "<style>" in page
+    assert page.index("<table>") < page.index("Rule.")
+
+
+def test_report_json_rebuilds_the_same_report(built, tmp_path):
+    _, out, data = built
+    assert {"findings", "learned", "results", "training", "detail", "bias"} <= data.keys()
+    assert all(r["_path"].endswith(".json") for rs in data["results"].values() for r in rs)
+    again = tmp_path / "again"
+    assert cli.main(["report", str(out / "report.json"), "--out", str(again)]) == 0
+    assert (again / "report.md").read_text() == (out / "report.md").read_text()
+    assert json.loads((again / "report.json").read_text()) == data
+
+
+def test_damaged_results_are_named_and_nothing_is_written(built, tmp_path, capsys):
+    root, _, _ = built
+    bad = tmp_path / "eval" / "run" / "broken.json"
+    bad.parent.mkdir(parents=True)
     bad.write_text('{"model": {"objective": "mlm"}, "tasks": ')
-    assert _cli(["report", str(bad), "--out", str(tmp_path / "o")]) == 2
-    assert "broken.json" in capsys.readouterr().err
-    no_tasks = tmp_path / "eval" / "no_tasks.json"
-    no_tasks.parent.mkdir()
-    no_tasks.write_text(json.dumps({"model": {"objective": "clm", "size": "x"}}))
-    assert _cli(["report", str(tmp_path / "eval"), "--out", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err
-    assert "no_tasks.json" in err and "'tasks'" in err
-    bad_main = tmp_path / "bad_main.json"
-    bad_main.write_text(
-        json.dumps({"model": {"objective": "clm"}, "tasks": {"sst2": {"main": "f1", "acc": 1}}})
-    )
-    assert _cli(["report", str(bad_main), "--out", str(tmp_path / "o")]) == 2
-    assert "tasks.sst2" in capsys.readouterr().err
-    assert _cli(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    for inputs in ([bad], [tmp_path / "eval", root / "eval"]):
+        assert cli.main(["report", *map(str, inputs), "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("ettin report: error: ") and "broken.json" in err
+        assert not (tmp_path / "out").exists()
+    no_main = tmp_path / "no_main.json"
+    no_main.write_text(json.dumps({"model": {"objective": "clm"}, "tasks": {"sst2": {"main": "f1", "acc": 1}}}))
+    assert cli.main(["report", str(no_main), "--out", str(tmp_path / "out")]) == 2
+    assert "no_main.json: tasks.sst2" in capsys.readouterr().err
+    assert cli.main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
+    assert "missing: no such file" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
-def test_two_runs_of_one_size_and_objective_are_refused(tmp_path):
+def test_two_runs_in_one_role_are_refused(built, tmp_path):
+    root, _, _ = built
     for run in ("a", "b"):
-        data = {
-            "model": {"run": run, "objective": "mlm", "size": "17m", "checkpoint": "c", "tokens": 1},
-            "settings": {},
-            "tasks": {"sst2": {"main": "accuracy", "accuracy": 0.5, "n": 10}},
-        }
-        (tmp_path / f"{run}.json").write_text(json.dumps(data))
-    with pytest.raises(report.ReportError, match="several encoder runs"):
-        report.build_report([tmp_path], tmp_path / "out")
+        res = json.loads((root / "eval" / "encoder" / "decay-step0000030.json").read_text())
+        res["model"]["run"] = run
+        (tmp_path / f"{run}.json").write_text(json.dumps(res))
+    with pytest.raises(report.ReportError, match="role decoder: results of several runs"):
+        report.build_report([tmp_path / "a.json", tmp_path / "b.json"], tmp_path / "out")
 
 
-def test_metric_values_leave_out_counts_settings_and_timings():
-    task = {
-        "main": "acc_norm",
-        "acc_norm": 0.5,
-        "acc": 0.25,
-        "n": 10,
-        "n_train": 5,
-        "chance": 0.25,
-        "seconds": 2.0,
-        "settings": {"limit": 10, "lr": 1e-4},
-        "family": "multiple_choice",
-        "tokens_scored": 100,
-        "bm25": {"ndcg@10": 0.4},
-        "example": {"prompt": "x"},
-        "acc_stderr": 0.1,
-    }
-    assert report.metric_values(task) == {"acc_norm": 0.5, "acc": 0.25, "chance": 0.25, "bm25.ndcg@10": 0.4}
-
-
-def test_one_objective_only_is_reported_but_not_compared(tmp_path):
-    data = {
-        "model": {"run": "solo", "objective": "clm", "size": "17m", "checkpoint": "c", "tokens": 10},
-        "settings": {"seed": 1},
-        "tasks": {"sst2": {"main": "accuracy", "accuracy": 0.7125, "n": 100}},
-    }
-    (tmp_path / "r.json").write_text(json.dumps(data))
-    out = report.build_report([tmp_path / "r.json"], tmp_path / "out")
-    assert [d["verdict"] for d in out["directions"]] == ["not comparable"]
-    md = (tmp_path / "out" / "report.md").read_text()
-    assert "| sst2 | 17m | accuracy (main) | — | 0.7125 | — | not compared (a) |" in md
-    assert not (tmp_path / "out" / "learning-curves.png").exists()  # one checkpoint: no curves
-
-
-def test_bad_training_log_and_conflicting_duplicates_are_named(tmp_path):
-    log = tmp_path / "run" / "metrics.jsonl"
-    log.parent.mkdir()
-    log.write_text('{"phase": "stable", "step": 1, "tokens": 10, "loss": 5.0}\n{"phase": \n')
-    with pytest.raises(report.ReportError, match=r"metrics\.jsonl:2"):
-        report.collect([tmp_path / "run"])
-    base = {
-        "model": {"run": "r", "objective": "mlm", "size": "17m", "checkpoint": "c", "sha256": "ab"},
-        "settings": {},
-        "tasks": {"sst2": {"main": "accuracy", "accuracy": 0.5, "n": 10}},
-    }
-    (tmp_path / "a.json").write_text(json.dumps(base))
-    base["tasks"]["sst2"]["accuracy"] = 0.6
-    (tmp_path / "b.json").write_text(json.dumps(base))
-    with pytest.raises(report.ReportError, match="differs"):
-        report.collect([tmp_path / "a.json", tmp_path / "b.json"])
-    base["tasks"] = {"piqa": {"main": "acc_norm", "acc_norm": 0.5, "n": 10}}  # split over files: joined
-    (tmp_path / "b.json").write_text(json.dumps(base))
-    (merged,) = report.collect([tmp_path / "a.json", tmp_path / "b.json"]).results
-    assert set(merged.tasks) == {"sst2", "piqa"}
-
-
-def _reference_table(text: str, section: str) -> tuple[list[str], list[tuple[str, tuple[float, ...]]]]:
-    lines = text[text.index(section) :].splitlines()
+def _reference_rows(text: str, section: str) -> tuple[list[str], dict[str, tuple[float, ...]]]:
+    lines = text[text.index(section):].splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("|"))
     rows = []
     for line in lines[start:]:
         if not line.startswith("|"):
             break
         rows.append([c.strip() for c in line.strip("|").split("|")])
-    return rows[0][1:], [(r[0].strip("*"), tuple(float(c) for c in r[1:])) for r in rows[2:]]
+    return rows[0][1:], {r[0].strip("*"): tuple(float(c) for c in r[1:]) for r in rows[2:]}
 
 
 def test_published_numbers_match_the_reference_tables():
     from ettin.eval import published
 
-    for columns, rows in (
-        (published.ENCODER_COLUMNS, published.ENCODER_ROWS),
-        (published.DECODER_COLUMNS, published.DECODER_ROWS),
-    ):
-        assert all(len(values) == len(columns) for _, values in rows)
     ref = Path(__file__).resolve().parents[2] / "shared" / "reference" / "ettin.md"
+    for columns, rows in ((published.ENCODER_COLUMNS, published.ENCODER_ROWS),
+                          (published.DECODER_COLUMNS, published.DECODER_ROWS)):
+        assert len(rows) == 6 and all(len(values) == len(columns) for _, values in rows)
     if not ref.is_file():
         pytest.skip(f"reference not found at {ref}")
     text = ref.read_text()
-    assert _reference_table(text, "### 6.2") == (
-        list(published.ENCODER_COLUMNS),
-        list(published.ENCODER_ROWS),
-    )
-    assert _reference_table(text, "### 6.3") == (
-        list(published.DECODER_COLUMNS),
-        list(published.DECODER_ROWS),
-    )
+    for section, columns, rows in (("### 6.2", published.ENCODER_COLUMNS, published.ENCODER_ROWS),
+                                   ("### 6.3", published.DECODER_COLUMNS, published.DECODER_ROWS)):
+        ref_columns, ref_rows = _reference_rows(text, section)
+        assert ref_columns == list(columns) and all(ref_rows[name] == values for name, values in rows)
+
+
+def test_report_of_real_eval_results(env, tmp_path):  # noqa: F811  (the fixture imported above)
+    """The tasks' own results (tiny random models, fake data): the report reads what `ettin eval` writes."""
+    out = tmp_path / "eval"
+    assert cli.main(["eval", str(env.folders["mlm"]), str(env.folders["clm"]), "--out", str(out), "--limit", "6",
+                     "--tasks", "sst2,cranfield,piqa,lm,next_token,generation,winogender", "--set", "lm.limit=4",
+                     "--data-dir", str(env.data), "--max-length", "96"]) == 0
+    assert cli.main(["report", str(out), "--out", str(tmp_path / "report")]) == 0
+    md = (tmp_path / "report" / "report.md").read_text()
+    first = _tables(md)[0]
+    assert [r[0] for r in first[1:]] == ["1", "2", "3", "4", "5"]
+    allowed = {f"**{v}**" for v in ("reproduced", "reversed", "inconclusive", *report.VERDICTS.values())}
+    assert {r[4] for r in first[1:]} <= allowed
+    assert "### WinoGender" in md and "No training logs given." in md

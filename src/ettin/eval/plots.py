@@ -1,154 +1,102 @@
-"""The report's figures (matplotlib, Agg backend, PNG): bars and line panels, encoder and decoder in fixed colours.
+"""The report's figures (matplotlib, Agg, PNG bytes): a forest plot of the findings and panels of lines.
 
-Plain functions of already-collected numbers; deciding what to plot is the report's job (ettin.eval.report).
+Plain functions of numbers the report has already gathered; one measure per axis, every axis labelled.
 """
 
 from __future__ import annotations
 
+import io
 import math
-import os
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend is chosen first)
-from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
-COLORS = {"mlm": "#1f77b4", "clm": "#d62728", None: "#7f7f7f"}  # encoder blue, decoder red
-NAMES = {"mlm": "encoder", "clm": "decoder", None: "model"}
-MARKERS = {"mlm": "o", "clm": "s", None: "^"}
-LINESTYLES = ("-", "--", ":", "-.")
 DPI = 110
+VERDICT_STYLE = {  # colour, marker, filled
+    "reproduced": ("#2ca02c", "o", True),
+    "reversed": ("#d62728", "s", True),
+    "inconclusive": ("#ff7f0e", "D", True),
+    "not testable": ("#9e9e9e", "o", False),
+}
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
 
 
-@dataclass
-class BarPanel:
-    """One task: a pair of bars (encoder, decoder) per size; None where that model was not evaluated."""
-
-    title: str
-    ylabel: str
-    sizes: list[str]
-    encoder: list[float | None]
-    decoder: list[float | None]
-    lower_is_better: bool = False
+def human(x: float, _pos=None) -> str:
+    """Tick label for a count: 1.5B, 200M, 10k."""
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{unit}"
+    return f"{x:.3g}"
 
 
-@dataclass
-class Series:
-    label: str
-    objective: str | None  # "mlm" | "clm" | None: picks the colour
-    xs: list[float]
-    ys: list[float]
-    linestyle: str = "-"
-    marker: str | None = None
-
-
-@dataclass
-class LinePanel:
-    title: str
-    ylabel: str
-    series: list[Series]
-    xlabel: str = "training tokens"
-    log_y: bool = False
-    marks: list[tuple[float, str]] = field(default_factory=list)  # vertical lines (x, label): phase starts
-
-
-def _grid(n: int, width: float = 4.4, height: float = 3.3):
-    cols = min(3, max(1, n))
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
-    for ax in axes.flat[n:]:
-        ax.set_visible(False)
-    return fig, list(axes.flat[:n])
-
-
-def _save(fig, out: Path, title: str | None) -> Path:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if title:
-        fig.suptitle(title, fontsize=12)
-    fig.tight_layout()
-    tmp = out.with_name(f".{out.stem}.tmp.png")
-    fig.savefig(tmp, dpi=DPI)
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(fig)
-    os.replace(tmp, out)
-    return out
+    return buf.getvalue()
 
 
-def bar_chart(panels: list[BarPanel], out: Path, title: str | None = None) -> Path:
-    """Grouped bars, one panel per task, sizes along x, encoder and decoder side by side."""
-    fig, axes = _grid(len(panels))
-    width = 0.38
-    for ax, panel in zip(axes, panels):
-        xs = list(range(len(panel.sizes)))
-        for offset, objective, values in (
-            (-width / 2, "mlm", panel.encoder),
-            (width / 2, "clm", panel.decoder),
-        ):
-            pts = [(x + offset, v) for x, v in zip(xs, values) if v is not None and math.isfinite(v)]
-            if not pts:
-                continue
-            bars = ax.bar(
-                [p[0] for p in pts],
-                [p[1] for p in pts],
-                width,
-                color=COLORS[objective],
-                label=NAMES[objective],
-            )
-            ax.bar_label(bars, labels=[f"{p[1]:.3g}" for p in pts], fontsize=7, padding=1)
-        ax.set_xticks(xs, panel.sizes)
-        ax.set_xlim(-0.9, len(xs) - 0.1)
-        ax.set_title(panel.title, fontsize=10)
-        ax.set_ylabel(panel.ylabel + (" (lower is better)" if panel.lower_is_better else ""), fontsize=8)
-        ax.margins(y=0.15)
-        ax.grid(axis="y", alpha=0.3)
-    handles = [Patch(color=COLORS[o], label=NAMES[o]) for o in ("mlm", "clm")]
-    axes[0].legend(handles=handles, loc="best", fontsize=7)
-    return _save(fig, out, title)
+def forest(rows: list[dict]) -> bytes:
+    """One line per task row: the difference (favoured - other) with its 95% interval, a line at 0, marker and
+    colour by verdict. Rows are grouped into one panel per metric, so that each x axis carries one measure.
+    rows: {label, metric, difference, interval, verdict}."""
+    metrics = list(dict.fromkeys(r["metric"] for r in rows))
+    groups = [[r for r in rows if r["metric"] == m] for m in metrics]
+    fig, axes = plt.subplots(len(groups), 1, squeeze=False, figsize=(8, 0.9 + 0.42 * len(rows) + 0.7 * len(groups)),
+                             gridspec_kw={"height_ratios": [len(g) + 1.2 for g in groups]})
+    for ax, metric, group in zip(axes[:, 0], metrics, groups):
+        for y, r in enumerate(reversed(group)):
+            colour, marker, filled = VERDICT_STYLE.get(r["verdict"], VERDICT_STYLE["not testable"])
+            lo, hi = r["interval"]
+            d = r["difference"]
+            ax.errorbar([d], [y], xerr=[[max(0.0, d - lo)], [max(0.0, hi - d)]], fmt=marker, color=colour,
+                        mfc=colour if filled else "white", ms=7, capsize=4, lw=1.6)
+        ax.axvline(0.0, color="black", lw=0.9)
+        ax.set_yticks(range(len(group)), [r["label"] for r in reversed(group)], fontsize=8)
+        ax.set_ylim(-0.7, len(group) - 0.3)
+        ax.set_xlabel(f"difference in {metric} (favoured - other), 95% interval", fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(6))
+        ax.grid(axis="x", alpha=0.3)
+    handles = [Line2D([], [], color=c, marker=m, mfc=c if f else "white", ls="", label=v)
+               for v, (c, m, f) in VERDICT_STYLE.items()]
+    axes[0, 0].legend(handles=handles, fontsize=8, loc="lower left", bbox_to_anchor=(0, 1.02), ncol=4, frameon=False)
+    fig.tight_layout()
+    return _png(fig)
 
 
-def line_chart(panels: list[LinePanel], out: Path, title: str | None = None) -> Path:
-    """One panel per metric: each series a line of y against x (training tokens), vertical marks labelled."""
-    fig, axes = _grid(len(panels), width=5.0, height=3.5)
-    for ax, panel in zip(axes, panels):
-        for s in panel.series:
-            pts = [(x, y) for x, y in zip(s.xs, s.ys) if y is not None and math.isfinite(y)]
-            if pts:
-                ax.plot(
-                    [p[0] for p in pts],
-                    [p[1] for p in pts],
-                    color=COLORS.get(s.objective, "#7f7f7f"),
-                    linestyle=s.linestyle,
-                    marker=s.marker,
-                    markersize=4,
-                    linewidth=1.2,
-                    label=s.label,
-                    markerfacecolor="none" if s.objective == "clm" else None,
-                )
-        for x, label in panel.marks:
-            ax.axvline(x, color="#555555", linestyle=":", linewidth=0.9)
-            ax.annotate(
-                label,
-                (x, 1.0),
-                xycoords=("data", "axes fraction"),
-                xytext=(2, -10),
-                textcoords="offset points",
-                fontsize=7,
-                color="#555555",
-            )
-        if panel.log_y:
-            ax.set_yscale("log")
-            plain = FuncFormatter(lambda v, _: f"{v:g}")
-            ax.yaxis.set_major_formatter(plain)
-            ax.yaxis.set_minor_formatter(plain)
-        ax.set_title(panel.title, fontsize=10)
-        ax.set_xlabel(panel.xlabel, fontsize=8)
-        ax.set_ylabel(panel.ylabel, fontsize=8)
-        ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 3))  # x is linear: tokens
+def lines(panels: list[dict], colours: dict[str, str], xlabel: str) -> bytes:
+    """Small panels, one measure each: panels [{title, ylabel, series: {name: (xs, ys)}}]; a line per series,
+    coloured by name; x is a count (tokens). One legend for the figure."""
+    names = list(dict.fromkeys(n for p in panels for n in p["series"]))
+    style = {n: (MARKERS[i % len(MARKERS)], ("-", "--", "-.", ":")[i % 4]) for i, n in enumerate(names)}
+    cols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / cols)
+    size = (7.0, 4.0) if len(panels) == 1 else (4.2 * cols, 3.1 * nrows + 0.5)
+    fig, axes = plt.subplots(nrows, cols, squeeze=False, figsize=size)
+    for ax, panel in zip(axes.flat, panels):
+        for name, (xs, ys) in panel["series"].items():
+            ax.plot(xs, ys, marker=style[name][0] if len(xs) < 30 else None, ls=style[name][1], ms=4, lw=1.5,
+                    color=colours.get(name), label=name)
+        ax.set_title(panel["title"], fontsize=10)
+        ax.set_xlabel(xlabel, fontsize=9)
+        ax.set_ylabel(panel["ylabel"], fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(4))
+        ax.xaxis.set_major_formatter(FuncFormatter(human))
+        ax.yaxis.set_major_locator(MaxNLocator(5))
+        ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
-        if any(s.xs for s in panel.series):
-            ax.legend(fontsize=7)
-    return _save(fig, out, title)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    handles = [Line2D([], [], color=colours.get(n), ls=style[n][1], lw=2, label=n) for n in names]
+    if len(panels) == 1:
+        axes[0, 0].legend(handles=handles, fontsize=9)
+        fig.tight_layout()
+    else:
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
+        fig.legend(handles=handles, loc="upper center", ncol=min(4, len(names)), fontsize=9, frameon=False)
+    return _png(fig)

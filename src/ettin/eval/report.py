@@ -1,436 +1,430 @@
-"""`ettin report RUN_OR_RESULTS... --out DIR`: the encoder and the decoder side by side.
+"""`ettin report INPUTS... --out DIR [--title T]`: the controlled comparison, written up.
 
-Inputs: results JSON files (one per evaluated checkpoint, docs/CONTRACTS.md "Results"), found by recursing
-into the folders given; training logs (metrics.jsonl) in those folders or beside the evaluated checkpoints;
-or the report.json of an earlier report, which rebuilds that report without re-running anything.
+INPUTS are eval folders and results JSON files (docs/CONTRACTS.md "Results"), run folders (their metrics.jsonl
+training logs: a log belongs to the role whose results' model.path lies in that run folder), or the report.json
+of an earlier report, which holds all of these and rebuilds the same report without re-running anything.
+A model's role comes from its results (model.role; older files: encoder for mlm, decoder for clm); a role's
+final checkpoint is the one with the most training tokens, the earlier ones give its learning curves.
 
-Outputs in --out: report.md, report.html (self-contained: the PNGs inlined as data: URIs), the PNGs, and
-report.json (every results file with its settings, seeds and checkpoint hashes, plus the training logs).
-
-The direction verdicts come from one fixed rule, stated in the report itself (see `compare_values` and
-`family_verdict`); nothing in them is tuned to a particular outcome.
+The comparison is ettin.eval.compare's (findings, learned, bias_profile): this module gathers the inputs, lays
+them out as Markdown, converts that to HTML with the PNGs inlined, and writes report.md, report.html, the PNGs
+and report.json into --out, each atomically, only once every input has been read.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import html
+import inspect
 import json
 import math
-import re
+import os
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+import tempfile
 from pathlib import Path
-from typing import Any
 
-from ettin.eval import published
-from ettin.eval.report_doc import Doc, write_html, write_markdown, write_text
-from ettin.eval.report_inputs import (  # noqa: F401  (re-exported: the report's public API)
-    OBJECTIVES,
-    REPORT_FORMAT,
-    Inputs,
-    ReportError,
-    Result,
-    TrainingLog,
-    as_number,
-    collect,
-    parse_result,
-    read_log,
-)
+from ettin.eval import compare, plots, published
+from ettin.eval.runner import ROLES as NATIVE_ROLES
+from ettin.eval.runner import load_results
+from ettin.train.progress import read_metrics
 
+FORMAT = "ettin-report/2"
 DEFAULT_TITLE = "Encoder versus decoder"
-FAMILIES = (
-    "classification",
-    "retrieval",
-    "multiple choice",
-    "generation",
-    "language modelling",
-    "bias",
-    "other",
-)
-GLUE = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli", "ax", "glue", "sst")
-MULTIPLE_CHOICE = (
-    "piqa",
-    "arc",
-    "hellaswag",
-    "openbookqa",
-    "obqa",
-    "sciq",
-    "siqa",
-    "socialiqa",
-    "winogrande",
-    "wsc",
-    "copa",
-    "mmlu",
-    "commonsenseqa",
-    "boolq",
-)
-RETRIEVAL = ("retriev", "cranfield", "beir", "msmarco", "nfcorpus", "scifact", "fiqa", "trec")
-# A metric naming one of these measures something the two objectives define differently.
-OBJECTIVE_SPECIFIC = (
-    "perplexity",
-    "ppl",
-    "pseudo",
-    "masked",
-    "mlm",
-    "clm",
-    "next_token",
-    "nll",
-    "loss",
-    "bits",
-    "bpb",
-)
-LOWER_IS_BETTER = ("perplexity", "ppl", "loss", "nll", "bpb", "bits", "error", "wer", "cer")
-PROPORTIONS = ("accuracy", "acc", "acc_norm", "exact_match", "male", "female", "neutral")
-# Result fields that describe the run of a task rather than measure the model (ints are counts, also left out).
-META_KEYS = (
-    "main",
-    "n",
-    "seed",
-    "seconds",
-    "pooling",
-    "error",
-    "skipped",
-    "settings",
-    "family",
-    "method",
-    "example",
-    "collection",
-    "mask_probability",
-    "num_parameters",
-)
-# The task families as ettin.eval.tasks names them, in this report's words.
-FAMILY_NAMES = {"multiple_choice": "multiple choice", "language_modeling": "language modelling"}
-Z95 = 1.96
+ROLE_ORDER = ("encoder", "decoder", "encoder-continued", "decoder-continued", "encoder-from-decoder",
+              "encoder-from-decoder-mntp", "decoder-from-encoder")
+LOG_KEYS = ("phase", "step", "tokens", "loss", "loss_avg", "lr")
+VERDICTS = {"not testable": "not testable at this scale", "not run": "not run (no results for these models)"}
+CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45}"
+       "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #ccc;padding:4px 8px;"
+       "vertical-align:top;text-align:left}th{background:#f3f3f3}img{max-width:100%}code{font-size:0.9em}")
 
 
-# ----------------------------------------------------------------------------------- families, verdicts
+class ReportError(ValueError):
+    """Bad report input; the message names the file."""
 
 
-def task_family(task: str, result: dict[str, Any]) -> str:
-    """The family a results file names (ettin.eval.tasks writes it), else one guessed from the task's name."""
-    named = FAMILY_NAMES.get(result.get("family"), result.get("family"))
-    if named in FAMILIES:
-        return named
-    t = re.sub(r"[^a-z0-9]", "", task.lower())
-    main = str(result.get("main", "")).lower()
-    if t.startswith(GLUE):
-        return "classification"
-    if any(w in t for w in ("winogender", "gender", "bias")):
-        return "bias"
-    if any(w in t for w in RETRIEVAL) or main.startswith(("ndcg", "recall@", "mrr", "map@")):
-        return "retrieval"
-    if t.startswith(MULTIPLE_CHOICE):
-        return "multiple choice"
-    if "generat" in t or "continuation" in t:
-        return "generation"
-    if t.startswith(("lm", "perplexity", "ppl", "heldout", "wikitext", "language")) or "perplexity" in main:
-        return "language modelling"
-    if main in ("acc", "acc_norm"):
-        return "multiple choice"
-    return "other"
+# ---------------------------------------------------------------------------------------------------- inputs
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ReportError(f"{path}: cannot be read as JSON ({e})") from e
 
 
-def metric_values(task: dict[str, Any]) -> dict[str, float]:
-    """The task's numeric metrics, nested objects flattened one level (bm25.ndcg@10); counts (integers),
-    timings and settings left out."""
-    out: dict[str, float] = {}
-    main = task.get("main")
-    for key, value in task.items():
-        if key in META_KEYS and key != main:
-            continue
-        items = value.items() if isinstance(value, dict) else [(None, value)]
-        for sub, v in items:
-            name = key if sub is None else f"{key}.{sub}"
-            low = name.lower()
-            if (
-                as_number(v) is None
-                or (isinstance(v, int) and name != main)
-                or key.startswith("n_")
-                or low.endswith(("_s", "stderr"))
-                or "seconds" in low
-            ):
-                continue
-            out[name] = float(v)
-    return dict(sorted(out.items(), key=lambda kv: kv[0] != main))  # main first, otherwise as written
+def _number(x, default: float = math.nan) -> float:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else default
 
 
-def is_baseline(metric: str) -> bool:
-    """A number of the data, not of the model (BM25, majority class, chance): the same for both objectives."""
-    low = metric.lower()
-    return "baseline" in low or low.startswith(("bm25", "chance", "majority", "random"))
+def _role(res: dict) -> str:
+    """The model's role in the comparison, from its results file (never from folder names)."""
+    where, model, tasks = res.get("_path", "a results file"), res.get("model"), res.get("tasks")
+    if not isinstance(model, dict) or not isinstance(tasks, dict):
+        raise ReportError(f"{where}: not a results file: 'model' and 'tasks' must be objects")
+    for name, task in tasks.items():
+        if not isinstance(task, dict) or task.get("main") not in task:
+            raise ReportError(f"{where}: tasks.{name}: no value for its main metric")
+    role = model.get("role") or NATIVE_ROLES.get(model.get("objective"))
+    if not isinstance(role, str):
+        raise ReportError(f"{where}: no model.role, and model.objective {model.get('objective')!r} is not mlm or clm")
+    return role
 
 
-def higher_is_better(metric: str) -> bool:
-    return not any(w in metric.lower() for w in LOWER_IS_BETTER)
+def _run_dir(model_path) -> Path | None:
+    """The run folder of an evaluated checkpoint (<run>/checkpoints/<ckpt>, or <run>/final)."""
+    if not isinstance(model_path, str) or not model_path:
+        return None
+    p = Path(os.path.normpath(model_path))
+    return p.parent.parent if p.parent.name == "checkpoints" else p.parent
 
 
-def not_comparable(family: str, enc_metric: str, dec_metric: str) -> str | None:
-    """Why an encoder number and a decoder number must not be ranked against each other (None: they may)."""
-    if enc_metric != dec_metric:
-        return f"the encoder reports {enc_metric}, the decoder {dec_metric}: different measures"
-    if family == "language modelling" or any(w in enc_metric.lower() for w in OBJECTIVE_SPECIFIC):
-        return (
-            "objective-specific: perplexity predicts a token from its left context, pseudo-perplexity and "
-            "masked accuracy from both sides; the numbers measure different things"
-        )
-    if family == "bias":
-        return "a bias rate has no better direction"
-    if is_baseline(enc_metric):
-        return "a baseline: the same for both models"
-    return None
+def _in_run(log: Path, run: Path) -> bool:
+    here = log.parent.resolve()
+    if run.exists() and run.resolve() == here:
+        return True  # a recorded relative path may have been relative to another folder: match its tail
+    return not run.is_absolute() and ".." not in run.parts and here.parts[-len(run.parts):] == run.parts
 
 
-def standard_error(task: dict[str, Any], metric: str) -> float | None:
-    """The reported `<metric>_stderr`, else the binomial one for a proportion over the task's n examples."""
-    se = as_number(task.get(f"{metric}_stderr"))
-    if se is not None:
-        return se
-    value, n = as_number(task.get(metric)), task.get("n")
-    if metric.split(".")[-1].lower() in PROPORTIONS or metric.lower().endswith("rate"):
-        if value is not None and 0.0 <= value <= 1.0 and isinstance(n, int) and n > 0:
-            return math.sqrt(value * (1.0 - value) / n)
-    return None
+def _read_log(path: Path) -> dict:
+    try:
+        rows = read_metrics(path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ReportError(f"{path}: cannot be read as a training log ({e})") from e
+    keep = [{k: r[k] for k in LOG_KEYS if k in r} for r in rows if isinstance(r, dict)]
+    return {"path": str(path), "rows": [r for r in keep if math.isfinite(_number(r.get("tokens")))
+                                        and math.isfinite(_number(r.get("loss_avg", r.get("loss"))))]}
 
 
-def compare_values(
-    enc: float,
-    dec: float,
-    higher_better: bool = True,
-    enc_se: float | None = None,
-    dec_se: float | None = None,
-) -> tuple[str, str]:
-    """('encoder' | 'decoder' | 'tie', the rule applied). A tie: |difference| within 1.96 combined standard
-    errors when both are known, otherwise equal at the 4 decimals the tables print."""
-    diff = enc - dec
-    if enc_se is not None and dec_se is not None:
-        bound = Z95 * math.sqrt(enc_se**2 + dec_se**2)
-        rule = f"|Δ| {abs(diff):.4f} vs 1.96·SE {bound:.4f}"
-        tie = abs(diff) <= bound
+def collect(paths) -> dict:
+    """{title, results: {role: [results, by tokens]}, training: {role: {path, rows}}, unmatched_logs}."""
+    results, given_logs, saved, title, unmatched = [], [], {}, None, []
+    for p in map(Path, paths):
+        if p.is_dir():
+            for f in sorted(p.rglob("*.json")):
+                _read_json(f)  # load_results skips a damaged file: name it instead
+            results += load_results(p)
+            given_logs += sorted(p.rglob("metrics.jsonl"))
+        elif p.is_file() and p.name.endswith(".jsonl"):
+            given_logs.append(p)
+        elif p.is_file():
+            obj = _read_json(p)
+            if isinstance(obj, dict) and str(obj.get("format", "")).startswith("ettin-report/"):
+                if obj["format"] != FORMAT:
+                    raise ReportError(f"{p}: a {obj['format']} report; this version rebuilds {FORMAT} only: "
+                                      "report the results files instead")
+                title = title or obj.get("title")
+                results += [r for rs in obj.get("results", {}).values() for r in rs]
+                saved = obj.get("training", {}) | saved
+                unmatched += obj.get("unmatched_logs", [])
+            elif isinstance(obj, dict) and {"model", "tasks"} <= obj.keys():
+                results.append(obj | {"_path": str(p)})
+            else:
+                raise ReportError(f"{p}: neither a results file ('model' and 'tasks') nor a report.json")
+        else:
+            raise ReportError(f"{p}: no such file or folder")
+    by_role: dict[str, dict] = {}
+    for res in results:
+        m = res["model"] if isinstance(res.get("model"), dict) else {}
+        key = (m.get("run"), m.get("checkpoint"), m["sha256"]) if m.get("sha256") else res.get("_path")
+        by_role.setdefault(_role(res), {}).setdefault(key, res)
+    ordered = {}
+    for role in sorted(by_role, key=lambda r: (ROLE_ORDER.index(r) if r in ROLE_ORDER else len(ROLE_ORDER), r)):
+        rs = sorted(by_role[role].values(), key=lambda r: (_number(r["model"].get("tokens"), -1),
+                                                           _number(r["model"].get("step"), -1)))
+        runs = sorted({str(r["model"].get("run")) for r in rs})
+        if len(runs) > 1:
+            raise ReportError(f"role {role}: results of several runs ({', '.join(runs)}); a report compares one run "
+                              "per role (give each its role with `ettin eval --role`)")
+        ordered[role] = rs
+    homes = {role: {d for r in rs if (d := _run_dir(r["model"].get("path")))} for role, rs in ordered.items()}
+    training: dict[str, dict] = {}
+    for log in dict.fromkeys(Path(os.path.abspath(f)) for f in given_logs):
+        owners = [role for role, dirs in homes.items() if any(_in_run(log, d) for d in dirs)]
+        if not owners:
+            unmatched.append(str(log))
+        for role in owners:
+            training.setdefault(role, _read_log(log))
+    for role, dirs in homes.items():  # a report.json's logs, then the logs beside the evaluated checkpoints
+        if role not in training and role in saved:
+            training[role] = saved[role]
+        for d in sorted(dirs):
+            if role not in training and (d / "metrics.jsonl").is_file():
+                training[role] = _read_log(d / "metrics.jsonl")
+    training = {role: training[role] for role in ordered if role in training}
+    return {"title": title, "results": ordered, "training": training, "unmatched_logs": sorted(set(unmatched))}
+
+
+# ---------------------------------------------------------------------------------------------- the numbers
+def _guarded(what: str, sources: list[str], fn):
+    try:
+        return fn()
+    except (ValueError, KeyError, TypeError, IndexError) as e:
+        raise ReportError(f"{what} of {', '.join(sources)}: {type(e).__name__}: {e}") from e
+
+
+def metric_name(task: dict, design: str | None) -> str:
+    """What compare's figure of a task measures: the metric, neutral rate (bias), loglik (language modelling)."""
+    if design:
+        return task.get("metric", task["main"])
+    return {"bias": "neutral rate", "language_modeling": "loglik"}.get(task.get("family"), task["main"])
+
+
+def figures(res: dict) -> list[dict]:
+    """Every task (and classification design) of one results file: value, 95% interval, baseline."""
+    out = []
+    for name, task in res["tasks"].items():
+        for design in task.get("designs") or [None]:
+            row = {"task": name, "design": design, "label": compare.Measure(name, design).label,
+                   "metric": metric_name(task, design), "main": task["main"], "main_value": task[task["main"]]}
+            if "per_example" in task:
+                measure = compare.Measure(name, design)
+                fig = _guarded(row["label"], [res.get("_path", "?")],
+                               lambda t=task, m=measure: compare.model_figure(t, m))
+            else:  # an older results file: no intervals
+                row["metric"] = task.get("metric", task["main"]) if design else task["main"]
+                fig = {"value": task["designs"][design]["value"] if design else task[task["main"]],
+                       "baseline": task.get("baseline"), "baseline_name": task.get("baseline_name")}
+            out.append(row | {"baseline_name": task.get("baseline_name")} | fig)
+    return out
+
+
+def build(paths, title: str | None = None) -> dict:
+    """Everything report.json holds, as it holds it (a rebuild from it renders the same report)."""
+    inp = collect(paths)
+    finals = {role: rs[-1] for role, rs in inp["results"].items()}
+    if not finals:
+        raise ReportError(f"no results files found in {', '.join(map(str, paths))}")
+    sources = [r.get("_path", "?") for r in finals.values()]
+    data = {"format": FORMAT, "title": title or inp["title"] or DEFAULT_TITLE, "results": inp["results"],
+            "training": inp["training"], "unmatched_logs": inp["unmatched_logs"],
+            "findings": _guarded("the findings", sources, lambda: compare.findings(finals)),
+            "learned": _guarded("the learned-something bar", sources, lambda: compare.learned(finals)),
+            "detail": {role: figures(res) for role, res in finals.items()},
+            "bias": {role: _guarded("the WinoGender profile", [res.get("_path", "?")],
+                                    lambda res=res: compare.bias_profile(res))
+                     for role, res in finals.items() if "per_example" in res["tasks"].get("winogender", {})}}
+    return json.loads(json.dumps(data))
+
+
+# -------------------------------------------------------------------------------------------------- layout
+def _f(x, signed: bool = False, digits: int = 3) -> str:
+    if not isinstance(x, (int, float)) or isinstance(x, bool):
+        return "—"
+    if not math.isfinite(x):
+        return "n/a"
+    return f"{x:{'+' if signed else ''},.{digits}f}"
+
+
+def _fi(fig: dict, signed: bool = False) -> str:
+    iv = fig.get("interval")
+    return _f(fig.get("value"), signed) + (f" [{_f(iv[0], signed)}, {_f(iv[1], signed)}]" if iv else "")
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    cell = [[str(c).replace("|", "\\|").replace("\n", " ") for c in r] for r in [header, *rows]]
+    return ["| " + " | ".join(cell[0]) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(r) + " |" for r in cell[1:]), ""]
+
+
+def _tokens(res: dict) -> str:
+    t = res["model"].get("tokens")
+    return plots.human(t) if isinstance(t, (int, float)) else "?"
+
+
+def _measurement(row: dict, finals: dict) -> str:
+    a, b = row["favoured"], row["other"]
+    metric = metric_name(finals[a]["tasks"][row["task"]], row["design"])
+    text = (f"{row['label']}, {metric}, n = {row['n']}: {a} {_fi(row['models'][a])} vs {b} {_fi(row['models'][b])}; "
+            f"difference {_fi({'value': row['difference'], 'interval': row['interval']}, signed=True)}: ")
+    if row["verdict"] != "not testable":
+        return text + f"*{row['verdict']}*"
+    below = [r for r in (a, b) if not row["models"][r].get("above_baseline")]
+    name = row["models"][below[0]].get("baseline_name") or "its baseline"
+    return text + f"*not testable at this scale* ({' and '.join(below)} not shown above the baseline: {name})"
+
+
+def _learning_panels(results: dict) -> list[dict]:
+    panels: dict[tuple, dict] = {}
+    for role, rs in results.items():
+        for res in rs:
+            tokens = _number(res["model"].get("tokens"))
+            for name, task in res["tasks"].items():
+                value = _number(task[task["main"]])
+                if math.isfinite(tokens) and math.isfinite(value):
+                    p = panels.setdefault((name, task["main"]), {"title": name, "ylabel": task["main"], "series": {}})
+                    xs, ys = p["series"].setdefault(role, ([], []))
+                    xs.append(tokens)
+                    ys.append(value)
+    return [p for p in panels.values() if max(len(xs) for xs, _ in p["series"].values()) > 1]
+
+
+def render(data: dict) -> tuple[str, dict[str, bytes]]:
+    """(report.md, {png name: bytes}) from report.json's contents."""
+    results, findings = data["results"], data["findings"]
+    finals = {role: rs[-1] for role, rs in results.items()}
+    colours = {r: plots.PALETTE[i % len(plots.PALETTE)] for i, r in enumerate(dict.fromkeys([*ROLE_ORDER, *results]))}
+    pngs: dict[str, bytes] = {}
+    md = [f"# {data['title']}", "", "Final checkpoints compared: " + "; ".join(
+        f"{role} `{res['model'].get('run')}/{res['model'].get('checkpoint')}` ({_tokens(res)} tokens)"
+        for role, res in finals.items()) + ".", "", "## Findings", ""]
+    md += _table(["#", "claim", "published evidence", "our measurement (95% intervals)", "verdict"],
+                 [[c["id"], c["text"], c["published"],
+                   "<br>".join(_measurement(r, finals) for r in c["rows"]) or "not measured",
+                   f"**{VERDICTS.get(c['verdict'], c['verdict'])}**"] for c in findings["claims"]])
+    md += [f"**Rule.** {findings['rule']}", ""]
+    rows = [r | {"label": f"C{c['id']} {r['label']}: {r['favoured']} - {r['other']}",
+                 "metric": metric_name(finals[r["favoured"]]["tasks"][r["task"]], r["design"])}
+            for c in findings["claims"] for r in c["rows"]]
+    if rows:
+        pngs["findings.png"] = plots.forest(rows)
+        md += ["![Findings: each task row's difference (favoured - other) with its 95% interval, by verdict]"
+               "(findings.png)", ""]
+    missing = [f"claim {c['id']}: {', '.join(c['missing'])}" for c in findings["claims"] if c["missing"]]
+    if missing:
+        md += ["Not measured (a model or a task missing):", "", *(f"- {m}" for m in missing), ""]
+
+    gain = inspect.signature(compare.learned).parameters["min_gain"].default
+    md += ["## Did each model learn something?", "", f"SST-2 (its better design) at least {gain:.2f} above the "
+           "majority class, and held-out loglik (nats per token) above the unigram model's, both on the final "
+           "checkpoint.", ""]
+    learned_rows = []
+    for row in data["learned"]:
+        s, lm = row.get("sst2", {}), row.get("lm", {})
+        passed = [part["passed"] for part in (s, lm) if part]
+        learned_rows.append([row["role"], s.get("design", "—"), _fi(s) if s else "—", _f(s.get("baseline")),
+                             _f(s.get("gain"), signed=True), _fi(lm) if lm else "—", _f(lm.get("baseline")),
+                             ("yes" if all(passed) else "no") if passed else "not measured"])
+    md += _table(["model", "SST-2 design", "SST-2 accuracy", "majority class", "gain", "held-out loglik",
+                  "unigram", "learned something"], learned_rows)
+
+    md += ["## Detail", "", "### Final checkpoints, every task", "",
+           "Each cell: the value [95% interval over test examples]; the baseline; for fine-tuning the test "
+           "figure of each seed.", ""]
+    keys = list(dict.fromkeys((f["label"], f["metric"]) for figs in data["detail"].values() for f in figs))
+    cells = {(role, f["label"], f["metric"]): f for role, figs in data["detail"].items() for f in figs}
+    table = []
+    for label, metric in keys:
+        figs = [cells.get((role, label, metric)) for role in data["detail"]]
+        base = next((f["baseline_name"] for f in figs if f and f.get("baseline_name")), "—")
+        table.append([label, metric, base, *(_detail_cell(f) for f in figs)])
+    md += _table(["task", "measure", "baseline", *data["detail"]], table)
+    if data["bias"]:
+        md += ["### WinoGender", "", "Share of items where the model picks the male, female or neutral pronoun, "
+               "and the male skew (male - female), each with its 95% interval.", ""]
+        md += _table(["model", "male", "female", "neutral", "male skew"],
+                     [[role, *(_fi(p[k], signed=k == "male_skew") for k in ("male", "female", "neutral", "male_skew"))]
+                      for role, p in data["bias"].items()])
+    md += ["### Learning curves", ""]
+    panels = _learning_panels(results)
+    if panels:
+        pngs["learning-curves.png"] = plots.lines(panels, colours, "training tokens")
+        md += ["Each task's main metric on every kept checkpoint that was evaluated.", "",
+               "![Learning curves: one panel per task, main metric against training tokens](learning-curves.png)", ""]
     else:
-        rule = "no error estimate: equal at 4 decimals is a tie"
-        tie = round(enc, 4) == round(dec, 4)
-    if tie:
-        return "tie", rule
-    return ("encoder" if (diff > 0) == higher_better else "decoder"), rule
+        md += ["One evaluated checkpoint per role: no learning curves.", ""]
+    md += ["### Training loss", ""]
+    series = {role: ([r["tokens"] for r in log["rows"]], [r.get("loss_avg", r.get("loss")) for r in log["rows"]])
+              for role, log in data["training"].items() if log["rows"]}
+    if series:
+        pngs["loss-curves.png"] = plots.lines([{"title": "training loss", "ylabel": "loss (nats per predicted token)",
+                                                "series": series}], colours, "training tokens")
+        md += ["Encoders predict masked tokens, decoders the next token: the two losses are not the same task.", "",
+               "![Training loss against tokens, one line per role](loss-curves.png)", ""]
+    md += [f"- {role}: `{log['path']}`, {len(log['rows'])} records" for role, log in data["training"].items()]
+    md += [f"- not matched to any evaluated model: `{p}`" for p in data["unmatched_logs"]]
+    md += ["" if data["training"] or data["unmatched_logs"] else "No training logs given.", ""]
+
+    md += ["### Published Ettin numbers", "", f"Source: {published.SOURCE}. Scores in %; reference only, "
+           "at the published scale.", ""]
+    md += _table(["model", *published.ENCODER_COLUMNS], [[n, *v] for n, v in published.ENCODER_ROWS])
+    md += _table(["model", *published.DECODER_COLUMNS], [[n, *v] for n, v in published.DECODER_ROWS])
+    md += [f"Decoder columns: {published.DECODER_NOTE}.", "", "### Inputs", ""]
+    md += _table(["role", "checkpoint", "tokens", "sha256", "results file"],
+                 [[role, f"{r['model'].get('run')}/{r['model'].get('checkpoint')}", _f(r["model"].get("tokens"), digits=0),
+                   str(r["model"].get("sha256") or "—")[:12], f"`{r.get('_path', '?')}`"]
+                  for role, rs in results.items() for r in rs])
+    return "\n".join(md), pngs
 
 
-def family_verdict(expected: str | None, winners: Sequence[str]) -> str:
-    """holds: every compared task went the published way; does not hold: none did; mixed: some did."""
-    if expected is None or not winners:
-        return "not comparable"
-    agree = sum(w == expected for w in winners)
-    return "holds" if agree == len(winners) else "does not hold" if agree == 0 else "mixed"
+def _detail_cell(fig: dict | None) -> str:
+    if fig is None:
+        return "—"
+    parts = [_fi(fig)]
+    if fig.get("baseline") is not None:
+        parts.append(f"baseline {_f(fig['baseline'])}")
+    if fig.get("per_seed"):
+        parts.append(f"seeds {', '.join(_f(s) for s in fig['per_seed'])} (sd {_f(fig.get('seed_std'))})")
+    if not fig["design"] and fig["main"] != fig["metric"]:
+        parts.append(f"{fig['main']} {_f(fig['main_value'])}")
+    return "<br>".join(parts)
 
 
-@dataclass
-class Comparison:
-    family: str
-    task: str
-    size: str
-    metric: str
-    encoder: float | None
-    decoder: float | None
-    is_main: bool  # the task's main metric
-    winner: str | None  # "encoder" | "decoder" | "tie"; None when not compared
-    note: str  # the rule applied, or why not compared
-    in_verdict: bool = False  # counted in the family's direction verdict
+# -------------------------------------------------------------------------------------------------- output
+def to_html(md: str, pngs: dict[str, bytes], title: str) -> str:
+    import markdown
+
+    body = markdown.markdown(md, extensions=["tables"])
+    for name, png in pngs.items():
+        body = body.replace(f'src="{name}"', f'src="data:image/png;base64,{base64.b64encode(png).decode()}"')
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{CSS}</style></head><body>\n{body}\n</body></html>\n")
 
 
-def size_key(size: str) -> tuple:
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmbt]?)", size.lower())
-    scale = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
-    return (0, float(m.group(1)) * scale[m.group(2)], "") if m else (1, 0.0, size)
+def write_atomic(path: Path, content: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is for reading
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
-def final_results(results: list[Result]) -> dict[tuple[str, str], Result]:
-    """(size, objective) -> the result of that run's last checkpoint; one run per size and objective."""
-    runs: dict[tuple[str, str], dict[str, list[Result]]] = {}
-    for r in results:
-        runs.setdefault((r.size, r.objective), {}).setdefault(r.run, []).append(r)
-    out = {}
-    for (size, objective), by_run in runs.items():
-        if len(by_run) > 1:
-            raise ReportError(
-                f"several {OBJECTIVES[objective]} runs of size {size!r} ({', '.join(sorted(by_run))}): "
-                "a report pairs one encoder with one decoder per size; report them separately"
-            )
-        out[(size, objective)] = max(next(iter(by_run.values())), key=lambda r: r.position)
-    return out
-
-
-def _find(metrics: dict[str, float], word: str) -> str | None:
-    names = [k for k in metrics if word in re.split(r"[^a-z]+", k.lower())]
-    return min(names, key=len) if names else None
-
-
-def comparisons(results: list[Result]) -> list[Comparison]:
-    """Every metric of every task at each size, from each run's last checkpoint, encoder against decoder."""
-    finals = final_results(results)
-    sizes = sorted({s for s, _ in finals}, key=size_key)
-    tasks: dict[str, str] = {}
-    for r in finals.values():
-        for name, task in r.tasks.items():
-            tasks.setdefault(name, task_family(name, task))
-    out = []
-    for name, family in sorted(tasks.items(), key=lambda kv: (FAMILIES.index(kv[1]), kv[0])):
-        for size in sizes:
-            enc_r, dec_r = finals.get((size, "mlm")), finals.get((size, "clm"))
-            enc_t = enc_r.tasks.get(name, {}) if enc_r else {}
-            dec_t = dec_r.tasks.get(name, {}) if dec_r else {}
-            if not enc_t and not dec_t:
-                continue
-            enc_m, dec_m = metric_values(enc_t), metric_values(dec_t)
-            mains = (enc_t.get("main"), dec_t.get("main"))
-            if all(mains) and mains[0] != mains[1]:  # different measures: one main row each, never ranked
-                note = not_comparable(family, *mains)
-                out += [
-                    Comparison(
-                        family, name, size, str(mains[0]), enc_m.get(mains[0]), None, True, None, note, True
-                    ),
-                    Comparison(
-                        family, name, size, str(mains[1]), None, dec_m.get(mains[1]), True, None, note, True
-                    ),
-                ]
-                enc_m.pop(mains[0], None)
-                dec_m.pop(mains[1], None)
-                mains = (None, None)
-            neutral = (_find(enc_m, "neutral") or _find(dec_m, "neutral")) if family == "bias" else None
-            for metric in dict.fromkeys([*enc_m, *dec_m]):
-                enc, dec = enc_m.get(metric), dec_m.get(metric)
-                is_main = metric in mains
-                in_verdict = (
-                    metric == neutral if family == "bias" else is_main
-                )  # bias: the finding is on neutral
-                winner, note = None, not_comparable(family, metric, metric)
-                if enc is None or dec is None:
-                    note = f"only the {'encoder' if dec is None else 'decoder'} reports it"
-                elif not (math.isfinite(enc) and math.isfinite(dec)):
-                    winner, note = None, "not a finite number"
-                elif note is None or metric == neutral:
-                    winner, note = compare_values(
-                        enc,
-                        dec,
-                        higher_is_better(metric),
-                        standard_error(enc_t, metric),
-                        standard_error(dec_t, metric),
-                    )
-                    if metric == neutral:
-                        note = "higher neutral-pronoun rate counts as ahead; " + note
-                out.append(
-                    Comparison(family, name, size, metric, enc, dec, is_main, winner, note, in_verdict)
-                )
-    return out
-
-
-def directions(comps: list[Comparison]) -> list[dict[str, Any]]:
-    """Per family: the published direction against the measured one, over the main-metric comparisons."""
-    out = []
-    for family in FAMILIES:
-        rows = [c for c in comps if c.family == family and (c.is_main or c.in_verdict)]
-        if not rows:
-            continue
-        pub = published.DIRECTIONS.get(family, {})
-        expected = pub.get("ahead")
-        compared = [c for c in rows if c.winner is not None and c.in_verdict]
-        winners = [c.winner for c in compared]
-        out.append(
-            {
-                "family": family,
-                "published": expected,
-                "claim": pub.get("claim", "no published finding"),
-                "source": pub.get("source", ""),
-                "compared": len(compared),
-                "encoder_ahead": winners.count("encoder"),
-                "decoder_ahead": winners.count("decoder"),
-                "ties": winners.count("tie"),
-                "verdict": family_verdict(expected, winners),
-                "details": [c.__dict__ for c in rows],
-            }
-        )
-    return out
-
-
-# ----------------------------------------------------------------------------------------------- output
-
-
-def to_report_json(inputs: Inputs, title: str) -> dict[str, Any]:
-    comps = comparisons(inputs.results) if inputs.results else []
-    return {
-        "format": REPORT_FORMAT,
-        "title": title,
-        "checkpoints": [
-            {
-                "objective": r.objective,
-                "size": r.size,
-                "run": r.run,
-                "checkpoint": r.model.get("checkpoint"),
-                "sha256": r.model.get("sha256"),
-                "tokens": r.model.get("tokens"),
-                "seed": r.settings.get("seed"),
-            }
-            for r in inputs.results
-        ],
-        "directions": directions(comps),
-        "results": [r.to_json() for r in inputs.results],
-        "training": [g.to_json() for g in inputs.logs],
-    }
-
-
-def build_report(paths: Sequence[str | Path], out: str | Path, title: str | None = None) -> dict:
-    """Read the inputs, write report.md, report.html, report.json and the PNGs into `out`; returns the JSON.
-    The title defaults to the rebuilt report's, else DEFAULT_TITLE."""
-    from ettin.eval.report_sections import build_document  # the document layout, with the plots
-
-    inputs = collect(paths)
-    title = title or inputs.title or DEFAULT_TITLE
+def build_report(paths, out, title: str | None = None) -> dict:
+    """Read the inputs and write report.md, report.html, the PNGs and report.json into `out`; returns the JSON."""
+    data = build(paths, title)
+    md, pngs = render(data)
+    page = to_html(md, pngs, data["title"])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    data = to_report_json(inputs, title)
-    doc: Doc = build_document(inputs, data, out)
-    write_markdown(doc, out / "report.md")
-    write_html(doc, out / "report.html", title)
-    write_text(out / "report.json", json.dumps(data, indent=1, sort_keys=False, allow_nan=True) + "\n")
+    for name, png in pngs.items():
+        write_atomic(out / name, png)
+    write_atomic(out / "report.md", (md + "\n").encode())
+    write_atomic(out / "report.html", page.encode())
+    write_atomic(out / "report.json", (json.dumps(data, indent=1) + "\n").encode())
     return data
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    try:
-        data = build_report(args.inputs, args.out, args.title)
-    except ReportError as e:
-        print(f"ettin report: error: {e}", file=sys.stderr)
-        return 2
-    out = Path(args.out)
-    print(f"report: {out / 'report.md'}, {out / 'report.html'} ({len(data['results'])} checkpoints)")
-    for d in data["directions"]:
-        print(f"  {d['family']}: published {d['published'] or '-'} ahead; measured: {d['verdict']}")
+    data = build_report(args.inputs, args.out, args.title)
+    roles = ", ".join(f"{role} ({len(rs)} checkpoints)" for role, rs in data["results"].items())
+    print(f"report: {Path(args.out) / 'report.md'}, {Path(args.out) / 'report.html'}; {roles}")
+    for c in data["findings"]["claims"]:
+        print(f"  claim {c['id']} ({c['text']}): {VERDICTS.get(c['verdict'], c['verdict'])}")
     return 0
 
 
-def register_report(subparsers) -> None:
-    text = "put evaluated encoders and decoders side by side: Markdown + HTML report with plots"
+def register(subparsers) -> None:
+    text = "the encoder/decoder comparison as a report: findings with intervals, figures, Markdown + HTML"
     p = subparsers.add_parser("report", help=text, description=text)
-    p.add_argument(
-        "inputs",
-        nargs="+",
-        metavar="RUN_OR_RESULTS",
-        help="run folders, eval folders, results JSON files, metrics.jsonl files or a report.json",
-    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="eval folders, results JSON files, run folders (training logs) or an earlier report.json")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument(
-        "--title", default=None, help=f"report title (default: {DEFAULT_TITLE!r}, or the rebuilt report's)"
-    )
+    p.add_argument("--title", default=None, help=f"report title (default: the rebuilt report's, else {DEFAULT_TITLE!r})")
     p.set_defaults(func=cmd_report)
-
-
-register = register_report  # the name ettin.eval.cli looks for
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ettin")
-    register_report(parser.add_subparsers(dest="command", required=True))
+    register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["report", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ReportError as e:
+        print(f"ettin report: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
