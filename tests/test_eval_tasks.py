@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -340,3 +341,19 @@ def test_user_classification_file(env, tmp_path, capsys):
     assert ettin_main(argv[:-4] + ["--set", f"{task}.label=score"]) == 2
     err = capsys.readouterr().err
     assert "reviews.csv" in err and "'score'" in err
+
+
+def test_random_ranking_baseline_is_the_expectation_of_shuffles():
+    from ettin.eval import metrics
+    from ettin.eval.tasks.retrieval import Collection, random_baseline
+
+    rng = np.random.default_rng(0)
+    D, qids = 50, [str(i) for i in range(20)]
+    dids = [str(i) for i in range(D)]
+    qrels = {q: {str(d): int(rng.integers(1, 4)) for d in rng.choice(D, size=int(rng.integers(1, 8)), replace=False)}
+             for q in qids}
+    expected = random_baseline(Collection(dids, ["x"] * D, qids, ["q"] * 20, qrels), "ndcg@10")
+    draws = [np.mean(list(metrics.ir_per_query(qrels, metrics.top_k_run(rng.random((20, D)), qids, dids, 10),
+                                               "ndcg@10").values())) for _ in range(300)]
+    assert abs(np.mean(draws) - np.mean(list(expected.values()))) < 3 * np.std(draws) / np.sqrt(300)
+    assert random_baseline(Collection(dids, ["x"] * D, qids, ["q"] * 20, qrels), "recall@100")["0"] == 1.0

@@ -117,6 +117,15 @@ def statistic(task: dict, measure: Measure) -> tuple[Callable[[np.ndarray], floa
             len(score))
 
 
+def measured(task: dict, measure: Measure) -> str:
+    """The name of what `statistic` measures on this task (not always the task's main metric)."""
+    if measure.design:
+        return task["metric"]
+    if "choice" in task.get("per_example", {}):
+        return "neutral_rate"
+    return "loglik" if "loglik" in task else task["main"]
+
+
 def _draws(fn: Callable, idx: np.ndarray) -> np.ndarray:
     return np.fromiter((fn(row) for row in idx), dtype=np.float64, count=len(idx))
 
@@ -159,7 +168,7 @@ def task_row(favoured: dict, other: dict, measure: Measure, roles: tuple[str, st
     else:
         verdict = "reproduced" if lo > 0 else "reversed" if hi < 0 else "inconclusive"
     return {"task": measure.task, "design": measure.design, "label": measure.label,
-            "metric": tf.get("metric") or tf["main"], "favoured": roles[0], "other": roles[1],
+            "metric": measured(tf, measure), "favoured": roles[0], "other": roles[1],
             "models": {roles[0]: a, roles[1]: b}, "difference": sf(np.arange(n)) - so(np.arange(n)),
             "interval": (lo, hi), "n": n, "verdict": verdict}
 

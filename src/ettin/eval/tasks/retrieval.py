@@ -140,7 +140,7 @@ def run(subject: Subject, data_dir: Path, collection: Path, settings: RetrievalS
     bm25 = bm25_baseline(col, tuple(settings.metrics), depth)
     main = settings.metrics[0]
     per_query = metrics.ir_per_query(col.qrels, ranked, main)
-    chance = random_baseline(col, main, depth)
+    chance = random_baseline(col, main)
     return {"main": main, **scores, "bm25": bm25, "n": len(col.query_ids), "corpus_size": len(col.doc_ids),
             "n_train": len(pairs), "pooling": pooling,
             "collection": collection.parent.name if collection.name == "beir" else collection.name,
@@ -150,15 +150,23 @@ def run(subject: Subject, data_dir: Path, collection: Path, settings: RetrievalS
                             "bm25": [bm25_per_query(col, main, depth)[q] for q in col.query_ids]}}
 
 
-def random_baseline(col: Collection, metric: str, depth: int, draws: int = 10) -> dict[str, float]:
-    """The metric of a random ranking of the corpus, per query (the mean of `draws` seeded shuffles)."""
-    rng = np.random.default_rng(0)
-    total = dict.fromkeys(col.query_ids, 0.0)
-    for _ in range(draws):
-        run = metrics.top_k_run(rng.random((len(col.query_ids), len(col.doc_ids))), col.query_ids, col.doc_ids, depth)
-        for q, v in metrics.ir_per_query(col.qrels, run, metric).items():
-            total[q] += v / draws
-    return total
+def random_baseline(col: Collection, metric: str) -> dict[str, float]:
+    """The expected metric of a uniformly random ranking of the corpus, per query (exact: each of the top k
+    ranks holds the corpus's mean gain). nDCG@k (linear gain, as ranx) and recall@k."""
+    name, _, k_text = metric.partition("@")
+    D, k = len(col.doc_ids), min(int(k_text or 10), len(col.doc_ids))
+    out = {}
+    for q in col.query_ids:
+        gains = sorted(col.qrels[q].values(), reverse=True)
+        if name == "ndcg":
+            discounts = 1 / np.log2(np.arange(2, k + 2))
+            ideal = float(np.dot(gains[:k], discounts[: len(gains[:k])]))
+            out[q] = sum(gains) / D * float(discounts.sum()) / ideal
+        elif name == "recall":
+            out[q] = k / D
+        else:
+            raise ValueError(f"no random baseline for {metric!r} (ndcg@k, recall@k)")
+    return out
 
 
 def bm25_per_query(col: Collection, metric: str, depth: int) -> dict[str, float]:
