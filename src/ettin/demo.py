@@ -199,13 +199,13 @@ def run(args: argparse.Namespace) -> int:
         return ettin + ["eval", str(target), "--role", role, "--tasks", tasks, "--out", str(out / "eval"),
                         "--threads", "1", *lim, *sets]
 
-    lanes = {"encoder": [eval_cmd(final["encoder"], "encoder", NATIVE_TASKS, TASK_SETTINGS)],
-             "decoder": [eval_cmd(final["decoder"], "decoder", NATIVE_TASKS, TASK_SETTINGS)]}
-    for role, (objective, _, _, tasks) in CONTINUED.items():
-        lane = "encoder" if objective == "mlm" else "decoder"
-        lanes[lane].append(eval_cmd(_final(out / "continue" / role), role, tasks, CROSS_SETTINGS))
-    for sub in ("encoder", "decoder"):  # learning curves: every kept checkpoint of the native runs
-        lanes[sub].append(eval_cmd(out / "pair" / sub, sub, DYNAMICS_TASKS, []))
+    # two lanes, one core each; a checkpoint's results file is written by one lane only. The encoder's
+    # pseudo-log-likelihood tasks cost the most, so the decoder's lane also takes the continued models.
+    lanes = {sub: [eval_cmd(final[sub], sub, NATIVE_TASKS, TASK_SETTINGS),
+                   eval_cmd(out / "pair" / sub, sub, DYNAMICS_TASKS, [])]  # learning curves: kept checkpoints
+             for sub in ("encoder", "decoder")}
+    for role, (_, _, _, tasks) in CONTINUED.items():
+        lanes["decoder"].append(eval_cmd(_final(out / "continue" / role), role, tasks, CROSS_SETTINGS))
     _lanes(list(lanes.values()), logs=[out / "eval" / f"{lane}.log" for lane in lanes])
 
     print(f"== 5. report -> {out / 'report'}", flush=True)
