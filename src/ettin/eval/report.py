@@ -246,6 +246,8 @@ def _measurement(row: dict, finals: dict) -> str:
 def _learning_panels(results: dict) -> list[dict]:
     panels: dict[tuple, dict] = {}
     for role, rs in results.items():
+        if len(rs) < 2:  # one checkpoint (the continued runs, whose tokens count from their start): no curve
+            continue
         for res in rs:
             tokens = _number(res["model"].get("tokens"))
             for name, task in res["tasks"].items():
