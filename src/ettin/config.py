@@ -122,7 +122,7 @@ _SIZES: dict[str, tuple[int, int, int, int]] = {
     "1b": (28, 1792, 3840, 28),
     # Tiny shapes for tests and the CPU demo (small vocabularies come from `ettin tokenizer train`).
     "tiny": (4, 64, 96, 2),
-    "demo": (6, 128, 192, 2),
+    "demo": (4, 64, 96, 1),  # the CPU demo's shape, from a measured sweep (docs/demo-sweep.md)
 }
 SIZES = tuple(_SIZES)
 
