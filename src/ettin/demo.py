@@ -45,10 +45,6 @@ CONTINUED = {
 TASK_SETTINGS = ["sst2.designs=probe,finetune", "sst2.train_limit=4000", "cola.designs=probe", "qnli.designs=probe",
                  "stsb.designs=probe", "cola.train_limit=4000", "stsb.train_limit=4000"]
 CROSS_SETTINGS = ["sst2.designs=probe", "sst2.train_limit=4000"]
-# PIQA items per 15 minutes: the encoder's pseudo-log-likelihood costs one forward pass per choice token
-# (about 5 minutes of one core for all 1,838 at the demo's shape), so the default demo scores the first 600
-# and --minutes 45 or more scores them all.
-PIQA_ITEMS = 600
 # On CUDA: the 17m shape in bf16 on CUDA_TOKENS times the recipe's tokens (46M a model). Not yet measured on a GPU;
 # at 0.2-0.5M tokens/s for a 17m model on one current GPU, about 2-4 minutes a model.
 CUDA_TOKENS = 20
@@ -65,10 +61,12 @@ def _lanes(lanes: list[list[list[str]]], logs: list[Path] | None = None) -> None
     import threading
 
     failed: list[tuple[list[str], Path | None]] = []
+    printing = threading.Lock()
 
     def lane(cmds: list[list[str]], log: Path | None) -> None:
         for cmd in cmds:
-            print("$ " + shlex.join(cmd), flush=True)
+            with printing:
+                print("$ " + shlex.join(cmd), flush=True)
             if log is None:
                 code = subprocess.call(cmd)
             else:
@@ -95,7 +93,8 @@ def _lanes(lanes: list[list[list[str]]], logs: list[Path] | None = None) -> None
             lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip() and not ln.startswith("$")]
             if lines and lines[-1] != shown.get(log):
                 shown[log] = lines[-1]
-                print(f"  [{log.stem}] {lines[-1][:150]}", flush=True)
+                with printing:
+                    print(f"  [{log.stem}] {lines[-1][:150]}", flush=True)
     for cmd, log in failed:
         tail = "".join(log.read_text().splitlines(True)[-15:]) if log else ""
         sys.exit(f"ettin demo: step failed: {shlex.join(cmd)}\n{tail}")
@@ -211,9 +210,7 @@ def run(args: argparse.Namespace) -> int:
 
     # two lanes, one core each; a checkpoint's results file is written by one lane only. The encoder's
     # pseudo-log-likelihood tasks cost the most, so the decoder's lane also takes the continued models.
-    minutes = BASE_MINUTES if args.minutes is None else args.minutes
-    native_settings = TASK_SETTINGS + [f"piqa.limit={round(PIQA_ITEMS * minutes / BASE_MINUTES)}"]
-    lanes = {sub: [eval_cmd(final[sub], sub, NATIVE_TASKS, native_settings),
+    lanes = {sub: [eval_cmd(final[sub], sub, NATIVE_TASKS, TASK_SETTINGS),
                    eval_cmd(out / "pair" / sub, sub, DYNAMICS_TASKS, [])]  # learning curves: kept checkpoints
              for sub in ("encoder", "decoder")}
     for role, (_, _, _, tasks) in CONTINUED.items():

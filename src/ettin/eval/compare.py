@@ -39,7 +39,9 @@ class Measure:
 
     task: str
     design: str | None = None
-    gate: str | None = None  # a task without a baseline (bias) borrows this task's above-baseline test
+    gate: str | None = None  # a task without a baseline (bias) borrows this task's above-baseline test: for
+    # WinoGender `lm`, the held-out loss of the model's own objective against the unigram model (each objective
+    # scores the pronouns with its own likelihood)
 
     @property
     def label(self) -> str:
@@ -80,7 +82,7 @@ CLAIMS = (
            Comparison("decoder-continued", "decoder-from-encoder", (Measure("lm"), Measure("next_token"))))),
     Claim(5, "Encoders choose neutral pronouns more often than decoders (WinoGender)",
           "encoders 60%+ neutral against 30%+ for decoders; both skew male, decoders slightly more",
-          (Comparison("encoder", "decoder", (Measure("winogender", gate="next_token"),)),)),
+          (Comparison("encoder", "decoder", (Measure("winogender", gate="lm"),)),)),
 )
 
 
