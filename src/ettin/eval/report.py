@@ -327,9 +327,12 @@ def render(data: dict) -> tuple[str, dict[str, bytes]]:
     md += ["### Training loss", ""]
     series = {role: ([r["tokens"] for r in log["rows"]], [r.get("loss_avg", r.get("loss")) for r in log["rows"]])
               for role, log in data["training"].items() if log["rows"]}
+    native = {k: v for k, v in series.items() if k in ("encoder", "decoder")}  # the rest start from a native model
+    panels = [{"title": t, "ylabel": "loss (nats per predicted token)", "series": p}
+              for t, p in (("pre-training", native), ("continued training (tokens after the start)",
+                                                      {k: v for k, v in series.items() if k not in native})) if p]
     if series:
-        pngs["loss-curves.png"] = plots.lines([{"title": "training loss", "ylabel": "loss (nats per predicted token)",
-                                                "series": series}], colours, "training tokens")
+        pngs["loss-curves.png"] = plots.lines(panels, colours, "training tokens")
         md += ["Encoders predict masked tokens, decoders the next token: the two losses are not the same task.", "",
                "![Training loss against tokens, one line per role](loss-curves.png)", ""]
     md += [f"- {role}: `{log['path']}`, {len(log['rows'])} records" for role, log in data["training"].items()]
