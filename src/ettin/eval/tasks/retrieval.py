@@ -93,7 +93,7 @@ def _words(text: str) -> list[str]:
     return re.findall(r"\w+", text.lower())
 
 
-_BM25_CACHE: dict[tuple, dict[str, float]] = {}  # the baseline does not depend on the model: once a process
+_BM25_CACHE: dict[tuple, dict] = {}  # the baseline does not depend on the model: once a process
 
 
 def bm25_scores(col: Collection) -> np.ndarray:
@@ -103,11 +103,18 @@ def bm25_scores(col: Collection) -> np.ndarray:
     return np.stack([bm25.get_scores(_words(q)) for q in col.queries])  # (Q, D)
 
 
+def _bm25_run(col: Collection, depth: int) -> dict:
+    """BM25's top-`depth` run on the collection, scored once a process (both baselines below read it)."""
+    key = ("run", tuple(col.doc_ids), tuple(col.docs), tuple(col.query_ids), tuple(col.queries), depth)
+    if key not in _BM25_CACHE:
+        _BM25_CACHE[key] = metrics.top_k_run(bm25_scores(col), col.query_ids, col.doc_ids, depth)
+    return _BM25_CACHE[key]
+
+
 def bm25_baseline(col: Collection, names: tuple[str, ...], depth: int) -> dict[str, float]:
     key = (tuple(col.doc_ids), tuple(col.docs), tuple(col.queries), names, depth)
     if key not in _BM25_CACHE:
-        run = metrics.top_k_run(bm25_scores(col), col.query_ids, col.doc_ids, depth)
-        _BM25_CACHE[key] = metrics.ir_metrics(col.qrels, run, names)
+        _BM25_CACHE[key] = metrics.ir_metrics(col.qrels, _bm25_run(col, depth), names)
     return dict(_BM25_CACHE[key])
 
 
@@ -141,13 +148,14 @@ def run(subject: Subject, data_dir: Path, collection: Path, settings: RetrievalS
     main = settings.metrics[0]
     per_query = metrics.ir_per_query(col.qrels, ranked, main)
     chance = random_baseline(col, main)
+    bm25_query = bm25_per_query(col, main, depth)
     return {"main": main, **scores, "bm25": bm25, "n": len(col.query_ids), "corpus_size": len(col.doc_ids),
             "n_train": len(pairs), "pooling": pooling,
             "collection": collection.parent.name if collection.name == "beir" else collection.name,
             "baseline": float(np.mean(list(chance.values()))), "baseline_name": "random ranking",
             "per_example": {"score": [per_query[q] for q in col.query_ids],
                             "baseline": [chance[q] for q in col.query_ids],
-                            "bm25": [bm25_per_query(col, main, depth)[q] for q in col.query_ids]}}
+                            "bm25": [bm25_query[q] for q in col.query_ids]}}
 
 
 def random_baseline(col: Collection, metric: str) -> dict[str, float]:
@@ -172,6 +180,5 @@ def random_baseline(col: Collection, metric: str) -> dict[str, float]:
 def bm25_per_query(col: Collection, metric: str, depth: int) -> dict[str, float]:
     key = ("per-query", tuple(col.doc_ids), tuple(col.queries), metric, depth)
     if key not in _BM25_CACHE:
-        run = metrics.top_k_run(bm25_scores(col), col.query_ids, col.doc_ids, depth)
-        _BM25_CACHE[key] = metrics.ir_per_query(col.qrels, run, metric)
+        _BM25_CACHE[key] = metrics.ir_per_query(col.qrels, _bm25_run(col, depth), metric)
     return dict(_BM25_CACHE[key])
