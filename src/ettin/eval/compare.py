@@ -134,6 +134,11 @@ def _draws(fn: Callable, idx: np.ndarray) -> np.ndarray:
 
 def model_figure(task: dict, measure: Measure, seed: int = 0) -> dict:
     """One model on one task: value and interval, its baseline and whether it is above it."""
+    return _figure(task, measure, seed)[0]
+
+
+def _figure(task: dict, measure: Measure, seed: int) -> tuple[dict, np.ndarray]:
+    """model_figure and the model's resampled statistic (a paired comparison reuses it for the difference)."""
     stat, base, n = statistic(task, measure)
     idx, full = _indices(n, seed), np.arange(n)
     draws = _draws(stat, idx)
@@ -146,20 +151,19 @@ def model_figure(task: dict, measure: Measure, seed: int = 0) -> dict:
         gap = draws - _draws(base, idx)
         out |= {"baseline": base(full), "baseline_name": task.get("baseline_name", "baseline"),
                 "above_baseline": bool(_interval(gap)[0] > 0)}
-    return out
+    return out, draws
 
 
 def task_row(favoured: dict, other: dict, measure: Measure, roles: tuple[str, str], seed: int = 0) -> dict:
     """A paired comparison of two models' results on one measure, with its verdict."""
     tf, to = favoured["tasks"][measure.task], other["tasks"][measure.task]
-    sf, _, n = statistic(tf, measure)
-    so, _, n_other = statistic(to, measure)
+    n = statistic(tf, measure)[2]
+    n_other = statistic(to, measure)[2]
     if n != n_other:
         raise ValueError(f"{measure.label}: {roles[0]} has {n} test examples and {roles[1]} {n_other}: "
                          "not a paired comparison")
-    idx = _indices(n, seed)
-    diff = _draws(sf, idx) - _draws(so, idx)
-    a, b = model_figure(tf, measure, seed), model_figure(to, measure, seed)
+    (a, draws_a), (b, draws_b) = _figure(tf, measure, seed), _figure(to, measure, seed)  # the same indices
+    diff = draws_a - draws_b
     if measure.gate:
         a["above_baseline"] = model_figure(favoured["tasks"][measure.gate], Measure(measure.gate), seed)["above_baseline"]
         b["above_baseline"] = model_figure(other["tasks"][measure.gate], Measure(measure.gate), seed)["above_baseline"]
@@ -171,7 +175,7 @@ def task_row(favoured: dict, other: dict, measure: Measure, roles: tuple[str, st
         verdict = "reproduced" if lo > 0 else "reversed" if hi < 0 else "inconclusive"
     return {"task": measure.task, "design": measure.design, "label": measure.label,
             "metric": measured(tf, measure), "favoured": roles[0], "other": roles[1],
-            "models": {roles[0]: a, roles[1]: b}, "difference": sf(np.arange(n)) - so(np.arange(n)),
+            "models": {roles[0]: a, roles[1]: b}, "difference": a["value"] - b["value"],
             "interval": (lo, hi), "n": n, "verdict": verdict}
 
 
