@@ -19,6 +19,7 @@ from ettin.eval import runner
 from ettin.eval.tasks import bias, get_task, multiple_choice, override, with_limit
 from ettin.eval.tasks.common import Subject, TaskDataError, causal_loglik, masked_pll
 from ettin.eval.tasks.data import held_out_range, pretrain_documents, read_jsonl, read_tsv
+from ettin.hf import save_pretrained
 from ettin.model import EttinModel
 
 SPECIALS = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
@@ -218,7 +219,7 @@ def env(tmp_path_factory):
         torch.manual_seed(0)
         model = EttinModel(preset("tiny", objective, vocab_size=tok.get_vocab_size(), **ids))
         folders[objective] = root / f"tiny-{objective}"
-        model.save_pretrained(folders[objective], tokenizer=tok)
+        save_pretrained(model, folders[objective], tokenizer=tok)
     return SimpleNamespace(root=root, data=data, tok=tok, ids=ids, folders=folders)
 
 
@@ -306,7 +307,7 @@ def test_bad_inputs_fail_before_work(env, tmp_path, capsys):
     # a model whose vocabulary is smaller than its tokenizer's
     small = tmp_path / "small"
     cfg = preset("tiny", "mlm", vocab_size=256, **env.ids)
-    EttinModel(cfg).save_pretrained(small, tokenizer=env.tok)
+    save_pretrained(EttinModel(cfg), small, tokenizer=env.tok)
     assert ettin_main(["eval", str(small), "--tasks", "winogender", "--out", str(tmp_path / "o2"),
                        "--data-dir", str(env.data)]) == 2
     expected = f"{env.tok.get_vocab_size()} ids but the model's vocabulary has only 256"

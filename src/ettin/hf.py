@@ -6,6 +6,9 @@ Decoder  <-> transformers `ModernBertDecoderForCausalLM` (model_type "modernbert
 Our parameter names are ModernBERT's without the "model." prefix; the decoder class in transformers keeps
 separate q/k/v projections where we keep the fused Wqkv, so the map splits and joins those rows. The decoder
 weight is tied to the token embeddings and is not written (transformers ties it on load).
+
+`save_pretrained(model, path, tokenizer=...)` / `from_pretrained(path_or_id)`: this module owns Hugging Face
+I/O; ettin.model does not import it. The exported tokenizer frames text as training did (`export_tokenizer`).
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -252,19 +255,35 @@ def from_pretrained(path_or_id: str | os.PathLike, revision: str | None = None, 
     return model
 
 
-def save_pretrained(model: EttinModel, path: str | os.PathLike, tokenizer: Any = None) -> Path:
-    """Write config.json + model.safetensors (+ tokenizer files) atomically into `path`."""
+def save_pretrained(model: EttinModel, path: str | os.PathLike, tokenizer: Any = None, *,
+                    weights_only: bool = False) -> Path:
+    """Write config.json + model.safetensors + the tokenizer into `path` (replaced whole, atomically).
+
+    `tokenizer`: the one the model was trained with (a tokenizer.json or its folder, a `tokenizers.Tokenizer`,
+    a transformers fast tokenizer, or an `ettin.data.tokenizer.TokenizerInfo`). The folder then loads in
+    transformers' AutoModel*, AutoTokenizer and pipelines. A folder without a tokenizer loads in AutoModel*
+    only, so it is written only when asked for with `weights_only=True`. Modes follow the umask."""
     from safetensors.torch import save_file
 
+    if tokenizer is None and not weights_only:
+        raise ValueError("save_pretrained: no tokenizer given. Pass tokenizer= (the tokenizer the model was trained "
+                         "with: a tokenizer.json or its folder, a tokenizers.Tokenizer or a transformers tokenizer) "
+                         "so that transformers' AutoTokenizer and pipelines can use the folder, or weights_only=True "
+                         "to write config.json and model.safetensors alone")
+    if tokenizer is not None and weights_only:
+        raise ValueError("save_pretrained: tokenizer= and weights_only=True exclude each other")
+    hf_tokenizer = None if tokenizer is None else export_tokenizer(tokenizer, model.config)  # checked before writing
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    tmp.mkdir()  # not tempfile.mkdtemp: its 0700 would make the export unreadable to others
     try:
         sd = {k: v.to("cpu") for k, v in to_hf_state_dict(model).items()}
         save_file(sd, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(config_to_hf(model.config), indent=2) + "\n")
-        if tokenizer is not None:
-            save_tokenizer(tokenizer, tmp, model.config)
+        shutil.copymode(tmp / "config.json", tmp / "model.safetensors")  # safetensors writes 0600
+        if hf_tokenizer is not None:
+            _save_tokenizer(hf_tokenizer, tmp)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -274,28 +293,76 @@ def save_pretrained(model: EttinModel, path: str | os.PathLike, tokenizer: Any =
     return path
 
 
-def save_tokenizer(tokenizer: Any, folder: Path, cfg: ModelConfig | None = None) -> None:
-    """Accepts a tokenizer folder / tokenizer.json path, a `tokenizers.Tokenizer`, or an HF tokenizer."""
-    if hasattr(tokenizer, "save_pretrained"):
-        tokenizer.save_pretrained(str(folder))
-        return
-    if isinstance(tokenizer, (str, os.PathLike)):
-        src = Path(tokenizer)
-        src_dir = src if src.is_dir() else src.parent
-        if not (src_dir / "tokenizer.json").exists():
-            raise FileNotFoundError(f"{src_dir}: no tokenizer.json")
-        for name in TOKENIZER_FILES:
-            if (src_dir / name).exists():
-                shutil.copy(src_dir / name, folder / name)
-        if (src_dir / "tokenizer_config.json").exists():
-            return
-        from tokenizers import Tokenizer
-
-        tokenizer = Tokenizer.from_file(str(src_dir / "tokenizer.json"))
+# -------------------------------------------------------------------------------------- tokenizer
+def export_tokenizer(tokenizer: Any, cfg: ModelConfig):
+    """A transformers fast tokenizer that frames text as training did for `cfg.objective` (see
+    ettin.data.collate): encoders `[CLS] A [SEP]` (pairs `[CLS] A [SEP] B [SEP]`); decoders `[CLS] A`, the BOS
+    only (pairs `[CLS] A [CLS] B`, transformers' add_bos_token layout), since [SEP] ends a document and a
+    prompt does not. The special tokens are the model config's ids; model_max_length is its context."""
+    from tokenizers import Tokenizer, processors
     from transformers import PreTrainedTokenizerFast
 
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
-        pad_token="[PAD]", mask_token="[MASK]", bos_token="[CLS]", eos_token="[SEP]",
+    backend, unk = _backend_of(tokenizer)
+    backend = Tokenizer.from_str(backend.to_str())  # a copy: the caller's tokenizer is not changed
+
+    def name(role: str, token_id: int | None) -> str | None:
+        if token_id is None:
+            return None
+        token = backend.id_to_token(token_id)
+        if token is None:
+            raise ValueError(f"tokenizer has no id {token_id} (the model config's {role}_token_id)")
+        return token
+
+    bos, eos = name("bos", cfg.bos_token_id), name("eos", cfg.eos_token_id)
+    if bos is None or eos is None:
+        raise ValueError("the model config has no bos_token_id/eos_token_id: the tokenizer cannot frame text")
+    if cfg.objective == "clm":
+        single, pair, specials = f"{bos} $A", f"{bos} $A {bos} $B", [(bos, cfg.bos_token_id)]
+    else:
+        single, pair = f"{bos} $A {eos}", f"{bos} $A {eos} $B {eos}"
+        specials = [(bos, cfg.bos_token_id), (eos, cfg.eos_token_id)]
+    backend.post_processor = processors.TemplateProcessing(single=single, pair=pair, special_tokens=specials)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token=bos, eos_token=eos, cls_token=bos, sep_token=eos,
+        pad_token=name("pad", cfg.pad_token_id), mask_token=name("mask", cfg.mask_token_id), unk_token=unk,
+        model_max_length=cfg.max_position_embeddings, clean_up_tokenization_spaces=False,
+        padding_side="left" if cfg.objective == "clm" else "right",  # batched prompts end at the last column
     )
-    fast.save_pretrained(str(folder))
+
+
+def _backend_of(tokenizer: Any):
+    """(tokenizers.Tokenizer, unk token text or None) from any of the accepted tokenizer kinds."""
+    from tokenizers import Tokenizer
+
+    unk = None
+    if isinstance(tokenizer, (str, os.PathLike)):
+        src = Path(tokenizer)
+        file = src / "tokenizer.json" if src.is_dir() else src
+        if not file.is_file():
+            raise FileNotFoundError(f"{src}: no tokenizer.json")
+        try:
+            tokenizer = Tokenizer.from_file(str(file))
+        except Exception as e:  # the library raises a bare Exception on bad JSON
+            raise ValueError(f"{file}: not a Hugging Face tokenizer.json ({e})") from e
+    elif hasattr(tokenizer, "backend_tokenizer"):  # a transformers fast tokenizer
+        unk = tokenizer.unk_token
+        tokenizer = tokenizer.backend_tokenizer
+    elif isinstance(getattr(tokenizer, "tokenizer", None), Tokenizer):  # ettin.data.tokenizer.TokenizerInfo
+        tokenizer = tokenizer.tokenizer
+    if not isinstance(tokenizer, Tokenizer):
+        raise TypeError(f"tokenizer: expected a tokenizer.json path or folder, a tokenizers.Tokenizer or a "
+                        f"transformers fast tokenizer, got {type(tokenizer).__name__}")
+    if unk is None:
+        unk = getattr(tokenizer.model, "unk_token", None)
+        if unk is None and tokenizer.token_to_id("[UNK]") is not None:
+            unk = "[UNK]"
+    return tokenizer, unk
+
+
+def _save_tokenizer(tokenizer: Any, folder: Path) -> None:
+    tokenizer.save_pretrained(str(folder))
+    # transformers 5 names its own class (TokenizersBackend), which 4.x cannot load; both load this alias
+    cfg_file = folder / "tokenizer_config.json"
+    config = json.loads(cfg_file.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    cfg_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")

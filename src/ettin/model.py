@@ -275,15 +275,3 @@ class EttinModel(nn.Module):
         for block in self.layers:
             block.compile(**kwargs)
         return self
-
-    # ------------------------------------------------------------------------ HF interop
-    def save_pretrained(self, path, tokenizer=None, safe_serialization: bool = True) -> None:
-        from ettin.hf import save_pretrained
-
-        save_pretrained(self, path, tokenizer=tokenizer)
-
-    @classmethod
-    def from_pretrained(cls, path_or_id: str, **kwargs) -> EttinModel:
-        from ettin.hf import from_pretrained
-
-        return from_pretrained(path_or_id, **kwargs)

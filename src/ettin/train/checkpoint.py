@@ -220,12 +220,14 @@ def find_tokenizer(ckpt_dir: str | Path) -> Path | None:
 
 def export_hf(ckpt_dir: str | Path, out_dir: str | Path, objective: str | None = None) -> Path:
     """Write a Hugging Face folder (config.json + model.safetensors + tokenizer) for a checkpoint."""
+    from ettin.hf import save_pretrained
+
     model = load_model(ckpt_dir, objective=objective)
     tokenizer = find_tokenizer(ckpt_dir)
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, tokenizer=str(tokenizer) if tokenizer else None)
+    save_pretrained(model, tmp, tokenizer=tokenizer, weights_only=tokenizer is None)  # no tokenizer: synthetic data
     meta = read_meta(ckpt_dir)
     _write_json_atomic(tmp / "ettin_checkpoint.json", {k: meta.get(k) for k in ("run", "phase", "step", "tokens")})
     if out_dir.exists():
