@@ -23,7 +23,7 @@ OVERRIDES_HELP = """recipe overrides are KEY=VALUE words (dotted paths into the 
 allowed): train.lr=1e-3  phases.0.tokens=2M  phases.decay.tokens=1M  --model.size=17m
 An unknown key is an error that lists the known ones."""
 RESUME_HELP = """--resume refuses a recipe that differs from what the run folder trained (its recipe.yaml), naming each
-changed key, except settings of how it runs (logging, checkpoint cadence, threads, parallel layout),
+changed key, except settings of how it runs (logging, checkpoint cadence, threads, precision, layout),
 phases not yet started, and more tokens for the phase being trained when the learning rates of the steps
 already trained stay the same; those are applied and recorded in <out>/history.jsonl."""
 
@@ -33,8 +33,9 @@ def _run_flags(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. train.lr=1e-3")
     p.add_argument("--out", metavar="DIR", help=f"{what} (default: the recipe's out_dir/name, e.g. runs/tiny)")
     resume = p.add_mutually_exclusive_group()
+    none = "neither run holds one" if what.startswith("pair") else "it holds none"
     resume.add_argument("--resume", action="store_true",
-                        help="continue from the newest checkpoint in --out (an error when it holds none)")
+                        help=f"continue from the newest checkpoint in --out (an error when {none})")
     resume.add_argument("--resume-if-exists", action="store_true",
                         help="continue when --out holds a checkpoint, else start there (idempotent re-runs)")
     p.add_argument("--dry-run", action="store_true",
@@ -84,7 +85,7 @@ def split_extras(args) -> list[str]:
     from ettin.cli import UserError
 
     words = [*args.overrides, *getattr(args, "extra", [])]
-    top = {"name", "objective", "seed", "out_dir"}  # a --key=value without a dot must be one of these
+    top = {"name", "seed", "out_dir"}  # a --key=value without a dot must be one of these (not a flag name)
     overrides = []
     for word in words:
         key = word.removeprefix("--").split("=", 1)[0]
