@@ -43,9 +43,10 @@ def _start(recipe, out, nproc: int, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
-def _finish(proc: subprocess.Popen) -> None:
+def _finish(proc: subprocess.Popen) -> str:
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out.decode()[-4000:]
+    return out.decode()
 
 
 def _losses(run) -> dict:
@@ -64,8 +65,9 @@ def test_two_processes_match_one(tmp_path):
         train(load_recipe(recipe), tmp_path / "single", log=lambda *_: None)
     finally:
         torch.set_num_threads(threads)
-    for proc in procs.values():
-        _finish(proc)
+    for name, proc in procs.items():  # each run says at start how many ranks and which strategy
+        banner = {"ddp": "DDP (replicated weights)", "fsdp": "FSDP2 (sharded weights)"}[name]
+        assert f"training on 2 ranks (gloo, cpu): {banner}" in _finish(proc)
     single = _losses(tmp_path / "single")
     assert len(single) == 6 + 2
     for name in ("ddp", "fsdp"):

@@ -81,3 +81,119 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
     a = load_model(list_checkpoints(ref_run)[-1]).state_dict()
     b = load_model(list_checkpoints(run)[-1]).state_dict()
     assert all((a[k] == b[k]).all() for k in a)
+
+
+# ---- a resume never makes the run folder describe training it does not hold ----------------------------
+
+SMALL = """
+name: small
+seed: 4
+model: {size: tiny}
+data: {source: synthetic, vocab_size: 96}
+train: {lr: 3e-3, global_batch_size: 4, micro_batch_size: 4, progress: false, tensorboard: false}
+phases:
+  - {name: pretrain, tokens: 384, seq_len: 32, warmup_tokens: 128}
+  - {name: decay, tokens: 256, seq_len: 32, schedule: constant, lr_start: 0.5}
+"""
+
+
+def _small(tmp_path):
+    from ettin.cli import main
+
+    recipe = tmp_path / "small.yaml"
+    recipe.write_text(SMALL)
+    run = tmp_path / "run"
+    assert main(["train", str(recipe), "--out", str(run)]) == 0
+    return main, recipe, run
+
+
+def _history(run: Path) -> list[dict]:
+    path = run / "history.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def test_resume_refuses_a_changed_recipe(tmp_path, capsys, one_thread):
+    main, recipe, run = _small(tmp_path)
+    stored = (run / "recipe.yaml").read_text()
+    ckpts = list_checkpoints(run)
+    for override, named in (("train.lr=1e-2", "train.lr: 0.003 -> 0.01"),
+                            ("phases.0.tokens=768", "phases.0 (pretrain).tokens: 384 -> 768 (already trained)"),
+                            ("phases.decay.seq_len=64", "phases.1 (decay).seq_len: 32 -> 64"),
+                            ("seed=5", "seed: 4 -> 5")):
+        capsys.readouterr()
+        assert main(["train", str(recipe), "--out", str(run), "--resume", override]) == 2, override
+        err = capsys.readouterr().err
+        assert named in err and "model.init_from=" in err, err
+        assert (run / "recipe.yaml").read_text() == stored and list_checkpoints(run) == ckpts
+    assert [h["event"] for h in _history(run)] == ["start"]
+
+
+def test_resume_extends_the_phase_being_trained_and_records_it(tmp_path, capsys, one_thread):
+    import yaml
+
+    main, recipe, run = _small(tmp_path)
+    assert main(["train", str(recipe), "--out", str(run), "--resume", "phases.1.tokens=512", "train.log_every=2"]) == 0
+    assert "decay: 4 steps" in capsys.readouterr().out
+    assert [p.name for p in list_checkpoints(run)][-1] == "decay-step0000004"
+    assert yaml.safe_load((run / "recipe.yaml").read_text())["phases"][1]["tokens"] == 512
+    last = _history(run)[-1]
+    assert last["event"] == "extend" and last["from_checkpoint"] == "decay-step0000002"
+    assert last["changes"] == {"phases.1.tokens": {"old": 256, "new": 512}, "train.log_every": {"old": 1, "new": 2}}
+    # the folder's recipe.yaml now tells the truth: trained from the start, it gives the same losses
+    straight = tmp_path / "straight"
+    assert main(["train", str(run / "recipe.yaml"), "--out", str(straight)]) == 0
+    got, want = ({(r["phase"], r["step"]): r["loss"] for r in _rows(d)} for d in (run, straight))
+    both = got.keys() & want.keys()  # the stored recipe logs every 2nd step
+    assert {("pretrain", 3), ("decay", 2), ("decay", 4)} <= both and all(got[k] == want[k] for k in both)
+    # a finished run resumed with the same recipe trains nothing and says so
+    capsys.readouterr()
+    assert main(["train", str(run / "recipe.yaml"), "--out", str(run), "--resume"]) == 0
+    assert "nothing to train" in capsys.readouterr().out
+
+
+def test_lengthening_a_decay_would_rewrite_trained_steps(tmp_path, capsys, one_thread):
+    main, recipe, run = _small(tmp_path)
+    over = ["phases.1.schedule=one_minus_sqrt", "phases.1.lr_end=0.02"]
+    other = tmp_path / "decayed"
+    assert main(["train", str(recipe), "--out", str(other), *over]) == 0
+    capsys.readouterr()
+    assert main(["train", str(recipe), "--out", str(other), "--resume", *over, "phases.1.tokens=512"]) == 2
+    err = capsys.readouterr().err
+    assert "phases.1 (decay).tokens: 256 -> 512" in err and "learning rate of trained step 1 would change" in err
+
+
+def test_resume_needs_something_to_resume(tmp_path, capsys, one_thread):
+    from ettin.cli import main
+
+    recipe = tmp_path / "small.yaml"
+    recipe.write_text(SMALL)
+    missing = tmp_path / "never-trained"
+    for command in ("train", "pair"):
+        assert main([command, str(recipe), "--out", str(missing), "--resume"]) == 2
+        assert "nothing to resume" in capsys.readouterr().err and not missing.exists()
+    # the idempotent form (what `ettin demo` uses) starts, then resumes
+    assert main(["train", str(recipe), "--out", str(missing), "--resume-if-exists"]) == 0
+    assert main(["train", str(recipe), "--out", str(missing), "--resume-if-exists"]) == 0
+    assert "nothing to train" in capsys.readouterr().out
+
+
+def test_classify_future_phases_and_settings():
+    import yaml
+
+    from ettin.train.recipe import recipe_from_dict
+    from ettin.train.resume import classify
+
+    old = recipe_from_dict(yaml.safe_load(SMALL)).to_dict()
+    meta = {"phase_index": 0, "step": 1, "scheduler": {"kind": "warmup_stable", "total_steps": 3, "warmup_steps": 1,
+                                                        "decay_steps": 0, "lr_start": 1.0, "lr_end": 1.0}}
+    new = recipe_from_dict(yaml.safe_load(SMALL))
+    new.phases[1].seq_len, new.train.keep_checkpoints, new.train.micro_batch_size = 64, 2, 2
+    new.phases[0].tokens = 3840  # warmup_stable: step 0's learning rate is the same
+    accepted, refused = classify(old, new, meta)
+    assert not refused and set(accepted) == {"phases.1.seq_len", "train.keep_checkpoints", "train.micro_batch_size",
+                                             "phases.0.tokens"}
+    new.phases[0].warmup_tokens = 256  # now step 0 warms up over two steps: its learning rate changes
+    accepted, refused = classify(old, new, meta)
+    assert set(refused) == {"phases.0.tokens", "phases.0.warmup_tokens"}
+    accepted, refused = classify(old, new, None)  # nothing trained yet: anything goes
+    assert not refused and "phases.0.warmup_tokens" in accepted

@@ -9,12 +9,16 @@ import sys
 AREAS = ("ettin.data.cli", "ettin.train.cli", "ettin.eval.cli", "ettin.demo")
 
 
-class UserError(Exception):
-    """Bad input from the user: printed as one clear line, exit code 2."""
+class UserError(ValueError):
+    """Bad input from the user: printed as one clear line, exit code 2 (a ValueError, so that it is caught as one
+    also when this module runs as __main__ and an area raises the class imported as ettin.cli)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ettin import __version__
+
     parser = argparse.ArgumentParser(prog="ettin", description="Paired encoder/decoder language models.")
+    parser.add_argument("--version", action="version", version=f"ettin {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in AREAS:
         try:
@@ -32,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
 
     tune_allocator()  # every ettin command: large CPU tensors stop paying page faults each step (ettin.cpu)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "takes_overrides", False):
+        parser.parse_args(argv)  # argparse's own error: unrecognized arguments, with the command's usage
+    args.extra = extra  # commands that take recipe overrides (train, pair) sort these out themselves
     try:
         return int(args.func(args) or 0)
     except (UserError, FileNotFoundError, ValueError) as e:

@@ -189,11 +189,11 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.time()
 
     print(f"== 1-2. data and native pre-training ({recipe}) -> {out / 'pair'}", flush=True)
-    _run([ettin + ["pair", recipe, "--parallel", "--resume", "--out", str(out / "pair"), *native_over]])
+    _run([ettin + ["pair", recipe, "--parallel", "--resume-if-exists", "--out", str(out / "pair"), *native_over]])
     final = {sub: _final(out / "pair" / sub) for sub in ("encoder", "decoder")}
 
     print(f"== 3. continued training, the same extra tokens for five models -> {out / 'continue'}", flush=True)
-    jobs = [ettin + ["train", cont, "--objective", objective, "--resume", "--out", str(out / "continue" / role),
+    jobs = [ettin + ["train", cont, "--objective", objective, "--resume-if-exists", "--out", str(out / "continue" / role),
                      f"model.init_from={final[source]}", *extra, *cont_over, "train.progress=false"]
             for role, (objective, source, extra, _) in CONTINUED.items()]
     logs = [out / "continue" / f"{role}.log" for role in CONTINUED]

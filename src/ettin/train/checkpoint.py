@@ -186,6 +186,25 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
+def resolve_checkpoint(path: str | Path) -> Path:
+    """What a command line names: a checkpoint folder (meta.json) as it is, or a run folder: its newest
+    complete checkpoint. Anything else is a FileNotFoundError saying what was expected."""
+    p = Path(path).expanduser()
+    if (p / META).is_file():
+        return p
+    if (p / "checkpoints").is_dir():
+        latest = latest_checkpoint(p)
+        if latest is None:
+            raise FileNotFoundError(f"{p}: a run folder without a complete checkpoint (in {p / 'checkpoints'})")
+        return latest
+    sides = [p / side for side in ("encoder", "decoder") if (p / side / "checkpoints").is_dir()]
+    if sides:
+        raise FileNotFoundError(f"{p}: a pair folder; name one of its runs: {' or '.join(map(str, sides))}")
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such checkpoint or run folder")
+    raise FileNotFoundError(f"{p}: not a checkpoint (no {META}) or a run folder (no checkpoints/)")
+
+
 def load_model(ckpt_dir: str | Path, objective: str | None = None):
     """An EttinModel with a checkpoint's weights (single process, CPU). `objective` switches mlm/clm."""
     from ettin.config import ModelConfig

@@ -2,8 +2,8 @@
 
     ettin train recipes/tiny.yaml [--out runs/tiny] [--resume] [--dry-run] [train.lr=1e-3 --phases.0.tokens=2M]
     ettin pair recipes/tiny.yaml  [...]          # runs/<name>/encoder and runs/<name>/decoder
-    ettin export-hf runs/tiny/checkpoints/decay-step0000120 out/
-    ettin convert-objective runs/x/decoder/checkpoints/decay-step0000120 --to mlm --out out/enc-from-dec
+    ettin export-hf runs/tiny/checkpoints/decay-step0000120 out/      # or the run folder: its newest checkpoint
+    ettin convert-objective runs/x/decoder --to mlm --out out/enc-from-dec
 
 Under torchrun (`torchrun --nproc_per_node 8 -m ettin.cli train RECIPE`), one model trains on all ranks
 (DDP or FSDP2 as the recipe says).
@@ -16,55 +16,119 @@ import json
 import sys
 from pathlib import Path
 
-from ettin.train.recipe import RecipeError, describe, load_recipe
+from ettin.train.recipe import OBJECTIVES, RecipeError, describe, load_recipe
 
 OBJECTIVE_DIRS = {"mlm": "encoder", "clm": "decoder"}
+OVERRIDES_HELP = """recipe overrides are KEY=VALUE words (dotted paths into the recipe, values read as YAML; a leading -- is
+allowed): train.lr=1e-3  phases.0.tokens=2M  phases.decay.tokens=1M  --model.size=17m
+An unknown key is an error that lists the known ones."""
+RESUME_HELP = """--resume refuses a recipe that differs from what the run folder trained (its recipe.yaml), naming each
+changed key, except settings of how it runs (logging, checkpoint cadence, threads, precision, layout),
+phases not yet started, and more tokens for the phase being trained when the learning rates of the steps
+already trained stay the same; those are applied and recorded in <out>/history.jsonl."""
+
+
+def _run_flags(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("recipe", help="recipe YAML (recipes/*.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. train.lr=1e-3")
+    p.add_argument("--out", metavar="DIR", help=f"{what} (default: the recipe's out_dir/name, e.g. runs/tiny)")
+    resume = p.add_mutually_exclusive_group()
+    none = "neither run holds one" if what.startswith("pair") else "it holds none"
+    resume.add_argument("--resume", action="store_true",
+                        help=f"continue from the newest checkpoint in --out (an error when {none})")
+    resume.add_argument("--resume-if-exists", action="store_true",
+                        help="continue when --out holds a checkpoint, else start there (idempotent re-runs)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved recipe and its plan, check that every file it names exists, train nothing")
 
 
 def register(subparsers) -> None:
-    for name, func, text in (
-        ("train", cmd_train, "train one model through a recipe's phases"),
-        ("pair", cmd_pair, "train the encoder and the decoder: everything identical but the objective"),
-    ):
-        p = subparsers.add_parser(name, help=text, description=text)
-        p.add_argument("recipe", help="recipe YAML (recipes/*.yaml)")
-        p.add_argument("rest", nargs=argparse.REMAINDER,
-                       help="--out DIR, --resume, --dry-run, --objective mlm|clm and dotted overrides key.path=value")
-        p.set_defaults(func=func)
-    p = subparsers.add_parser("export-hf", help="write a Hugging Face folder for a checkpoint")
-    p.add_argument("checkpoint")
-    p.add_argument("out")
+    kw = dict(formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
+              epilog=f"{OVERRIDES_HELP}\n\n{RESUME_HELP}")
+    text = "train one model through a recipe's phases"
+    p = subparsers.add_parser("train", help=text, description=text, **kw)
+    _run_flags(p, "run folder")
+    p.add_argument("--objective", choices=OBJECTIVES,
+                   help="mlm (an encoder) or clm (a decoder); default: the recipe's objective")
+    p.set_defaults(func=cmd_train, takes_overrides=True, flags=_flags(p))
+    text = "train the encoder and the decoder: everything identical but the objective"
+    p = subparsers.add_parser("pair", help=text, description=text, **kw)
+    _run_flags(p, "pair folder: the runs go to DIR/encoder and DIR/decoder")
+    p.add_argument("--parallel", action="store_true",
+                   help="train the two side by side as two processes (logs in DIR/encoder/train.log and "
+                        "DIR/decoder/train.log); default: one after the other in this process")
+    p.set_defaults(func=cmd_pair, takes_overrides=True, flags=_flags(p))
+
+    text = "write a Hugging Face folder (config.json, model.safetensors, tokenizer) for a checkpoint"
+    p = subparsers.add_parser("export-hf", help=text, description=text, allow_abbrev=False)
+    p.add_argument("checkpoint", help="a checkpoint folder (meta.json), or a run folder: its newest checkpoint")
+    p.add_argument("out", help="the folder to write (replaced if it exists)")
     p.set_defaults(func=cmd_export)
-    p = subparsers.add_parser("convert-objective", help="turn an encoder checkpoint into a decoder or back")
-    p.add_argument("checkpoint")
-    p.add_argument("--to", required=True, choices=("mlm", "clm"))
-    p.add_argument("--out", required=True)
+    text = ("the same weights with the other objective: an encoder checkpoint becomes a decoder folder (or back), "
+            "to continue with a cross-objective recipe (recipes/cross/, model.init_from)")
+    p = subparsers.add_parser("convert-objective", help="turn an encoder checkpoint into a decoder or back",
+                              description=text, allow_abbrev=False)
+    p.add_argument("checkpoint", help="a checkpoint folder (meta.json), or a run folder: its newest checkpoint")
+    p.add_argument("--to", required=True, choices=OBJECTIVES,
+                   help="the objective to convert to: mlm (encoder) or clm (decoder); must differ from the source's")
+    p.add_argument("--out", required=True, metavar="DIR", help="the Hugging Face folder to write")
     p.set_defaults(func=cmd_convert)
 
 
-def _split_rest(rest: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    """Our flags out of the remainder; everything else must be a dotted override."""
-    flags = argparse.ArgumentParser(prog="ettin train", add_help=False)
-    flags.add_argument("--out", default=None)
-    flags.add_argument("--resume", action="store_true")
-    flags.add_argument("--dry-run", action="store_true")
-    flags.add_argument("--objective", choices=("mlm", "clm"), default=None)
-    flags.add_argument("--parallel", action="store_true")
-    known, others = flags.parse_known_args(rest)
-    for item in others:
-        if "=" not in item or not item.removeprefix("--")[:1].isalpha():
-            raise RecipeError(f"unexpected argument {item!r}: overrides look like train.lr=1e-3")
-    return known, others
+def _flags(p: argparse.ArgumentParser) -> list[str]:
+    return [s for action in p._actions for s in action.option_strings if s.startswith("--")]
+
+
+def split_extras(args) -> list[str]:
+    """The recipe overrides of a command line; anything else (an unknown flag, a stray word) is an error
+    naming the valid flags. `args.extra`: what argparse did not recognise (ettin.cli.main)."""
+    from ettin.cli import UserError
+
+    words = [*args.overrides, *getattr(args, "extra", [])]
+    top = {"name", "seed", "out_dir"}  # a --key=value without a dot must be one of these (not a flag name)
+    overrides = []
+    for word in words:
+        key = word.removeprefix("--").split("=", 1)[0]
+        is_flag = word.startswith("-") and ("=" not in word or ("." not in key and key not in top))
+        if is_flag:
+            raise UserError(f"unknown option {word.split('=', 1)[0]!r}; the options of ettin {args.command}: "
+                            f"{', '.join(args.flags)} (recipe overrides are KEY=VALUE, e.g. train.lr=1e-3)")
+        if "=" not in word or not key[:1].isalpha():
+            raise RecipeError(f"unexpected argument {word!r}: overrides look like train.lr=1e-3")
+        overrides.append(word)
+    return overrides
 
 
 def _load(args) -> tuple:
-    opts, overrides = _split_rest(args.rest)
+    overrides = split_extras(args)
     recipe = load_recipe(args.recipe, overrides)
-    if opts.objective:
-        recipe.objective = opts.objective
-    out = Path(opts.out) if opts.out else Path(recipe.out_dir) / recipe.name
-    opts.overrides = overrides
-    return recipe, opts, out
+    objective = getattr(args, "objective", None)
+    if objective:
+        recipe.objective = objective
+    out = Path(args.out) if args.out else Path(recipe.out_dir) / recipe.name
+    args.overrides = overrides
+    return recipe, args, out
+
+
+def _check_resume(args, runs: list[Path]) -> None:
+    """--resume needs something to resume (any one of `runs`: the pair resumes as a whole)."""
+    from ettin.train.resume import has_checkpoint
+
+    if args.resume and not any(has_checkpoint(r) for r in runs):
+        where = runs[0] if len(runs) == 1 else runs[0].parent
+        state = "does not exist" if not where.exists() else "holds no complete checkpoint"
+        raise RecipeError(f"--resume: {where} {state}, so there is nothing to resume; run without --resume to "
+                          "start there, or with --resume-if-exists to resume only when there is")
+
+
+def _dry_run(recipe, world_size: int = 1) -> int:
+    from ettin.train.preflight import check_inputs
+
+    print(recipe.to_yaml())
+    print(describe(recipe, world_size))
+    found = check_inputs(recipe)  # raises, naming every missing input, after the plan is shown
+    print("inputs: " + ("; ".join(found) if found else "none (synthetic data)"))
+    return 0
 
 
 def cmd_train(args) -> int:
@@ -72,18 +136,20 @@ def cmd_train(args) -> int:
     from ettin.train import distributed as D
 
     if opts.dry_run:
-        print(recipe.to_yaml())
-        print(describe(recipe, D.world_size_from_env()))
-        return 0
+        return _dry_run(recipe, D.world_size_from_env())
+    _check_resume(opts, [out])
     from ettin.train.loop import NonFiniteLoss, train
+    from ettin.train.progress import run_banner
 
     try:
         with D.session() as info:
-            results = train(recipe, out, resume=opts.resume)
+            if info.is_main:
+                print(run_banner(recipe, info), flush=True)
+            results = train(recipe, out, resume=opts.resume or opts.resume_if_exists)
     except NonFiniteLoss as e:
         print(f"ettin train: stopped: {e}", file=sys.stderr)
         return 3
-    if results and info.is_main:
+    if info.is_main:
         _print_results(out, results)
     return 0
 
@@ -91,22 +157,27 @@ def cmd_train(args) -> int:
 def cmd_pair(args) -> int:
     recipe, opts, out = _load(args)
     if opts.dry_run:
-        print(recipe.to_yaml())
-        print(describe(recipe))
-        return 0
+        return _dry_run(recipe)
+    _check_resume(opts, [out / sub for sub in OBJECTIVE_DIRS.values()])
+    from ettin.train.preflight import check_inputs
+
+    check_inputs(recipe)  # before the data set-up of --parallel (train() checks again in each run)
     if opts.parallel:
         return _pair_parallel(args, recipe, opts, out)
     from ettin.train import distributed as D
     from ettin.train.loop import NonFiniteLoss, train
+    from ettin.train.progress import run_banner
 
     fingerprints = {}
     try:
         with D.session() as info:
+            if info.is_main:
+                print(run_banner(recipe, info), flush=True)
             for objective, sub in OBJECTIVE_DIRS.items():
                 if info.is_main:
                     print(f"== {recipe.name}: {sub} ({objective}) -> {out / sub}", flush=True)
-                results = train(recipe, out / sub, objective=objective, resume=opts.resume)
-                if results and info.is_main:
+                results = train(recipe, out / sub, objective=objective, resume=opts.resume or opts.resume_if_exists)
+                if info.is_main:
                     _print_results(out / sub, results)
                 fingerprints[sub] = json.loads((out / sub / "fingerprints.json").read_text())
     except NonFiniteLoss as e:
@@ -119,17 +190,20 @@ def _pair_parallel(args, recipe, opts, out: Path) -> int:
     """Encoder and decoder as two child processes side by side (e.g. one CPU core each); logs in
     <out>/<encoder|decoder>/train.log. The data set-up runs once, first, in this process."""
     import subprocess
+    import time
 
     from ettin.train.batches import ensure_data
 
     ensure_data(recipe)
     procs = {}
+    resume = ["--resume-if-exists"] if opts.resume or opts.resume_if_exists else []  # the pair resumes as a whole
     for objective, sub in OBJECTIVE_DIRS.items():
         (out / sub).mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "ettin.cli", "train", args.recipe, "--objective", objective,
-               "--out", str(out / sub), *(["--resume"] if opts.resume else []), *opts.overrides,
-               "train.progress=false"]
-        log = open(out / sub / "train.log", "w")
+               "--out", str(out / sub), *resume, *opts.overrides, "train.progress=false"]
+        log = open(out / sub / "train.log", "a")
+        log.write(f"$ ettin {' '.join(cmd[3:])}  ({time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+        log.flush()
         print(f"== {recipe.name}: {sub} ({objective}) -> {out / sub} (log: {out / sub / 'train.log'})", flush=True)
         procs[sub] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log)
     _follow(procs, out)
@@ -146,17 +220,31 @@ def _pair_parallel(args, recipe, opts, out: Path) -> int:
     return _compare_fingerprints(out, fingerprints)
 
 
-def _follow(procs: dict, out: Path, every_s: float = 15.0) -> None:
-    """While the children train, print each one's latest progress line every `every_s` seconds."""
+def follow_interval(elapsed_s: float) -> float:
+    """Seconds between the progress lines of `pair --parallel`: 2 s for the first 20 s, then a tenth of the
+    time so far (a 10-minute run prints about every minute at the end), at most 60 s."""
+    return min(60.0, max(2.0, elapsed_s / 10))
+
+
+def _follow(procs: dict, out: Path, poll_s: float = 0.5) -> None:
+    """While the children train, print each one's newest progress line (a phase's start, a step) as it
+    changes, at most every `follow_interval` seconds."""
     import time
 
+    t0 = time.monotonic()
     last: dict[str, str] = {}
+    shown_at = 0.0
     while any(proc.poll() is None for proc, _ in procs.values()):
-        time.sleep(every_s)
+        time.sleep(poll_s)
+        now = time.monotonic()
+        if now - shown_at < follow_interval(now - t0):
+            continue
         for sub in procs:
-            lines = [ln for ln in (out / sub / "train.log").read_text(errors="replace").splitlines() if " step " in ln]
+            text = (out / sub / "train.log").read_text(errors="replace").splitlines()
+            lines = [ln for ln in text if " step " in ln or ln.startswith("phase ")]
             if lines and lines[-1] != last.get(sub):
                 last[sub] = lines[-1]
+                shown_at = now
                 print(f"  {sub}: {lines[-1]}", flush=True)
 
 
@@ -170,6 +258,12 @@ def _compare_fingerprints(out: Path, fingerprints: dict) -> int:
 
 
 def _print_results(out: Path, results) -> None:
+    if not results:
+        from ettin.train.checkpoint import latest_checkpoint
+
+        print(f"  nothing to train: {out} has finished every phase of the recipe (newest checkpoint "
+              f"{latest_checkpoint(out)}; final model {out / 'final'})", flush=True)
+        return
     for r in results:
         print(f"  {r.phase}: {r.steps} steps, loss {r.first_loss:.4f} -> {r.last_loss:.4f}"
               f"{f', {r.skipped} skipped' if r.skipped else ''}; checkpoint {r.checkpoint}")
@@ -177,19 +271,26 @@ def _print_results(out: Path, results) -> None:
 
 
 def cmd_export(args) -> int:
-    from ettin.train.checkpoint import export_hf
+    from ettin.train.checkpoint import export_hf, resolve_checkpoint
 
-    out = export_hf(args.checkpoint, args.out)
-    print(f"wrote {out}")
+    source = resolve_checkpoint(args.checkpoint)
+    out = export_hf(source, args.out)
+    print(f"wrote {out} (from {source})")
     return 0
 
 
 def cmd_convert(args) -> int:
     """Same weights, the other objective: an encoder-from-decoder loads as ModernBertForMaskedLM,
     a decoder-from-encoder as ModernBertDecoderForCausalLM. Continue training with a cross recipe."""
-    from ettin.train.checkpoint import export_hf, read_meta
+    from ettin.cli import UserError
+    from ettin.train.checkpoint import export_hf, read_meta, resolve_checkpoint
 
-    source = read_meta(args.checkpoint)["model_config"]["objective"]
-    out = export_hf(args.checkpoint, args.out, objective=args.to)
-    print(f"converted {source} -> {args.to}: {out}")
+    source = resolve_checkpoint(args.checkpoint)
+    objective = read_meta(source)["model_config"]["objective"]
+    if objective == args.to:
+        kind = {"mlm": "an encoder", "clm": "a decoder"}[objective]
+        raise UserError(f"{source} is already {kind} ({objective}): --to {args.to} would change "
+                        f"nothing; to export it as it is, run `ettin export-hf {source} {args.out}`")
+    out = export_hf(source, args.out, objective=args.to)
+    print(f"converted {objective} -> {args.to}: {out} (from {source})")
     return 0

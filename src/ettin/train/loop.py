@@ -17,10 +17,8 @@ the uninterrupted run's per-step losses bitwise on CPU in fp32.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +31,10 @@ from ettin.train import checkpoint as ckpt
 from ettin.train import distributed as D
 from ettin.train.batches import ensure_data, make_source
 from ettin.train.optim import build_optimizer
+from ettin.train.preflight import check_inputs
 from ettin.train.progress import Progress, guess_peak_flops, plot_loss_curve, step_flops
 from ettin.train.recipe import Recipe, RecipeError
+from ettin.train.resume import prepare_run_dir
 from ettin.train.schedule import PhaseSchedule
 
 # The batch-order fingerprint covers the first steps of a phase (all of them in CPU-sized runs): hashing the
@@ -97,15 +97,6 @@ def build_model(config, info: D.DistInfo, mode: str, meta_init: bool, seed: int)
     return model, D.wrap(model, mode, info)
 
 
-def _prepare_run_dir(run_dir: Path, recipe: Recipe, objective: str, tokenizer, resume: bool) -> None:
-    if not resume and ckpt.list_checkpoints(run_dir):
-        raise RecipeError(f"{run_dir} already holds checkpoints: pass --resume to continue, or another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "recipe.yaml").write_text(dataclasses.replace(recipe, objective=objective).to_yaml())
-    if tokenizer is not None and Path(tokenizer.path).is_file():
-        shutil.copyfile(tokenizer.path, run_dir / "tokenizer.json")
-
-
 def _resume_point(recipe: Recipe, run_dir: Path) -> tuple[int, Path | None, bool]:
     """(phase index to run next, checkpoint to start from, whether it is a mid-phase resume)."""
     latest = ckpt.latest_checkpoint(run_dir)
@@ -133,6 +124,7 @@ def train(
     """Train every phase of a recipe into run_dir (works under torchrun). Returns one result per phase run."""
     objective = objective or recipe.objective
     run_dir = Path(run_dir)
+    check_inputs(recipe)  # every file the recipe names exists, before any long work
     info = D.setup()
     if recipe.train.cpu_threads and info.device.type == "cpu":
         torch.set_num_threads(recipe.train.cpu_threads)
@@ -142,7 +134,7 @@ def train(
         dist.barrier()
     tokenizer = load_data_tokenizer(recipe)
     if info.is_main:
-        _prepare_run_dir(run_dir, recipe, objective, tokenizer, resume)
+        prepare_run_dir(run_dir, recipe, objective, tokenizer, resume)  # refuses a resume that would lie
     if info.active:
         dist.barrier()
     start, start_ckpt, mid_phase = _resume_point(recipe, run_dir) if resume else (0, None, False)
@@ -201,8 +193,12 @@ def train_phase(
     peak = t.peak_flops or guess_peak_flops(info.device)
     progress = Progress(run_dir, phase.name, total, step, enabled=info.is_main, bar=t.progress,
                         tensorboard=t.tensorboard, wandb_run=wandb_run,
-                        peak_flops=peak, devices=info.world_size)
-    progress.note(f"phase {phase.name}: steps {step}..{total} of {recipe.tokens_per_step(phase):,} tokens; "
+                        peak_flops=peak, devices=info.world_size,
+                        later_tokens=sum(recipe.phase_steps(p) * recipe.tokens_per_step(p)
+                                         for p in recipe.phases[index + 1:]))
+    per_step = recipe.tokens_per_step(phase)
+    progress.note(f"phase {phase.name}: steps {step}..{total} ({per_step:,} tokens per step, "
+                  f"{total * per_step:,} in the phase); "
                   f"model {recipe.model.size} {objective} ({model.num_parameters() / 1e6:.2f}M params, "
                   f"rope {phase.global_rope_theta:g}/{phase.local_rope_theta:g}, seq {phase.seq_len}); "
                   f"data order fingerprint {fingerprint}")

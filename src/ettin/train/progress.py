@@ -63,14 +63,19 @@ class Progress:
         wandb_run: Any = None,
         peak_flops: float = CPU_PEAK,
         devices: int = 1,
+        later_tokens: int = 0,
     ):
+        """`later_tokens`: the tokens of the phases after this one (for the whole run's ETA)."""
         self.enabled = enabled
         self.phase = phase
         self.total_steps = total_steps
         self.peak = peak_flops * devices
         self.run_dir = Path(run_dir)
+        self.later_tokens = later_tokens
         self._t0 = time.perf_counter()
         self._last = (self._t0, start_step)
+        self._start_step = start_step
+        self._phase_tokens = 0  # trained in this process, this phase
         self._bar = self._tb = None
         self._wandb = wandb_run
         self._metrics = None
@@ -91,15 +96,19 @@ class Progress:
                 self._tb = None
 
     def log(self, step: int, record: dict[str, Any], flops: float, tokens_in_window: int) -> dict[str, Any]:
-        """`step` is the number of completed steps in this phase; adds tokens_per_s, mfu and eta_s."""
+        """`step` is the number of completed steps in this phase; adds tokens_per_s and mfu (of the logging
+        window), eta_s (this phase) and eta_run_s (every phase left), both at the phase's mean rate so far."""
         now = time.perf_counter()
         dt = max(1e-9, now - self._last[0])
         steps_done = step - self._last[1]
         self._last = (now, step)
+        self._phase_tokens += tokens_in_window
+        elapsed = max(1e-9, now - self._t0)
         record = dict(record)
         record["tokens_per_s"] = tokens_in_window / dt
         record["mfu"] = flops / dt / self.peak if self.peak else math.nan
-        record["eta_s"] = (self.total_steps - step) * dt / max(1, steps_done)
+        record["eta_s"] = (self.total_steps - step) * elapsed / max(1, step - self._start_step)
+        record["eta_run_s"] = record["eta_s"] + self.later_tokens * elapsed / max(1, self._phase_tokens)
         if not self.enabled:
             return record
         self._metrics.write(json.dumps(record) + "\n")
@@ -109,9 +118,7 @@ class Progress:
                 self._tb.add_scalar(f"{self.phase}/{key}", record[key], record["tokens"])
         if self._wandb is not None:
             self._wandb.log({f"{self.phase}/{k}": v for k, v in record.items() if isinstance(v, (int, float))})
-        status = (f"tok {_human(record['tokens'])} loss {record['loss']:.4f} "
-                  f"{_human(record['tokens_per_s'])}tok/s mfu {100 * record['mfu']:.1f}% "
-                  f"eta {_clock(record['eta_s'])}")
+        status = status_text(record, self.later_tokens > 0)
         if self._bar is not None:
             self._bar.update(steps_done)
             self._bar.set_postfix_str(status, refresh=False)
@@ -135,6 +142,31 @@ class Progress:
             self._tb.close()
         if self._metrics is not None:
             self._metrics.close()
+
+
+def status_text(record: dict[str, Any], later_phases: bool = False) -> str:
+    """The progress line of one logging step: tokens so far, loss, learning rate, speed, MFU and the ETA of
+    the phase (and of the whole run when phases follow)."""
+    eta = f"eta {_clock(record['eta_s'])} phase"
+    if later_phases:
+        eta += f", {_clock(record['eta_run_s'])} run"
+    return (f"tok {_human(record['tokens'])} loss {record['loss']:.4f} lr {record['lr']:.3g} "
+            f"{_human(record['tokens_per_s'])}tok/s mfu {100 * record['mfu']:.1f}% {eta}")
+
+
+def run_banner(recipe, info) -> str:
+    """What a run starts with: how many processes, on what, with which parallel strategy."""
+    import torch.distributed as dist
+
+    from ettin.train.distributed import strategy
+
+    mode = strategy(recipe.train.distributed, info.world_size)
+    if info.world_size == 1:
+        return f"training on 1 process ({info.device.type}); no data parallelism"
+    backend = dist.get_backend() if dist.is_available() and dist.is_initialized() else "?"
+    name = {"ddp": "DDP (replicated weights)", "fsdp": "FSDP2 (sharded weights)"}.get(mode, mode)
+    return (f"training on {info.world_size} ranks ({backend}, {info.device.type}): {name}; "
+            f"train.distributed={recipe.train.distributed}")
 
 
 def open_metrics(path: Path):

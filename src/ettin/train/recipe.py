@@ -58,7 +58,9 @@ def parse_tokens(value: Any) -> int:
 class ModelSection:
     size: str = "tiny"  # a preset name from ettin.config (17m ... 1b, tiny, demo)
     overrides: dict[str, Any] = field(default_factory=dict)  # any ModelConfig field, e.g. attn_backend
-    init_from: str | None = None  # checkpoint dir or HF dir to start phase 1 from (cross-objective)
+    # a local checkpoint folder (meta.json) or Hugging Face folder (config.json) to start phase 1 from
+    # (cross-objective); checked to exist before training (ettin.train.preflight), never fetched from the hub
+    init_from: str | None = None
 
 
 @dataclass

@@ -1,0 +1,234 @@
+"""What a run folder says it trained: the recipe check on `--resume`, and the run's history.
+
+A run folder's `recipe.yaml` must describe the training its checkpoints hold. On a resume the recipe given
+now is compared with the stored one, key by key:
+
+  how a run is executed    logging, checkpoint cadence, threads, compile, precision (autocast), attention
+                           kernels, the parallel layout and micro-batches (`OPERATIONAL`): free to change
+                           (a run moves between machines); the change is recorded
+  phases not started yet   anything (their length, data, schedule; phases added or removed after the
+                           current one): applied and recorded
+  the current phase        `tokens` (and its warmup / decay / schedule factors) when the learning rates of the
+                           steps already trained stay the same, bitwise, and the new length is not shorter
+                           than what was trained: an extension, applied and recorded. A 1-sqrt decay spans
+                           its whole phase, so lengthening it would change the steps already trained: refused.
+  everything else          the model, the seed, the objective, the peak LR, the tokenizer, finished phases,
+                           the current phase's data, context, masking or batch: refused, naming each key
+                           (start another run folder, or continue this one's checkpoint with model.init_from)
+
+Every start and resume appends one line to `history.jsonl`: the time, the event (start / resume /
+extend), the checkpoint it continued from and each changed key with its old and new value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ettin.train import checkpoint as ckpt
+from ettin.train.recipe import Recipe, RecipeError
+from ettin.train.schedule import PhaseSchedule
+
+HISTORY = "history.jsonl"
+# keys (dotted, `phases.*` for any phase) that say how training is executed, not what is trained
+OPERATIONAL = {
+    "name", "out_dir", "data.vars", "data.prepare", "data.tokenizer",  # the tokenizer is compared by content
+    "train.cpu_threads", "train.compile", "train.distributed", "train.meta_init", "train.micro_batch_size",
+    "train.save_every_tokens", "train.keep_checkpoints", "train.log_every", "train.peak_flops",
+    "train.tensorboard", "train.wandb", "train.progress", "train.batch_size_warmup_tokens",
+    "train.precision",  # bf16 autocast or fp32 matmuls: weights and optimizer stay fp32 either way
+    "model.overrides.attn_backend", "model.overrides.loss_chunk_size",  # kernels, not the model
+    "phases.*.micro_batch_size",
+}
+# keys of the phase being trained that may change when the steps already trained keep their learning rates
+EXTENDABLE = {"tokens", "warmup_tokens", "decay_tokens", "schedule", "lr_start", "lr_end"}
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """{"train": {"lr": 1}} -> {"train.lr": 1}; lists by index (phases.0.tokens)."""
+    if isinstance(node, dict) and node:
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(node, list) and node and all(isinstance(v, dict) for v in node):
+        out = {}
+        for i, value in enumerate(node):
+            out.update(flatten(value, f"{prefix}.{i}"))
+        return out
+    return {prefix: list(node) if isinstance(node, tuple) else node}
+
+
+def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    a, b = flatten(old), flatten(new)
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def _pattern(key: str) -> str:
+    parts = key.split(".")
+    if parts[0] == "phases" and len(parts) > 1:
+        parts[1] = "*"
+    return ".".join(parts)
+
+
+def _operational(key: str) -> bool:
+    pattern = _pattern(key)
+    return any(pattern == k or pattern.startswith(k + ".") for k in OPERATIONAL)
+
+
+def _same_file(a: str | None, b: str | None) -> bool:
+    """Two paths (relative to the working directory) naming files with the same bytes."""
+    if a == b:
+        return True
+    pa, pb = Path(str(a)), Path(str(b))
+    return pa.is_file() and pb.is_file() and _sha(pa) == _sha(pb)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _phase_label(recipe_dict: dict, index: int) -> str:
+    phases = recipe_dict.get("phases") or []
+    name = phases[index].get("name") if index < len(phases) and isinstance(phases[index], dict) else None
+    return f"phases.{index} ({name})" if name else f"phases.{index}"
+
+
+def classify(old: dict[str, Any], recipe: Recipe, meta: dict[str, Any] | None) -> tuple[dict, dict]:
+    """(accepted, refused) changes between the stored recipe `old` and `recipe`, given the newest
+    checkpoint's meta.json (None: nothing trained yet, every change is accepted). Each maps a dotted key to
+    (old, new) (refused: to (old, new, why))."""
+    new = recipe.to_dict()
+    changes = changed_keys(old, new)
+    for key in [k for k in changes if k.startswith("data.mixtures.")]:  # the same file named differently
+        if _same_file(*changes[key]):
+            del changes[key]
+    if meta is None:
+        return changes, {}
+    current, done = int(meta["phase_index"]), int(meta["step"])
+    used = {p.get("mixture") for p in (old.get("phases") or [])[: current + 1] if isinstance(p, dict)}
+    accepted, refused = {}, {}
+    for key, (a, b) in changes.items():
+        parts = key.split(".")
+        if _operational(key):
+            accepted[key] = (a, b)
+        elif parts[0] == "data" and parts[1:2] == ["mixtures"] and len(parts) > 2:
+            if parts[2] in used:
+                refused[key] = (a, b, "a mixture of a phase already trained")
+            else:
+                accepted[key] = (a, b)
+        elif parts[0] == "phases" and len(parts) > 1 and parts[1].isdigit():
+            index = int(parts[1])
+            if index > current:
+                accepted[key] = (a, b)
+            elif index == current and len(parts) == 3 and parts[2] in EXTENDABLE:
+                accepted[key] = (a, b)  # checked as a whole below
+            else:
+                refused[key] = (a, b, "already trained" if index < current else
+                                f"the phase being trained ({done} steps done)")
+        else:
+            refused[key] = (a, b, "shapes everything already trained")
+    extension = {k: v for k, v in accepted.items() if k.startswith(f"phases.{current}.")}
+    if extension:
+        why = _extension_problem(recipe, current, done, meta)
+        if why:
+            for key in extension:
+                refused[key] = (*accepted.pop(key), why)
+    return accepted, refused
+
+
+def _extension_problem(recipe: Recipe, index: int, done: int, meta: dict[str, Any]) -> str | None:
+    """Why changing the current phase's length or schedule would rewrite the steps already trained (or None)."""
+    if index >= len(recipe.phases):
+        return "the recipe no longer has this phase"
+    phase = recipe.phases[index]
+    new = PhaseSchedule.from_recipe(recipe, phase)
+    if new.total_steps < done:
+        return f"{done} steps are already trained; the new length is {new.total_steps}"
+    stored = dict(meta.get("scheduler") or {})
+    stored.pop("next_step", None)
+    try:
+        old = PhaseSchedule(**stored)
+    except TypeError:
+        return "the checkpoint does not record its schedule"
+    for step in range(done):
+        if old.factor(step) != new.factor(step):
+            return (f"the learning rate of trained step {step} would change ({old.kind}: "
+                    f"{old.factor(step):.4g} -> {new.factor(step):.4g} x train.lr)")
+    return None
+
+
+def refusal_message(run_dir: Path, refused: dict, latest: Path, old: dict) -> str:
+    lines = [f"{run_dir}: --resume with a recipe that differs from what this run folder trained "
+             f"(its recipe.yaml; newest checkpoint {latest.name}):"]
+    for key, (a, b, why) in refused.items():
+        parts = key.split(".")
+        label = key
+        if parts[0] == "phases" and len(parts) > 1 and parts[1].isdigit():
+            label = ".".join([_phase_label(old, int(parts[1])), *parts[2:]])
+        lines.append(f"  {label}: {a!r} -> {b!r} ({why})")
+    lines.append("Run it with the recipe as stored, train into another --out, or start a new run from this "
+                 f"one's checkpoint with model.init_from={latest}")
+    return "\n".join(lines)
+
+
+def has_checkpoint(run_dir: str | Path) -> bool:
+    return ckpt.latest_checkpoint(run_dir) is not None
+
+
+def prepare_run_dir(run_dir: Path, recipe: Recipe, objective: str, tokenizer, resume: bool) -> None:
+    """Check the run folder against the recipe, then write recipe.yaml, tokenizer.json and a history line.
+    Main rank only. Raises RecipeError when a resume would make the folder describe training it does not hold."""
+    latest = ckpt.latest_checkpoint(run_dir)
+    if not resume and latest is not None:
+        raise RecipeError(f"{run_dir} already holds checkpoints: pass --resume to continue, or another --out")
+    recipe = dataclasses.replace(recipe, objective=objective)
+    stored = run_dir / "recipe.yaml"
+    meta = ckpt.read_meta(latest) if latest is not None else None
+    accepted, refused = {}, {}
+    if meta is not None and stored.is_file():
+        old = yaml.safe_load(stored.read_text()) or {}
+        accepted, refused = classify(old, recipe, meta)
+        tok = run_dir / "tokenizer.json"
+        if tokenizer is not None and tok.is_file() and _sha(tok) != _sha(Path(tokenizer.path)):
+            refused["data.tokenizer"] = (str(tok), str(tokenizer.path), "a different tokenizer than the one trained")
+        if refused:
+            raise RecipeError(refusal_message(run_dir, refused, latest, old))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_text_atomic(stored, recipe.to_yaml())
+    if tokenizer is not None and Path(tokenizer.path).is_file():
+        tmp = run_dir / ".tokenizer.json.tmp"
+        shutil.copyfile(tokenizer.path, tmp)
+        tmp.replace(run_dir / "tokenizer.json")
+    current = int(meta["phase_index"]) if meta else -1
+    event = "start" if latest is None else (
+        "extend" if any(k.startswith(f"phases.{current}.") for k in accepted) else "resume")
+    append_history(run_dir, {
+        "event": event, "objective": objective, "from_checkpoint": latest.name if latest else None,
+        "changes": {k: {"old": a, "new": b} for k, (a, b) in accepted.items()} if latest else {},
+    })
+
+
+def append_history(run_dir: Path, entry: dict[str, Any]) -> None:
+    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **entry, "argv": sys.argv[1:]}
+    with open(run_dir / HISTORY, "a") as f:
+        f.write(json.dumps(entry, default=str) + "\n")
+
+
+def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / HISTORY
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
