@@ -32,7 +32,7 @@ from tokenizers import (
     trainers,
 )
 
-from ettin.data.shards import atomic_write_bytes, atomic_write_json
+from ettin.io import atomic_write_bytes, atomic_write_json
 
 _SHARED_DATA = Path(
     os.environ.get("ETTIN_SHARED_DATA", Path(__file__).resolve().parents[4] / "shared" / "data")

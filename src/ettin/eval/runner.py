@@ -19,8 +19,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ import torch
 
 from ettin.eval.tasks import TaskSpec
 from ettin.eval.tasks.common import Subject
+from ettin.io import atomic_write_json
 
 ROLES = {"mlm": "encoder", "clm": "decoder"}  # a model's default role in a comparison: its native one
 
@@ -167,15 +166,6 @@ def results_path(out_dir: Path, target: Target) -> Path:
     return Path(out_dir) / target.run / f"{target.checkpoint}.json"
 
 
-def write_json_atomic(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def load_results(out_dir: Path) -> list[dict]:
     """Every results JSON under out_dir, ordered by run, then training tokens (for reports and plots)."""
     found = []
@@ -226,7 +216,7 @@ def evaluate_target(target: Target, tasks: list[TaskSpec], data_dir: Path, out_d
     cached = results.get("tasks", {}) if use_cache else {}
     if role and results.get("model") and results["model"].get("role") != role:
         results["model"]["role"] = role
-        write_json_atomic(path, results)
+        atomic_write_json(path, results)
     todo = [t for t in tasks if cached.get(t.name, {}).get("settings") != t.settings_dict()]
     for t in tasks:
         if t not in todo:
@@ -250,7 +240,7 @@ def evaluate_target(target: Target, tasks: list[TaskSpec], data_dir: Path, out_d
         out = t.run(subject, data_dir, seed)
         out |= {"family": t.family, "settings": t.settings_dict(), "seconds": round(time.perf_counter() - start, 2)}
         results["tasks"][t.name] = out
-        write_json_atomic(path, results)
+        atomic_write_json(path, results)
         main = out["main"]
         log(f"  {target.run}/{target.checkpoint} {t.name}: {main} = {out[main]:.4f} (n={out.get('n')}, "
             f"{out['seconds']:.1f}s)")

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ettin.io import atomic_write_json
 from ettin.train import checkpoint as ckpt
 from ettin.train import distributed as D
 from ettin.train.batches import ensure_data, make_source
@@ -322,9 +323,7 @@ def _write_fingerprint(run_dir: Path, phase: str, fingerprint: str, steps: int, 
     path = run_dir / "fingerprints.json"
     data = json.loads(path.read_text()) if path.is_file() else {}
     data[phase] = {"fingerprint": fingerprint, "steps": steps}
-    tmp = path.with_name(".fingerprints.json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write_json(path, data)
 
 
 def _wandb(recipe: Recipe, run_dir: Path, objective: str, info: D.DistInfo) -> Any:
