@@ -151,9 +151,9 @@ def test_mntp_encoder_from_decoder(recipe_file, tmp_path):
     """train.mntp: a bidirectional model whose labels sit one position before the masked token."""
     recipe = load_recipe(recipe_file, ["train.mntp=true", "phases.0.tokens=768", "train.save_every_tokens=0"])
     recipe.phases = recipe.phases[:1]
-    from ettin.train.batches import make_source
+    from ettin.data.ready import RecipeData
 
-    batch = make_source(recipe, recipe.phases[0], "mlm", 0, 1).batch(0)
+    batch = RecipeData.open(recipe).phase_loader(recipe.phases[0], "mlm").batch(0)
     masked = batch["input_ids"] == 3  # the synthetic [MASK]
     assert ((batch["labels"][:, :-1] != -100) == masked[:, 1:]).all()
     result = loop.train(recipe, tmp_path / "mntp", objective="mlm", log=lambda *_: None)[0]

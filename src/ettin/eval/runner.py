@@ -25,11 +25,10 @@ from pathlib import Path
 
 import torch
 
+from ettin.config import ROLES  # a model's default role in a comparison: its native one
 from ettin.eval.tasks import TaskSpec
 from ettin.eval.tasks.common import Subject
 from ettin.io import atomic_write_json
-
-ROLES = {"mlm": "encoder", "clm": "decoder"}  # a model's default role in a comparison: its native one
 
 
 @dataclass
