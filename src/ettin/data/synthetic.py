@@ -2,23 +2,27 @@
 
 The source has the loader contract (`batch(step)`: this rank's slice of global batch `step`, a pure function
 of (seed, phase, step); `fingerprint(num_steps)`). Each global row is drawn from its own generator keyed by
-(seed, phase, step, row), so ranks slice it exactly like the real loader; its rows are a noisy stride walk,
-so a model can learn them (a falling loss is a meaningful smoke test).
+(seed, phase, step, row), so ranks slice it exactly like the real loader. A row's content is a noisy stride
+walk, so a model can learn it (a falling loss is a meaningful smoke test), the same for every objective:
+[CLS] + seq_len - 1 content tokens; clm predicts the next token, mlm / mntp replace the selected tokens
+by [MASK] (the label of a selected position i sits at i - 1 for mntp).
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from ettin.config import special_token_ids
-from ettin.data.collate import IGNORE
+from ettin.data.collate import IGNORE, SpecialTokens
 
 SYNTHETIC_SPECIAL = special_token_ids(pad=0, cls=1, sep=2, mask=3)
 _FIRST_CONTENT = 4
+FINGERPRINT_ROWS = 4096  # the fingerprint hashes the content of (at most) this many global rows
 
 
 @dataclass
@@ -28,12 +32,20 @@ class SyntheticSource:
     global_batch_size: int
     seed: int
     phase: str
-    objective: str
+    objective: str  # a collation: mlm, clm or mntp
     rank: int = 0
     world_size: int = 1
     mlm_probability: float = 0.3
+    special: SpecialTokens = field(init=False)
 
-    def _row(self, step: int, row: int) -> tuple[np.ndarray, np.ndarray]:
+    def __post_init__(self) -> None:
+        s = SYNTHETIC_SPECIAL
+        self.special = SpecialTokens(cls_id=s["bos_token_id"], sep_id=s["eos_token_id"], pad_id=s["pad_token_id"],
+                                     mask_id=s["mask_token_id"], num_tokens=self.vocab_size)
+
+    def row(self, step: int, row: int) -> tuple[np.random.Generator, np.ndarray]:
+        """Global row `row` of batch `step`: its generator (masking continues it) and its seq_len - 1 content
+        tokens, the same for every objective."""
         key = int.from_bytes(hashlib.sha256(f"{self.seed}/{self.phase}/{step}/{row}".encode()).digest()[:8], "little")
         rng = np.random.default_rng(key)
         span = self.vocab_size - _FIRST_CONTENT
@@ -41,7 +53,11 @@ class SyntheticSource:
         walk = (int(rng.integers(common)) + 3 * np.arange(self.seq_len)) % common  # a predictable stride
         noise = rng.random(self.seq_len) < 0.1  # ... with 10% random tokens
         ids = _FIRST_CONTENT + np.where(noise, rng.integers(span, size=self.seq_len), walk)
-        ids[0] = SYNTHETIC_SPECIAL["bos_token_id"]
+        return rng, ids[1:]  # position 0 is the row's [CLS]
+
+    def _labelled(self, step: int, row: int) -> tuple[np.ndarray, np.ndarray]:
+        rng, tokens = self.row(step, row)
+        ids = np.concatenate([[SYNTHETIC_SPECIAL["bos_token_id"]], tokens])
         if self.objective == "clm":
             labels = np.full_like(ids, IGNORE)
             labels[:-1] = ids[1:]
@@ -60,8 +76,7 @@ class SyntheticSource:
         if self.global_batch_size % self.world_size:
             raise ValueError(f"global batch {self.global_batch_size} is not divisible by {self.world_size} ranks")
         per_rank = self.global_batch_size // self.world_size
-        rows = range(self.rank * per_rank, (self.rank + 1) * per_rank)
-        pairs = [self._row(step, r) for r in rows]
+        pairs = [self._labelled(step, r) for r in range(self.rank * per_rank, (self.rank + 1) * per_rank)]
         ids = torch.from_numpy(np.stack([p[0] for p in pairs]))
         return {
             "input_ids": ids,  # (B_rank, T)
@@ -70,7 +85,12 @@ class SyntheticSource:
         }
 
     def fingerprint(self, num_steps: int) -> str:
-        """Depends on the order of the (unmasked) rows only, so it is the same for every objective."""
-        digest = hashlib.sha256(f"synthetic/{self.vocab_size}/{self.seq_len}/{self.global_batch_size}".encode())
-        digest.update(f"{self.seed}/{self.phase}/{num_steps}".encode())
-        return digest.hexdigest()[:16]
+        """sha256 of the sizes and of the content tokens of the first global rows (all of them up to
+        FINGERPRINT_ROWS rows): the same for every objective, different whenever the rows are."""
+        digest = hashlib.sha256(json.dumps(
+            {"synthetic": [self.vocab_size, self.seq_len, self.global_batch_size, self.seed, self.phase, num_steps]}
+        ).encode())
+        for step in range(min(num_steps, max(1, FINGERPRINT_ROWS // self.global_batch_size))):
+            for r in range(self.global_batch_size):
+                digest.update(self.row(step, r)[1].tobytes())
+        return digest.hexdigest()
