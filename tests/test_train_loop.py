@@ -153,9 +153,14 @@ def test_mntp_encoder_from_decoder(recipe_file, tmp_path):
     recipe.phases = recipe.phases[:1]
     from ettin.data.ready import RecipeData
 
-    batch = RecipeData.open(recipe).phase_loader(recipe.phases[0], "mlm").batch(0)
-    masked = batch["input_ids"] == 3  # the synthetic [MASK]
-    assert ((batch["labels"][:, :-1] != -100) == masked[:, 1:]).all()
+    data = RecipeData.open(recipe)
+    batch = data.phase_loader(recipe.phases[0], "mlm").batch(0)
+    plain = data.phase_loader(recipe.phases[0], "clm").batch(0)["input_ids"]  # the same rows, unmasked
+    labels = batch["labels"][:, :-1]
+    selected = labels != -100  # selected[:, i - 1]: position i was selected; its label sits at i - 1
+    assert (labels[selected] == plain[:, 1:][selected]).all()
+    masked = batch["input_ids"][:, 1:] == 3  # the synthetic [MASK]: 80% of the selected positions
+    assert (selected | ~masked).all() and 0.7 < masked[selected].float().mean() < 0.9
     result = loop.train(recipe, tmp_path / "mntp", objective="mlm", log=lambda *_: None)[0]
     assert all(math.isfinite(x) for x in result.losses)
     assert ckpt.read_meta(result.checkpoint)["model_config"]["objective"] == "mlm"

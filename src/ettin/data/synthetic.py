@@ -3,9 +3,11 @@
 The source has the loader contract (`batch(step)`: this rank's slice of global batch `step`, a pure function
 of (seed, phase, step); `fingerprint(num_steps)`). Each global row is drawn from its own generator keyed by
 (seed, phase, step, row), so ranks slice it exactly like the real loader. A row's content is a noisy stride
-walk, so a model can learn it (a falling loss is a meaningful smoke test), the same for every objective:
-[CLS] + seq_len - 1 content tokens; clm predicts the next token, mlm / mntp replace the selected tokens
-by [MASK] (the label of a selected position i sits at i - 1 for mntp).
+walk, so a model can learn it (a falling loss is a meaningful smoke test), the same for every objective; the
+real collators (ettin.data.collate) frame and mask it, as they do prepared data:
+  clm        [CLS] + the row's seq_len - 1 content tokens (a chunk that fills the row: no [SEP])
+  mlm, mntp  [CLS] + the first seq_len - 2 of them + [SEP], then BERT masking (80% [MASK], 10% random, 10% kept)
+             with the row's generator
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 
 from ettin.config import special_token_ids
-from ettin.data.collate import IGNORE, SpecialTokens
+from ettin.data.collate import SpecialTokens, collate, frame
 
 SYNTHETIC_SPECIAL = special_token_ids(pad=0, cls=1, sep=2, mask=3)
 _FIRST_CONTENT = 4
@@ -55,34 +57,16 @@ class SyntheticSource:
         ids = _FIRST_CONTENT + np.where(noise, rng.integers(span, size=self.seq_len), walk)
         return rng, ids[1:]  # position 0 is the row's [CLS]
 
-    def _labelled(self, step: int, row: int) -> tuple[np.ndarray, np.ndarray]:
-        rng, tokens = self.row(step, row)
-        ids = np.concatenate([[SYNTHETIC_SPECIAL["bos_token_id"]], tokens])
-        if self.objective == "clm":
-            labels = np.full_like(ids, IGNORE)
-            labels[:-1] = ids[1:]
-            return ids, labels
-        selected = rng.random(self.seq_len) < self.mlm_probability
-        selected[0] = False
-        labels = np.where(selected, ids, IGNORE)
-        inputs = ids.copy()
-        if self.objective == "mntp":  # the label of a selected position i sits at i - 1
-            labels = np.full_like(ids, IGNORE)
-            labels[:-1] = np.where(selected[1:], ids[1:], IGNORE)
-        inputs[selected] = SYNTHETIC_SPECIAL["mask_token_id"]
-        return inputs, labels
-
     def batch(self, step: int) -> dict[str, torch.Tensor]:
         if self.global_batch_size % self.world_size:
             raise ValueError(f"global batch {self.global_batch_size} is not divisible by {self.world_size} ranks")
         per_rank = self.global_batch_size // self.world_size
-        pairs = [self._labelled(step, r) for r in range(self.rank * per_rank, (self.rank + 1) * per_rank)]
-        ids = torch.from_numpy(np.stack([p[0] for p in pairs]))
-        return {
-            "input_ids": ids,  # (B_rank, T)
-            "labels": torch.from_numpy(np.stack([p[1] for p in pairs])),
-            "attention_mask": torch.ones_like(ids),
-        }
+        drawn = [self.row(step, r) for r in range(self.rank * per_rank, (self.rank + 1) * per_rank)]
+        keep = self.seq_len - (1 if self.objective == "clm" else 2)  # room for [CLS] (and [SEP])
+        framed = frame([[(tokens[:keep], False)] for _, tokens in drawn], self.seq_len, self.objective,
+                       self.special, packed=False)
+        rngs = None if self.objective == "clm" else [rng for rng, _ in drawn]
+        return collate(framed, self.objective, self.special, rngs, self.mlm_probability)
 
     def fingerprint(self, num_steps: int) -> str:
         """sha256 of the sizes and of the content tokens of the first global rows (all of them up to
