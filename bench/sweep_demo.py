@@ -310,7 +310,7 @@ class Sweep:
         import yaml
         from tokenizers import Tokenizer
 
-        from ettin.train.batches import held_out
+        from ettin.data.holdout import HOLDOUT_FRACTION, held_out_count
 
         folder = ROOT / "runs/data/pretrain-4k"
         manifest = json.loads((folder / "manifest.json").read_text())
@@ -320,7 +320,7 @@ class Sweep:
             tokens = np.load(folder / shard["tokens_file"], mmap_mode="r")
             offsets = np.load(folder / shard["offsets_file"])
             docs = len(offsets) - 1
-            cut = offsets[docs - held_out(docs, 0.02)]
+            cut = offsets[docs - held_out_count(docs, HOLDOUT_FRACTION)]
             per_source[shard["source"]] = np.bincount(np.asarray(tokens[:cut]), minlength=vocab).astype(
                 np.float64
             )

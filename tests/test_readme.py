@@ -35,7 +35,7 @@ def test_blocks_are_found_and_skips_give_reasons():
     found = blocks((REPO / "README.md").read_text())
     langs = [lang for lang, *_ in found]
     assert "python" in langs and "bash" in langs
-    for lang, body, why, line in found:
+    for lang, _body, why, line in found:
         if why is not None:
             assert why.strip(), f"README.md:{line}: a skipped block must say why"
         assert lang in ("python", "bash", ""), f"README.md:{line}: unknown block language {lang!r}"

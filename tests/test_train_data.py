@@ -7,8 +7,8 @@ import math
 import pytest
 
 from ettin.cli import main
-from ettin.train.batches import held_out, make_source
-from ettin.train.loop import load_data_tokenizer
+from ettin.data.holdout import held_out_count
+from ettin.data.ready import RecipeData
 from ettin.train.recipe import load_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -54,13 +54,12 @@ def test_pair_on_prepared_data_holds_out_the_tail(recipe_file, tmp_path):
         assert (out / sub / "tokenizer.json").is_file() and (out / sub / "final" / "config.json").is_file()
 
     recipe = load_recipe(recipe_file)
-    tokenizer = load_data_tokenizer(recipe)
-    assert tokenizer.vocab_size == 320
-    source = make_source(recipe, recipe.phases[0], "clm", 0, 1, tokenizer)
-    loader = source.loader
+    data = RecipeData.open(recipe)
+    assert data.tokenizer.vocab_size == 320
+    loader = data.phase_loader(recipe.phases[0], "clm", 0, 1)
     for spec, ds, index in zip(loader.mixture.sources, loader.datasets, loader.indices):
         lo, hi = ds._ds.source_ranges[spec.subset]
-        keep_end = hi - held_out(hi - lo, 0.1)
+        keep_end = hi - held_out_count(hi - lo, 0.1)
         assert keep_end < hi  # something is held out
         docs = {int(d) for d in index.spans[:, 0]}
         assert min(docs) >= lo and max(docs) < keep_end  # never a held-out document

@@ -151,11 +151,16 @@ def test_mntp_encoder_from_decoder(recipe_file, tmp_path):
     """train.mntp: a bidirectional model whose labels sit one position before the masked token."""
     recipe = load_recipe(recipe_file, ["train.mntp=true", "phases.0.tokens=768", "train.save_every_tokens=0"])
     recipe.phases = recipe.phases[:1]
-    from ettin.train.batches import make_source
+    from ettin.data.ready import RecipeData
 
-    batch = make_source(recipe, recipe.phases[0], "mlm", 0, 1).batch(0)
-    masked = batch["input_ids"] == 3  # the synthetic [MASK]
-    assert ((batch["labels"][:, :-1] != -100) == masked[:, 1:]).all()
+    data = RecipeData.open(recipe)
+    batch = data.phase_loader(recipe.phases[0], "mlm").batch(0)
+    plain = data.phase_loader(recipe.phases[0], "clm").batch(0)["input_ids"]  # the same rows, unmasked
+    labels = batch["labels"][:, :-1]
+    selected = labels != -100  # selected[:, i - 1]: position i was selected; its label sits at i - 1
+    assert (labels[selected] == plain[:, 1:][selected]).all()
+    masked = batch["input_ids"][:, 1:] == 3  # the synthetic [MASK]: 80% of the selected positions
+    assert (selected | ~masked).all() and 0.7 < masked[selected].float().mean() < 0.9
     result = loop.train(recipe, tmp_path / "mntp", objective="mlm", log=lambda *_: None)[0]
     assert all(math.isfinite(x) for x in result.losses)
     assert ckpt.read_meta(result.checkpoint)["model_config"]["objective"] == "mlm"

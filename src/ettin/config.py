@@ -2,20 +2,33 @@
 
 The encoder and the decoder share every field but `objective`. Attention (bidirectional or causal),
 the sliding-window shape, the loss and the Hugging Face class all follow from it; nobody flips flags in sync.
+The objective facts every layer shares live here, once: `OBJECTIVES`, their display names (`ROLES`: also the
+run folders of `ettin pair`) and the special-token fields of a model config (`SPECIAL_TOKEN_FIELDS`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Objective = Literal["mlm", "clm"]
+OBJECTIVES: tuple[str, ...] = typing.get_args(Objective)  # ("mlm", "clm"): masked / causal language modelling
+ROLES = {"mlm": "encoder", "clm": "decoder"}  # an objective's display name (a model's native role)
 LAYER_TYPES = ("full_attention", "sliding_attention")
+# The special ids a model config carries; [CLS] doubles as BOS and [SEP] as EOS (ModernBERT, Ettin).
+SPECIAL_TOKEN_FIELDS = ("pad_token_id", "bos_token_id", "eos_token_id", "mask_token_id")
+
+
+def special_token_ids(pad: int | None, cls: int | None, sep: int | None, mask: int | None) -> dict[str, int | None]:
+    """The model config's special-token fields from a tokenizer's [PAD], [CLS], [SEP] and [MASK] ids."""
+    return dict(zip(SPECIAL_TOKEN_FIELDS, (pad, cls, sep, mask)))
+
 
 # ModernBERT tokenizer special ids (../shared/data/modernbert_tokenizer)
-MODERNBERT_SPECIAL = dict(pad_token_id=50283, bos_token_id=50281, eos_token_id=50282, mask_token_id=50284)
+MODERNBERT_SPECIAL = special_token_ids(pad=50283, cls=50281, sep=50282, mask=50284)
 
 
 @dataclass
@@ -46,7 +59,7 @@ class ModelConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # unknown HF config keys travel through export
 
     def __post_init__(self) -> None:
-        if self.objective not in ("mlm", "clm"):
+        if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be 'mlm' or 'clm', got {self.objective!r}")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
@@ -61,7 +74,7 @@ class ModelConfig:
         bad = [t for t in self.layer_types if t not in LAYER_TYPES]
         if bad:
             raise ValueError(f"unknown layer type(s) {bad}; expected one of {LAYER_TYPES}")
-        for name in ("pad_token_id", "bos_token_id", "eos_token_id", "mask_token_id"):
+        for name in SPECIAL_TOKEN_FIELDS:
             tok = getattr(self, name)
             if tok is not None and not 0 <= tok < self.vocab_size:
                 raise ValueError(f"{name}={tok} is outside the vocabulary (size {self.vocab_size})")

@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from ettin.config import ROLES
+
 REPO = Path(__file__).resolve().parents[2]
 BASE_MINUTES = 15.0  # what recipes/demo.yaml is sized for on the 2-core development machine
 FIXED_MINUTES = 6.0  # data, evaluation and report: what does not scale with --minutes
@@ -190,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"== 1-2. data and native pre-training ({recipe}) -> {out / 'pair'}", flush=True)
     _run([ettin + ["pair", recipe, "--parallel", "--resume-if-exists", "--out", str(out / "pair"), *native_over]])
-    final = {sub: _final(out / "pair" / sub) for sub in ("encoder", "decoder")}
+    final = {sub: _final(out / "pair" / sub) for sub in ROLES.values()}  # the pair's folders: encoder, decoder
 
     print(f"== 3. continued training, the same extra tokens for five models -> {out / 'continue'}", flush=True)
     jobs = [ettin + ["train", cont, "--objective", objective, "--resume-if-exists", "--out", str(out / "continue" / role),
@@ -212,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
     # pseudo-log-likelihood tasks cost the most, so the decoder's lane also takes the continued models.
     lanes = {sub: [eval_cmd(final[sub], sub, NATIVE_TASKS, TASK_SETTINGS),
                    eval_cmd(out / "pair" / sub, sub, DYNAMICS_TASKS, [])]  # learning curves: kept checkpoints
-             for sub in ("encoder", "decoder")}
+             for sub in ROLES.values()}
     for role, (_, _, _, tasks) in CONTINUED.items():
         lanes["decoder"].append(eval_cmd(_final(out / "continue" / role), role, tasks, CROSS_SETTINGS))
     _lanes(list(lanes.values()), logs=[out / "eval" / f"{lane}.log" for lane in lanes])

@@ -29,8 +29,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-OBJECTIVES = ("mlm", "clm", "mntp")
+from ettin import config
+
+OBJECTIVES = (*config.OBJECTIVES, "mntp")  # the models' objectives, and mntp (an mlm model on shifted labels)
 IGNORE = -100
+
+
+def collation_objective(objective: str, mntp: bool) -> str:
+    """The collation of a model objective: `mntp` turns a decoder into an encoder (bidirectional model, labels
+    shifted), so an mlm model with mntp collates as "mntp"."""
+    return "mntp" if (mntp and objective == "mlm") else objective
 
 
 @dataclass(frozen=True)

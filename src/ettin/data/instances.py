@@ -37,13 +37,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import stat
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ettin.io import atomic_dir
 
 INDEX_VERSION = 1
 MODES = ("chunk", "pack")
@@ -296,23 +296,18 @@ def load_or_build_index(
         return InstanceIndex(spans, offsets, seq_len, InstanceConfig(**meta["config"]), meta["stats"], key)
     index = build_index(np.asarray(ds.doc_lengths[lo:hi]), seq_len, config, first_doc=lo)
     index.key = key
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=root))
-        np.save(tmp / "spans.npy", index.spans)
-        np.save(tmp / "offsets.npy", index.offsets)
-        meta = {
-            "version": INDEX_VERSION,
-            "seq_len": seq_len,
-            "config": asdict(index.config),
-            "stats": index.stats,
-            "doc_range": [lo, hi],
-        }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        try:
-            os.replace(tmp, folder)  # atomic; loses the race harmlessly when another process got there first
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
+    meta = {
+        "version": INDEX_VERSION,
+        "seq_len": seq_len,
+        "config": asdict(index.config),
+        "stats": index.stats,
+        "doc_range": [lo, hi],
+    }
+    try:  # another process may get there first: its entry is kept, this one dropped (the same content)
+        with atomic_dir(folder, exist_ok=True) as tmp:
+            np.save(tmp / "spans.npy", index.spans)
+            np.save(tmp / "offsets.npy", index.offsets)
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     except OSError:
         pass  # a read-only cache only costs a rebuild next time
     return index

@@ -31,7 +31,6 @@ import numpy as np
 
 from ettin.data.shards import (
     MANIFEST,
-    atomic_write_json,
     file_sha256,
     new_manifest,
     read_manifest,
@@ -48,6 +47,7 @@ from ettin.data.sources import (
     iter_documents,
 )
 from ettin.data.tokenizer import TokenizerInfo, load_tokenizer
+from ettin.io import atomic_write_json
 
 _OWN_FILES = re.compile(r"^(manifest\.json|shard-\d{5}\.(tokens|offsets)\.npy|\..*\.tmp-\d+)$")
 

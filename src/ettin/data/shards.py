@@ -8,7 +8,7 @@ A prepared dataset is a folder:
     ...
 
 Documents are stored WITHOUT special tokens; the instance builder adds [CLS]/[SEP] per objective.
-Every file is written to a temporary name and moved into place with `os.replace`, and the manifest is
+Every file is written to a temporary name and moved into place (`ettin.io`), and the manifest is
 rewritten (atomically) after each shard, so an interrupted run leaves only whole, recorded shards.
 
 Reading memory-maps the token files, so opening a multi-GB dataset costs only the offsets.
@@ -21,9 +21,10 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+
+from ettin.io import atomic_path, atomic_write_json
 
 MANIFEST = "manifest.json"
 FORMAT = "ettin-token-shards"
@@ -47,26 +48,11 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
-
-
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path, fsync=False) as tmp, open(tmp, "wb") as f:
         np.save(f, array, allow_pickle=False)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -116,8 +102,8 @@ def write_shard(
     np.cumsum(lengths, out=offsets[1:])
     tokens = np.concatenate(docs).astype(dtype, copy=False) if docs else np.zeros(0, dtype=dtype)
     record = ShardRecord(index, source, len(docs), int(offsets[-1]), "", "")
-    _atomic_save_npy(folder / record.tokens_file, tokens)
-    _atomic_save_npy(folder / record.offsets_file, offsets)
+    _save_npy(folder / record.tokens_file, tokens)
+    _save_npy(folder / record.offsets_file, offsets)
     record.tokens_sha256 = file_sha256(folder / record.tokens_file)
     record.offsets_sha256 = file_sha256(folder / record.offsets_file)
     return record

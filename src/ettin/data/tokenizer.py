@@ -32,7 +32,8 @@ from tokenizers import (
     trainers,
 )
 
-from ettin.data.shards import atomic_write_bytes, atomic_write_json
+from ettin.config import special_token_ids
+from ettin.io import atomic_write_bytes, atomic_write_json
 
 _SHARED_DATA = Path(
     os.environ.get("ETTIN_SHARED_DATA", Path(__file__).resolve().parents[4] / "shared" / "data")
@@ -84,6 +85,11 @@ class TokenizerInfo:
     @property
     def eos_id(self) -> int | None:
         return self.sep_id
+
+    @property
+    def model_special_ids(self) -> dict[str, int | None]:
+        """The model config's special-token fields (pad, bos = [CLS], eos = [SEP], mask)."""
+        return special_token_ids(self.pad_id, self.cls_id, self.sep_id, self.mask_id)
 
     @property
     def special_ids(self) -> list[int]:

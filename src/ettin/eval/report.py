@@ -21,12 +21,12 @@ import json
 import math
 import os
 import sys
-import tempfile
 from pathlib import Path
 
+from ettin.config import ROLES as NATIVE_ROLES
 from ettin.eval import compare, plots, published
-from ettin.eval.runner import ROLES as NATIVE_ROLES
 from ettin.eval.runner import load_results
+from ettin.io import atomic_write_bytes
 from ettin.train.progress import read_metrics
 
 FORMAT = "ettin-report/2"
@@ -375,18 +375,6 @@ def to_html(md: str, pngs: dict[str, bytes], title: str) -> str:
             f"<style>{CSS}</style></head><body>\n{body}\n</body></html>\n")
 
 
-def write_atomic(path: Path, content: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is for reading
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def build_report(paths, out, title: str | None = None) -> dict:
     """Read the inputs and write report.md, report.html, the PNGs and report.json into `out`; returns the JSON."""
     data = build(paths, title)
@@ -395,10 +383,10 @@ def build_report(paths, out, title: str | None = None) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for name, png in pngs.items():
-        write_atomic(out / name, png)
-    write_atomic(out / "report.md", (md + "\n").encode())
-    write_atomic(out / "report.html", page.encode())
-    write_atomic(out / "report.json", (json.dumps(data, indent=1) + "\n").encode())
+        atomic_write_bytes(out / name, png)
+    atomic_write_bytes(out / "report.md", (md + "\n").encode())
+    atomic_write_bytes(out / "report.html", page.encode())
+    atomic_write_bytes(out / "report.json", (json.dumps(data, indent=1) + "\n").encode())
     return data
 
 

@@ -19,18 +19,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from ettin.config import ROLES  # a model's default role in a comparison: its native one
 from ettin.eval.tasks import TaskSpec
 from ettin.eval.tasks.common import Subject
-
-ROLES = {"mlm": "encoder", "clm": "decoder"}  # a model's default role in a comparison: its native one
+from ettin.io import atomic_write_json
 
 
 @dataclass
@@ -167,15 +165,6 @@ def results_path(out_dir: Path, target: Target) -> Path:
     return Path(out_dir) / target.run / f"{target.checkpoint}.json"
 
 
-def write_json_atomic(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def load_results(out_dir: Path) -> list[dict]:
     """Every results JSON under out_dir, ordered by run, then training tokens (for reports and plots)."""
     found = []
@@ -226,7 +215,7 @@ def evaluate_target(target: Target, tasks: list[TaskSpec], data_dir: Path, out_d
     cached = results.get("tasks", {}) if use_cache else {}
     if role and results.get("model") and results["model"].get("role") != role:
         results["model"]["role"] = role
-        write_json_atomic(path, results)
+        atomic_write_json(path, results)
     todo = [t for t in tasks if cached.get(t.name, {}).get("settings") != t.settings_dict()]
     for t in tasks:
         if t not in todo:
@@ -250,7 +239,7 @@ def evaluate_target(target: Target, tasks: list[TaskSpec], data_dir: Path, out_d
         out = t.run(subject, data_dir, seed)
         out |= {"family": t.family, "settings": t.settings_dict(), "seconds": round(time.perf_counter() - start, 2)}
         results["tasks"][t.name] = out
-        write_json_atomic(path, results)
+        atomic_write_json(path, results)
         main = out["main"]
         log(f"  {target.run}/{target.checkpoint} {t.name}: {main} = {out[main]:.4f} (n={out.get('n')}, "
             f"{out['seconds']:.1f}s)")

@@ -31,6 +31,8 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
+from ettin.io import atomic_write_json
+
 META = "meta.json"
 _SINGLE = "torch.distributed is disabled, unavailable or uninitialized"  # DCP's note on single-process use
 
@@ -50,15 +52,6 @@ def _distributed() -> bool:
 def _barrier() -> None:
     if _distributed():
         dist.barrier()
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def rng_state() -> dict[str, Any]:
@@ -100,7 +93,7 @@ def save_checkpoint(
     torch.save(rng_state(), tmp / f"rng-rank{rank}.pt")
     _barrier()
     if rank == 0:
-        _write_json_atomic(tmp / META, meta)
+        atomic_write_json(tmp / META, meta)
         if final.exists():  # re-saving the same step (e.g. after a resume): replace the old one
             old = root / f".old-{name}"
             shutil.rmtree(old, ignore_errors=True)
@@ -248,7 +241,7 @@ def export_hf(ckpt_dir: str | Path, out_dir: str | Path, objective: str | None =
     shutil.rmtree(tmp, ignore_errors=True)
     save_pretrained(model, tmp, tokenizer=tokenizer, weights_only=tokenizer is None)  # no tokenizer: synthetic data
     meta = read_meta(ckpt_dir)
-    _write_json_atomic(tmp / "ettin_checkpoint.json", {k: meta.get(k) for k in ("run", "phase", "step", "tokens")})
+    atomic_write_json(tmp / "ettin_checkpoint.json", {k: meta.get(k) for k in ("run", "phase", "step", "tokens")})
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)

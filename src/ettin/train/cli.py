@@ -16,9 +16,11 @@ import json
 import sys
 from pathlib import Path
 
-from ettin.train.recipe import OBJECTIVES, RecipeError, describe, load_recipe
+from ettin.config import OBJECTIVES, ROLES
+from ettin.io import atomic_write_json
+from ettin.train.recipe import RecipeError, describe, load_recipe
 
-OBJECTIVE_DIRS = {"mlm": "encoder", "clm": "decoder"}
+OBJECTIVE_DIRS = ROLES  # a pair's run folders: <out>/encoder, <out>/decoder
 OVERRIDES_HELP = """recipe overrides are KEY=VALUE words (dotted paths into the recipe, values read as YAML; a leading -- is
 allowed): train.lr=1e-3  phases.0.tokens=2M  phases.decay.tokens=1M  --model.size=17m
 An unknown key is an error that lists the known ones."""
@@ -192,7 +194,7 @@ def _pair_parallel(args, recipe, opts, out: Path) -> int:
     import subprocess
     import time
 
-    from ettin.train.batches import ensure_data
+    from ettin.data.ready import ensure_data
 
     ensure_data(recipe)
     procs = {}
@@ -251,7 +253,7 @@ def _follow(procs: dict, out: Path, poll_s: float = 0.5) -> None:
 def _compare_fingerprints(out: Path, fingerprints: dict) -> int:
     same = fingerprints["encoder"] == fingerprints["decoder"]
     summary = {"same_batch_order": same, **fingerprints}
-    (out / "pair.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(out / "pair.json", summary)
     print(f"batch-order fingerprints {'match' if same else 'DIFFER'}: "
           + ", ".join(f"{k} {v['fingerprint']}" for k, v in fingerprints["encoder"].items()))
     return 0 if same else 1

@@ -27,9 +27,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ettin.data.ready import RecipeData, ensure_data
+from ettin.io import atomic_write_json
 from ettin.train import checkpoint as ckpt
 from ettin.train import distributed as D
-from ettin.train.batches import ensure_data, make_source
 from ettin.train.optim import build_optimizer
 from ettin.train.preflight import check_inputs
 from ettin.train.progress import Progress, guess_peak_flops, plot_loss_curve, step_flops
@@ -60,25 +61,6 @@ class PhaseResult:
 
 
 # ----------------------------------------------------------------------------------------- set-up
-
-
-def load_data_tokenizer(recipe: Recipe):
-    """The TokenizerInfo of a prepared-data recipe (None for synthetic data)."""
-    if recipe.data.source != "prepared":
-        return None
-    from ettin.data.tokenizer import load_tokenizer
-
-    return load_tokenizer(recipe.data.tokenizer)
-
-
-def vocab_and_special(recipe: Recipe, tokenizer) -> tuple[int, dict[str, int]]:
-    if tokenizer is None:
-        from ettin.train.batches import SYNTHETIC_SPECIAL
-
-        return int(recipe.data.vocab_size), dict(SYNTHETIC_SPECIAL)
-    special = dict(pad_token_id=tokenizer.pad_id, bos_token_id=tokenizer.cls_id,
-                   eos_token_id=tokenizer.sep_id, mask_token_id=tokenizer.mask_id)
-    return int(recipe.data.vocab_size or tokenizer.vocab_size), special
 
 
 def build_model(config, info: D.DistInfo, mode: str, meta_init: bool, seed: int):
@@ -132,9 +114,9 @@ def train(
         ensure_data(recipe, log=log)
     if info.active:
         dist.barrier()
-    tokenizer = load_data_tokenizer(recipe)
+    data = RecipeData.open(recipe)
     if info.is_main:
-        prepare_run_dir(run_dir, recipe, objective, tokenizer, resume)  # refuses a resume that would lie
+        prepare_run_dir(run_dir, recipe, objective, data.tokenizer, resume)  # refuses a resume that would lie
     if info.active:
         dist.barrier()
     start, start_ckpt, mid_phase = _resume_point(recipe, run_dir) if resume else (0, None, False)
@@ -144,7 +126,7 @@ def train(
     wandb_run = _wandb(recipe, run_dir, objective, info)
     for index in range(start, len(recipe.phases)):
         init = start_ckpt if index == start else ckpt.latest_checkpoint(run_dir)
-        results.append(train_phase(recipe, index, run_dir, objective, info, tokenizer, init,
+        results.append(train_phase(recipe, index, run_dir, objective, info, data, init,
                                    mid_phase and index == start, wandb_run))
     if wandb_run is not None:
         wandb_run.finish()
@@ -161,15 +143,14 @@ def train_phase(
     run_dir: Path,
     objective: str,
     info: D.DistInfo,
-    tokenizer,
+    data: RecipeData,
     init: Path | None,
     resume: bool,
     wandb_run: Any = None,
 ) -> PhaseResult:
     phase = recipe.phases[index]
     t = recipe.train
-    vocab, special = vocab_and_special(recipe, tokenizer)
-    config = recipe.model_config(phase, vocab, objective, special)
+    config = recipe.model_config(phase, data.vocab_size, objective, data.special_ids)
     mode = D.strategy(t.distributed, info.world_size)
     model, wrapped = build_model(config, info, mode, t.meta_init, recipe.seed)
     optimizer = build_optimizer(model, t)
@@ -187,7 +168,7 @@ def train_phase(
         _load_initial_weights(recipe.model.init_from, model)
     if t.compile:  # per block, after wrapping/sharding (as torchtitan); layout and fused loss stay eager
         model.compile_blocks()
-    source = make_source(recipe, phase, objective, info.rank, info.world_size, tokenizer)
+    source = data.phase_loader(phase, objective, info.rank, info.world_size)
     fingerprint_steps = min(total, FINGERPRINT_STEPS)
     fingerprint = source.fingerprint(fingerprint_steps)
     peak = t.peak_flops or guess_peak_flops(info.device)
@@ -318,9 +299,7 @@ def _write_fingerprint(run_dir: Path, phase: str, fingerprint: str, steps: int, 
     path = run_dir / "fingerprints.json"
     data = json.loads(path.read_text()) if path.is_file() else {}
     data[phase] = {"fingerprint": fingerprint, "steps": steps}
-    tmp = path.with_name(".fingerprints.json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write_json(path, data)
 
 
 def _wandb(recipe: Recipe, run_dir: Path, objective: str, info: D.DistInfo) -> Any:

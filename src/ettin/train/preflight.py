@@ -120,7 +120,7 @@ def _environment(extra: dict[str, str]):
 
 def _check_mixtures(recipe: Recipe, prepared_names: set[str], problems: list[str], found: list[str]) -> None:
     from ettin.data.mixture import MixtureError
-    from ettin.train.batches import resolve_mixture
+    from ettin.data.ready import resolve_mixture
 
     prep_out = Path(recipe.data.prepare.out).resolve() if recipe.data.prepare else None
     checked: dict[Path, str | None] = {}  # dataset folder -> problem (None: fine)

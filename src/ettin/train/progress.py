@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
+
+from ettin.io import atomic_path
 
 # Peak dense FLOP/s per device for MFU when the recipe gives none (bf16 tensor cores on GPUs).
 _PEAKS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
@@ -220,9 +221,8 @@ def plot_loss_curve(run_dir: str | Path, out: str | Path | None = None, title: s
     ax.grid(alpha=0.3)
     if rows:
         ax.legend()
-    tmp = out.with_name(f".{out.stem}.tmp.png")
     fig.tight_layout()
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(out, fsync=False) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, out)
     return out

@@ -6,8 +6,10 @@ the field (``recipes/tiny.yaml: train.lr: expected a number, got 'fast'``).
 
 Token counts accept suffixes: ``1.7T``, ``250B``, ``3M``, ``64k`` (powers of ten), or plain integers.
 Inheritance: ``extends: 150m.yaml`` deep-merges this file onto that one (mappings merge; lists such as
-``phases`` are replaced, not merged). Overrides use dotted paths: ``train.lr=1e-3``,
-``phases.1.tokens=2M``, ``--model.size=17m``.
+``phases`` are replaced, not merged); ``extends: [150m.yaml, cross/base.yaml]`` merges the bases in order,
+then this file. Overrides use dotted paths: ``train.lr=1e-3``, ``phases.1.tokens=2M``, ``--model.size=17m``;
+a dotted key in a recipe file (``phases.cross.tokens: 2M``) is such an override of what it extends.
+A key the recipe's objective cannot use (a decoder's ``mlm_probability``) is an error.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from typing import Any
 
 import yaml
 
-from ettin.config import SIZES, ModelConfig
+from ettin.config import OBJECTIVES, SIZES, ModelConfig
+from ettin.data.holdout import HOLDOUT_FRACTION
+from ettin.data.ready import unusable_keys
+from ettin.data.synthetic import SYNTHETIC_SPECIAL
 
 SCHEDULES = ("warmup_stable", "one_minus_sqrt", "warmup_stable_decay", "constant")
-OBJECTIVES = ("mlm", "clm")
 _SUFFIX = {"k": 1e3, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
 
 
@@ -79,7 +83,7 @@ class DataSection:
     tokenizer: str | None = None  # tokenizer.json path (or a folder holding one)
     vocab_size: int | None = None  # synthetic data / when no tokenizer is given
     mixtures: dict[str, Any] = field(default_factory=dict)  # phase mixture name -> YAML path or mapping
-    holdout_fraction: float = 0.02  # the last ceil(fraction x docs) of each source are never trained on
+    holdout_fraction: float = HOLDOUT_FRACTION  # the last ceil(fraction x docs) of each source are never trained on
     vars: dict[str, str] = field(default_factory=dict)  # environment for ${VAR} in mixture paths
     prepare: PrepareSection | None = None
 
@@ -198,6 +202,9 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     if not path.is_file():
         raise RecipeError(f"{path}: recipe file not found")
     raw = _read_with_extends(path, seen=())
+    unusable = unusable_keys(raw)  # what the file says, before the command line's overrides
+    if unusable:
+        raise RecipeError(f"{path}: {unusable[0]}; remove it")
     for text in overrides or []:
         apply_override(raw, text, str(path))
     return recipe_from_dict(raw, str(path))
@@ -218,15 +225,20 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def _read_with_extends(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     data = _read_yaml(path)
     _anchor_mixture_paths(data, path)
-    base = data.pop("extends", None)
-    if base is None:
-        return data
-    base_path = (path.parent / str(base)).resolve()
-    if base_path in seen or len(seen) > 4:
-        raise RecipeError(f"{path}: extends: circular or too deep ({base})")
-    if not base_path.is_file():
-        raise RecipeError(f"{path}: extends: {base} not found")
-    return _deep_merge(_read_with_extends(base_path, (*seen, base_path)), data)
+    bases = data.pop("extends", None)
+    dotted = {k: data.pop(k) for k in [k for k in data if "." in str(k)]}
+    merged: dict[str, Any] = {}
+    for base in [] if bases is None else bases if isinstance(bases, list) else [bases]:
+        base_path = (path.parent / str(base)).resolve()
+        if base_path in seen or len(seen) > 4:
+            raise RecipeError(f"{path}: extends: circular or too deep ({base})")
+        if not base_path.is_file():
+            raise RecipeError(f"{path}: extends: {base} not found")
+        merged = _deep_merge(merged, _read_with_extends(base_path, (*seen, base_path)))
+    merged = _deep_merge(merged, data)
+    for key, value in dotted.items():
+        set_path(merged, str(key), value, str(path))
+    return merged
 
 
 def _anchor_mixture_paths(data: dict[str, Any], path: Path) -> None:
@@ -260,6 +272,11 @@ def apply_override(raw: dict[str, Any], text: str, source: str = "<override>") -
         value = yaml.safe_load(value_text)
     except yaml.YAMLError:
         value = value_text
+    set_path(raw, key, value, source)
+
+
+def set_path(raw: dict[str, Any], key: str, value: Any, source: str) -> None:
+    """raw[key] = value for a dotted key (``train.lr``, ``phases.1.tokens``, ``phases.decay.tokens``)."""
     parts = key.split(".")
     node: Any = raw
     for i, part in enumerate(parts[:-1]):
@@ -422,8 +439,7 @@ def validate(r: Recipe) -> None:
                 found = Path(spec).exists() or (Path(s).parent / spec).exists()
                 _check(found, s, f"data.mixtures.{p.mixture}", f"mixture file {spec} not found")
         try:
-            ids = dict(pad_token_id=0, bos_token_id=1, eos_token_id=2, mask_token_id=3)  # shapes only
-            r.model_config(p, r.data.vocab_size or 50368, special=ids)
+            r.model_config(p, r.data.vocab_size or 50368, special=SYNTHETIC_SPECIAL)  # shapes only
         except (ValueError, KeyError) as e:
             raise RecipeError(f"{s}: model (phase {p.name}): {e}") from None
 

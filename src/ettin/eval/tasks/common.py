@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ettin.config import SPECIAL_TOKEN_FIELDS
 from ettin.inference import pool
 from ettin.model import EttinModel
 
@@ -45,7 +46,7 @@ class Subject:
                 f"the tokenizer has {tok_vocab} ids but the model's vocabulary has only {cfg.vocab_size}: "
                 "they do not belong together"
             )
-        for name in ("pad_token_id", "bos_token_id", "eos_token_id", "mask_token_id"):
+        for name in SPECIAL_TOKEN_FIELDS:
             if getattr(cfg, name) is None:
                 raise ValueError(f"the model config has no {name}; evaluation needs it")
         self.model.to(self.device).eval()

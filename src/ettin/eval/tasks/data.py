@@ -1,22 +1,24 @@
 """Task file readers. Every reader checks its rows and names the file and line of the first bad one.
 
-Held-out prose: the LAST 2% of the documents (ceil) of each pretraining JSONL file are reserved for
-evaluation (language modelling, generation). Training mixtures must leave them out; `held_out_range`
-gives the exact document range per file.
+Held-out prose: the pretraining JSONL files' held-out tails (ettin.data.holdout: the last ceil(2%) of the
+documents of each file, the rule and fraction the training recipes apply) are the evaluation's held-out
+documents (language modelling, generation); the rest is their training side (retrieval's training pairs,
+the unigram baselines).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from ettin.data.holdout import HOLDOUT_FRACTION, held_out_range
 from ettin.eval.tasks.common import TaskDataError
 
-HELD_OUT_FRACTION = 0.02
+# The pretraining prose the held-out tasks read (data_dir/pretrain/NAME), in this order; the demo recipes
+# (recipes/tiny.yaml, recipes/demo.yaml) train on the same files with the same held-out fraction.
 PRETRAIN_FILES = (
     "wikipedia_vital_summaries_en.jsonl",
     "sotu_addresses.jsonl",
@@ -77,18 +79,12 @@ def read_jsonl(path: Path, required: Sequence[str] = ()) -> list[dict]:
     return out
 
 
-def held_out_range(num_docs: int, fraction: float = HELD_OUT_FRACTION) -> range:
-    """Document indices reserved for evaluation: the last ceil(fraction * num_docs) documents."""
-    n = math.ceil(fraction * num_docs) if num_docs else 0
-    return range(num_docs - n, num_docs)
-
-
 def pretrain_documents(data_dir: Path, held_out: bool) -> list[dict]:
     """Held-out (or training-side) documents of every pretraining file, each tagged with its `_file`."""
     docs = []
     for name in PRETRAIN_FILES:
         rows = read_jsonl(data_dir / "pretrain" / name, required=("text",))
-        keep = held_out_range(len(rows))
+        keep = held_out_range(len(rows), HOLDOUT_FRACTION)
         for i, row in enumerate(rows):
             if (i in keep) == held_out:
                 docs.append(row | {"_file": name, "_index": i})

@@ -1,0 +1,84 @@
+"""Atomic writes: a file (or folder) is written under a hidden temporary name beside its target, then renamed
+into place with `os.replace`. A crash leaves the old version or the new one, never half of one, and a reader
+never sees a partial file. Temporary names are `.NAME.tmp-PID` (files) and `.NAME.tmp-XXXX` (folders):
+hidden, so listings that skip dot-files ignore them, and removed when the write fails.
+
+    atomic_write_text(path, "...")        atomic_write_bytes(path, b"...")     atomic_write_json(path, obj)
+    with atomic_path(path) as tmp: fig.savefig(tmp)      # any writer that takes a path
+    with atomic_dir(folder) as tmp: ...                   # a whole folder, renamed into place at the end
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def temp_name(path: Path) -> Path:
+    """The hidden temporary name a write of `path` uses (unique per process)."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, fsync: bool = True) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces `path` (its folder is created), on error it is
+    removed and `path` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(path)
+    try:
+        yield tmp
+        if fsync:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, fsync: bool = True) -> Path:
+    with atomic_path(path, fsync=False) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+    return Path(path)
+
+
+def atomic_write_text(path: str | Path, text: str, fsync: bool = True) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
+
+
+def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2, sort_keys: bool = False,
+                      fsync: bool = True) -> Path:
+    """JSON with a final newline."""
+    return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n", fsync=fsync)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path, exist_ok: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `path`; on success it is renamed to `path`. When `path` already
+    exists the rename fails with OSError, unless exist_ok, when the new folder is dropped and the existing one
+    kept (e.g. a cache entry another process wrote first). On error the temporary folder is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the folder is for others to read, as mkdir's are
+    try:
+        yield tmp
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if not (exist_ok and path.is_dir()):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
