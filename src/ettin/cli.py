@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-AREAS = ("ettin.data.cli", "ettin.train.cli", "ettin.eval.cli", "ettin.demo")
+AREAS = ("ettin.data.cli", "ettin.train.cli", "ettin.eval.cli", "ettin.demo", "ettin.downstream.cli")
 
 
 class UserError(Exception):
