@@ -302,7 +302,7 @@ def ir_evaluator(col, sparse: bool = False, batch_size: int = 32, name: str = "b
     if sparse:
         ev = need("sentence_transformers.sparse_encoder.evaluation").SparseInformationRetrievalEvaluator
     else:
-        ev = need("sentence_transformers.evaluation").InformationRetrievalEvaluator
+        ev = need("sentence_transformers.sentence_transformer.evaluation").InformationRetrievalEvaluator
     return ev(queries=dict(zip(col.query_ids, col.queries)), corpus=dict(zip(col.doc_ids, col.docs)),
               relevant_docs={q: set(col.qrels[q]) for q in col.query_ids}, mrr_at_k=[10], ndcg_at_k=[10],
               accuracy_at_k=[1], precision_recall_at_k=[DEPTH], map_at_k=[DEPTH], batch_size=batch_size,
@@ -322,7 +322,11 @@ def per_query(col, ranking: dict, metric: str = IR_METRICS[0]) -> list[float]:
     from ettin.eval.metrics import ir_per_query
 
     qrels = {q: dict.fromkeys(col.qrels[q], 1) for q in col.query_ids}
-    values = ir_per_query(qrels, ranking, metric)
+    ordered = {}  # ties broken as the evaluator breaks them (ascending document id): ranx sees distinct scores
+    for q, docs in ranking.items():
+        hits = sorted(docs.items(), key=lambda h: (-h[1], h[0]))
+        ordered[q] = {d: float(len(hits) - i) for i, (d, _) in enumerate(hits)}
+    values = ir_per_query(qrels, ordered, metric)
     return [values[q] for q in col.query_ids]
 
 
