@@ -14,7 +14,7 @@ file of the same model. A retrieval task holds the main metric per query in `per
 
 Retrieval scoring: the collection is ettin.eval.tasks.retrieval.load_beir's; every ranking (the model's, BM25's,
 a reranked BM25 list) is scored by the same `InformationRetrievalEvaluator.compute_metrics` (binary relevance:
-every judged document with score > 0 counts; nDCG@10, MRR@10, recall@100), and per query with ranx.
+every judged document with score > 0 counts; nDCG@10, MRR@10, recall@100), over all queries and per query.
 """
 
 from __future__ import annotations
@@ -318,16 +318,15 @@ def ranking_metrics(evaluator, ranking: dict[str, dict[str, float]]) -> dict[str
 
 
 def per_query(col, ranking: dict, metric: str = IR_METRICS[0]) -> list[float]:
-    """The metric per query in the collection's query order (ranx, binary relevance as the evaluator)."""
-    from ettin.eval.metrics import ir_per_query
+    """The metric per query in the collection's query order, each from the evaluator's own code on that query
+    alone (so their mean is the evaluator's figure, ties broken as it breaks them)."""
+    from ettin.eval.tasks.retrieval import Collection
 
-    qrels = {q: dict.fromkeys(col.qrels[q], 1) for q in col.query_ids}
-    ordered = {}  # ties broken as the evaluator breaks them (ascending document id): ranx sees distinct scores
-    for q, docs in ranking.items():
-        hits = sorted(docs.items(), key=lambda h: (-h[1], h[0]))
-        ordered[q] = {d: float(len(hits) - i) for i, (d, _) in enumerate(hits)}
-    values = ir_per_query(qrels, ordered, metric)
-    return [values[q] for q in col.query_ids]
+    out = []
+    for q, text in zip(col.query_ids, col.queries):
+        one = ir_evaluator(Collection([], [], [q], [text], {q: col.qrels[q]}))
+        out.append(ranking_metrics(one, {q: ranking.get(q, {})})[metric])
+    return out
 
 
 def bm25_ranking(col, depth: int = DEPTH) -> dict[str, dict[str, float]]:
