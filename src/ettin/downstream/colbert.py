@@ -68,12 +68,13 @@ def env_ready(env: Path) -> bool:
         return False
 
 
-def build_steps(python: Path) -> list[list[str]]:
-    """The commands that fill a fresh venv: torch (with its dependencies), then every pin without dependencies
-    (so PyLate's fast-plaid requirement is not followed), then an import check."""
-    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    return [[*pip, TORCH], [*pip, "--no-deps", "-r", str(PINS)],
-            [str(python), "-I", "-c", "import pylate.models, pylate.indexes, pylate.retrieve, voyager, torch"]]
+def build_steps(env: Path) -> list[list[str]]:
+    """The commands that make the environment at `env`: a venv of this Python, torch (with its dependencies),
+    every pin without dependencies (so PyLate's fast-plaid requirement is not followed), an import check."""
+    python = str(env_python(env))
+    pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    return [[sys.executable, "-m", "venv", str(env)], [*pip, TORCH], [*pip, "--no-deps", "-r", str(PINS)],
+            [python, "-I", "-c", "import pylate.models, pylate.indexes, pylate.retrieve, voyager, torch"]]
 
 
 def ensure_env(env: Path | None = None, log=print) -> Path:
@@ -86,21 +87,23 @@ def ensure_env(env: Path | None = None, log=print) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if env_ready(env):  # another process built it while this one waited
             return env_python(env)
+        if env.exists() and not (env / READY).is_file():  # never replace a folder this command did not make
+            raise UserError(f"--colbert-env {env}: exists and is not an environment built by ettin finetune "
+                            "colbert; choose a new path")
         log(f"ettin finetune colbert: creating PyLate's environment at {env} (once; about 5 minutes and 1.6 GB: "
             f"{TORCH}, PyLate and its pins from {PINS.name})")
         tmp = Path(tempfile.mkdtemp(prefix=f".{env.name}.tmp-", dir=env.parent))
         start = time.perf_counter()
         try:
-            steps = [[sys.executable, "-m", "venv", str(tmp)], *build_steps(env_python(tmp))]
-            for cmd in steps:
+            for cmd in build_steps(tmp):
                 proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                 if proc.returncode != 0:
                     tail = "\n".join(proc.stdout.strip().splitlines()[-15:])
                     raise UserError(f"creating PyLate's environment failed (exit {proc.returncode}) at: "
-                                    f"{' '.join(cmd[2:] if cmd[1] == '-m' else cmd)}\n{tail}")
+                                    f"{' '.join(cmd)}\n{tail}")
             (tmp / READY).write_text(json.dumps({"pins": pins_digest(), "torch": TORCH,
                                                  "seconds": round(time.perf_counter() - start, 1)}) + "\n")
-            if env.exists():
+            if env.exists():  # an environment of older pins
                 shutil.rmtree(env)
             os.replace(tmp, env)
         except BaseException:
