@@ -95,6 +95,11 @@ def test_pairs_from_jsonl_parquet_and_beir(tiny, tmp_path):
     for name in ("p.jsonl", "p.parquet"):
         assert common.load_pairs(str(tmp_path / name), "q", "p") == [(r["q"], r["p"]) for r in rows]
     assert len(common.load_pairs(str(tmp_path / "p.jsonl"), "q", "p", limit=3)) == 3
+    (tmp_path / "folder").mkdir()  # a local folder of data files goes through datasets.load_dataset
+    (tmp_path / "folder" / "train.jsonl").write_text((tmp_path / "p.jsonl").read_text())
+    assert common.load_pairs(str(tmp_path / "folder"), "q", "p") == [(r["q"], r["p"]) for r in rows]
+    with pytest.raises(UserError, match="no-such/pairs-dataset"):  # offline: a hub name fails clearly
+        common.load_pairs("no-such/pairs-dataset")
     col = common.load_collection(tiny.beir, 12)
     pairs = common.load_pairs(f"beir:{tiny.beir}", exclude_beir=(tiny.beir, set(col.query_ids)))
     scored = set(col.queries)

@@ -224,23 +224,25 @@ def load_pairs(source: str, query_field: str = "query", passage_field: str = "pa
                seed: int = 0, split: str = "train", exclude_beir: tuple[Path, set[str]] | None = None
                ) -> list[tuple[str, str]]:
     """(query, passage) pairs from a JSONL / Parquet file, `beir:FOLDER` (judged queries with each relevant
-    document; the queries in `exclude_beir` of the same folder are left out) or a `datasets` name; a seeded
-    sample of `limit`. Every row must hold both fields as non-empty text."""
+    document; the queries in `exclude_beir` of the same folder are left out), or what `datasets.load_dataset`
+    reads (a hub name, or a local folder of data files); a seeded sample of `limit`. Every row must hold both fields as non-empty text."""
     where = str(source)
     if where.startswith("beir:"):
         folder = beir_folder(Path(where[5:]).expanduser())
         skip = exclude_beir[1] if exclude_beir and beir_folder(exclude_beir[0]).resolve() == folder.resolve() else set()
         rows, query_field, passage_field = _beir_pairs(folder, skip), "query", "passage"
-    elif Path(where).expanduser().exists():
+    elif Path(where).expanduser().is_file():
         rows = _rows(Path(where).expanduser())
-    elif where.startswith((".", "/", "~")) or Path(where).suffix in (".jsonl", ".json", ".parquet"):
+    elif not Path(where).expanduser().exists() and (where.startswith((".", "/", "~"))
+                                                     or Path(where).suffix in (".jsonl", ".json", ".parquet")):
         raise UserError(f"--pairs {where}: no such file")
     else:
         datasets = need("datasets", "--pairs NAME")
         try:
-            rows = list(datasets.load_dataset(where, split=split))
+            rows = list(datasets.load_dataset(str(Path(where).expanduser()) if Path(where).expanduser().exists()
+                                              else where, split=split))
         except Exception as e:  # offline, unknown name, no such split
-            raise UserError(f"--pairs {where}: not a local file, and `datasets` could not load it ({e})") from None
+            raise UserError(f"--pairs {where}: not a pair file, and `datasets` could not load it ({e})") from None
     if not rows:
         raise UserError(f"--pairs {where}: no pairs (the file is empty)")
     fields = sorted(k for k in rows[0] if k != "_line")
@@ -389,7 +391,7 @@ def add_training_arguments(p: argparse.ArgumentParser, lr: float, batch_size: in
 
 def add_retrieval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pairs", required=True, help="training pairs: a JSONL / Parquet file, beir:FOLDER (its judged "
-                   "queries not scored, each with its relevant documents) or a `datasets` name")
+                   "queries not scored, each with its relevant documents), or a `datasets` name or local data folder")
     p.add_argument("--query-field", default="query", help="the pair file's query field (default query)")
     p.add_argument("--passage-field", default="passage", help="the pair file's passage field (default passage)")
     p.add_argument("--split", default="train", help="the split of a `datasets` name (default train)")
