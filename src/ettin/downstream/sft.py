@@ -14,9 +14,10 @@ model:
 The role markers are plain text (no new tokens, so the embeddings are not resized); [CLS] is these decoders' BOS
 and [SEP] their end of sequence, so generation stops at the end of the answer.
 
-Scores, each beside the untuned model's: TRL's `eval_loss` on the held-out answers (token-weighted, from
-`trainer.evaluate`), and per held-out example the mean log-likelihood of its answer tokens (the main metric, the
-per-example figures the report resamples). A greedy answer to a fixed prompt is printed before and after; the
+Loss: TRL's `loss_type="nll"`, the model's own causal-LM loss (see check_trl: TRL's default chunked loss skips
+ModernBERT's prediction head). Scores, each beside the untuned model's: per held-out example the mean log-likelihood of its answer tokens (the
+main metric, `answer_loglik`; the per-example figures the report resamples), and TRL's `eval_loss` from
+`trainer.evaluate` (at an evaluation batch of one, minus the same mean: a check that the two agree). A greedy answer to a fixed prompt is printed before and after; the
 "after" one comes from the saved folder loaded back with AutoTokenizer / AutoModelForCausalLM and run through
 `apply_chat_template` + `generate`, as a user would.
 """
@@ -155,7 +156,8 @@ def chat(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
 
 def answer_logliks(model, dataset) -> list[float]:
     """Mean log-likelihood of each example's answer tokens, one per example: the tokens TRL's dataset labels
-    (its `labels` column: the completion's ids, -100 on the prompt), each predicted from the ones before."""
+    (its `labels` column: the completion's ids, -100 on the prompt), each predicted from the ones before. Their
+    mean is minus TRL's eval_loss at an evaluation batch of one (the trainer averages per-batch mean losses)."""
     import torch
     import torch.nn.functional as F
 
@@ -172,8 +174,21 @@ def answer_logliks(model, dataset) -> list[float]:
     return out
 
 
+def check_trl(version: str) -> None:
+    """TRL's chunked / fused SFT loss multiplies the backbone's last hidden state by the output embedding. ModernBERT's
+    decoders put a prediction head (dense, GELU, LayerNorm) between the two, which that path skips: it trains and
+    reports the loss of another model. TRL 1.10-1.14 default to it (loss_type "chunked_nll") but keep the model's own
+    loss under loss_type "nll", which this command sets; from 1.15 the fused path is the only one."""
+    from packaging.version import Version
+
+    if not Version("1.10") <= Version(version) < Version("1.15"):
+        raise UserError(f"ettin finetune sft: trl {version} is not supported (from 1.15 its loss uses a fused LM head "
+                        "that skips ModernBERT's prediction head); install the tested version: pip install "
+                        f"'trl==1.14.2' (or {common.EXTRA_HINT})")
+
+
 def run(args: argparse.Namespace) -> int:
-    common.need("trl", "ettin finetune sft")
+    check_trl(common.need("trl", "ettin finetune sft").__version__)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
@@ -202,9 +217,9 @@ def run(args: argparse.Namespace) -> int:
                     "chat_template": "ettin default" if template_set else "tokenizer", "prompt": args.prompt}
         start = time.perf_counter()
         with common.atomic_folder(args.out) as tmp:
-            config = common.training_args(SFTConfig, Path(work) / "trainer", args, bf16=False,
+            config = common.training_args(SFTConfig, Path(work) / "trainer", args, bf16=False, loss_type="nll",
                                           activation_checkpointing=False, max_length=args.max_length,
-                                          per_device_eval_batch_size=args.batch_size)
+                                          per_device_eval_batch_size=1)  # eval_loss: mean of example means
             trainer = SFTTrainer(model=model, args=config, processing_class=tokenizer,
                                  train_dataset=datasets.Dataset.from_list(train),
                                  eval_dataset=datasets.Dataset.from_list(held))
@@ -225,14 +240,16 @@ def run(args: argparse.Namespace) -> int:
     main = "answer_loglik"
     task = common.task_record(
         "sft", main, {main: float(np.mean(tuned)), "eval_loss": float(tuned_loss)}, float(np.mean(untuned)),
-        "untuned model", len(held), settings, time.perf_counter() - start,
+        "untuned model", len(tuned), settings, time.perf_counter() - start,
         per_example={"score": tuned, "baseline": untuned}, untuned={main: float(np.mean(untuned)),
                                                                      "eval_loss": float(untuned_loss)},
         train_loss=float(out.training_loss), steps=int(out.global_step), model_folder=str(args.out),
-        sample={"prompt": args.prompt, "before": before, "after": after})
+        sample={"prompt": args.prompt, "before": before, "after": after},
+        held_out_without_answer_tokens=len(held) - len(tuned))  # TRL drops them: the prompt fills --max-length
     path = common.results_path(args.results, src.model)
     common.write_results(path, src.model, {TASK: task})
-    print(f"{TASK}: held-out answers ({len(held)} conversations)")
+    dropped = f", {len(held) - len(tuned)} left out: no answer token within --max-length" if len(tuned) < len(held) else ""
+    print(f"{TASK}: held-out answers ({len(tuned)} conversations{dropped})")
     print(f"  {main:<14} {task[main]:.4f}   (untuned model {task['baseline']:.4f})")
     print(f"  {'eval_loss':<14} {tuned_loss:.4f}   (untuned model {untuned_loss:.4f})")
     print(f"model: {args.out}\nresults: {path}")
