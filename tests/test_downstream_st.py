@@ -56,6 +56,8 @@ def test_resolve_checkpoint_run_and_hf_folder(tiny, tmp_path):
 def test_resolve_rejects_unknown_model_and_pair_folder(tiny, tmp_path):
     with pytest.raises(UserError, match="nope"):
         common.resolve(str(tmp_path / "nope"), tmp_path)
+    with pytest.raises(UserError, match="no-such-org/no-such-model"):  # a hub id, offline: fails clearly
+        common.resolve("no-such-org/no-such-model", tmp_path)
     (tmp_path / "pair").mkdir()
     for side, objective in (("encoder", "mlm"), ("decoder", "clm")):
         (tmp_path / "pair" / side).symlink_to(tiny.runs[objective], target_is_directory=True)
