@@ -208,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
         model = AutoModelForCausalLM.from_pretrained(str(src.folder), dtype=torch.float32).to(device)
         print(f"ettin finetune sft: {src.model['run']}/{src.model['checkpoint']}, {len(train)} conversations "
               f"({len(held)} held out) from {args.data}; chat template: "
-              f"{'ettin default (set)' if template_set else 'the tokenizer own'}", file=sys.stderr)
+              f"{'ettin default (set)' if template_set else 'its own'}", file=sys.stderr)
         before = chat(model, tokenizer, args.prompt, args.max_new_tokens)
         print(f"before  {args.prompt!r} -> {before!r}")
         settings = {"data": str(args.data), "n_train": len(train), "n_eval": len(held), "epochs": args.epochs,
