@@ -252,3 +252,18 @@ def test_a_failed_training_leaves_no_half_written_folder(tiny, tmp_path, monkeyp
     with pytest.raises(RuntimeError, match="interrupted"):
         ettin_main(["finetune", "embed", str(tiny.hf["mlm"]), *_args(tiny, out)])
     assert list(tmp_path.iterdir()) == []  # neither the folder nor its temporary sibling
+
+
+def test_python_dash_m_reports_a_user_error_with_exit_2(tmp_path):
+    """`python -m ettin.cli` runs cli.py as __main__; the areas raise ettin.cli.UserError, which must still be
+    caught (exit 2, one line), not end in a traceback."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.run([sys.executable, "-m", "ettin.cli", "finetune", "embed", str(tmp_path / "m"), "--out",
+                           str(tmp_path / "o"), "--pairs", "p.jsonl", "--beir", str(tmp_path / "no-beir")],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert "no-beir" in proc.stderr and "Traceback" not in proc.stderr

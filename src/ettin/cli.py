@@ -40,5 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m ettin.cli`: run the module's importable copy, whose UserError the areas raise
+    from ettin.cli import main as _main
+
+    sys.exit(_main())

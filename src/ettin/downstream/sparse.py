@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="ettin-sparse-") as work:
         src = common.resolve(args.model, Path(work), args.role)
         if src.objective != "mlm":
-            raise UserError(f"ettin finetune sparse: {args.model} is a decoder (clm): SPLADE reuses an encoder's "
+            raise UserError(f"sparse: {args.model} is a decoder (clm): SPLADE reuses an encoder's "
                             "masked-LM head, which a decoder does not have; give an encoder")
         model = build_model(src.folder, args.max_length, device)
         print(f"ettin finetune sparse: {src.model['run']}/{src.model['checkpoint']}, {len(pairs)} pairs, scored on "
