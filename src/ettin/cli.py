@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-AREAS = ("ettin.data.cli", "ettin.train.cli", "ettin.eval.cli", "ettin.demo")
+AREAS = ("ettin.data.cli", "ettin.train.cli", "ettin.eval.cli", "ettin.demo", "ettin.downstream.cli")
 
 
 class UserError(ValueError):
@@ -47,5 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m ettin.cli`: run the module's importable copy, whose UserError the areas raise
+    from ettin.cli import main as _main
+
+    sys.exit(_main())

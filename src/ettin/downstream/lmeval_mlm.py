@@ -1,0 +1,79 @@
+"""An lm-evaluation-harness model for encoders: `ettin-mlm`, registered with lm-eval (importing this module
+registers it; it imports lm_eval at the top, so ettin imports it only inside `ettin lm-eval`).
+
+Scoring rule, the masked pseudo-log-likelihood of ettin's own evaluation (ettin.eval.tasks.common.masked_pll,
+called here, not re-implemented; Salazar et al. 2020): for a request (context, continuation), the two are
+tokenized separately without special tokens, and log p(continuation | context) is the sum over the
+continuation's tokens of log p(token) with that one token replaced by [MASK] in `[CLS] context continuation
+[SEP]` (the rest of the continuation and the whole context visible). That is exactly how ettin's `piqa` task
+scores an encoder's choices (ettin.eval.tasks.multiple_choice.choice_logliks), so the harness's acc / acc_bytes
+on the same items are the same numbers. `loglikelihood_rolling` is the PLL of the whole text (no context).
+The `is_greedy` flag is not computed (False): multiple-choice metrics do not read it; tasks whose metric is
+greedy-match (e.g. lambada's acc) are not meaningful through this class. Encoders do not generate:
+`generate_until` raises.
+
+Arguments (`--model_args` style): pretrained (a Hugging Face folder written by ettin export-hf), device,
+max_length (tokens per scored window, default 512), tokens_per_batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from lm_eval.api.model import LM
+from lm_eval.api.registry import register_model
+
+from ettin.eval.tasks.common import Subject, masked_pll
+
+
+def load_subject(folder: Path, device: str = "cpu", max_length: int = 512, tokens_per_batch: int = 8192) -> Subject:
+    """ettin's evaluation Subject (the model and its `tokenizers` tokenizer) for a Hugging Face folder."""
+    from tokenizers import Tokenizer
+
+    from ettin.hf import from_pretrained
+
+    folder = Path(folder)
+    if not (folder / "tokenizer.json").is_file():
+        raise FileNotFoundError(f"{folder}: no tokenizer.json")
+    model = from_pretrained(folder)
+    if model.config.objective != "mlm":
+        raise ValueError(f"{folder}: ettin-mlm scores encoders (masked LMs); this is a {model.config.objective} "
+                         "model (use lm-eval's `hf` model)")
+    max_length = min(int(max_length), model.config.max_position_embeddings)
+    return Subject(model, Tokenizer.from_file(str(folder / "tokenizer.json")), torch.device(device),
+                   max_length=max_length, tokens_per_batch=int(tokens_per_batch))
+
+
+@register_model("ettin-mlm")
+class EttinMLM(LM):
+    def __init__(self, pretrained: str, device: str = "cpu", max_length: int = 512, tokens_per_batch: int = 8192,
+                 batch_size=None, **kwargs) -> None:  # batch_size: accepted from lm-eval, batching is by tokens
+        super().__init__()
+        self.subject = load_subject(Path(pretrained), device, max_length, tokens_per_batch)
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):
+        from lm_eval.utils import simple_parse_args_string
+
+        args = simple_parse_args_string(arg_string)
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None and k in ("device", "batch_size")}
+        return cls(**(args | extra))
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        s = self.subject
+        items = []
+        for req in requests:
+            context, continuation = req.args
+            target = s.encode(continuation)
+            if not target:
+                raise ValueError(f"ettin-mlm: empty continuation {continuation!r}")
+            items.append((s.encode(context), target, []))
+        return [(float(lp.sum()), False) for lp in masked_pll(s, items)]
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        s = self.subject
+        return [float(lp.sum()) for lp in masked_pll(s, [([], s.encode(req.args[0]), []) for req in requests])]
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        raise NotImplementedError("ettin-mlm: an encoder does not generate text; use log-likelihood tasks")
