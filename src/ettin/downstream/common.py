@@ -75,7 +75,8 @@ def hf_objective(folder: Path) -> str:
 def resolve(source: str, workdir: Path, role: str | None = None) -> Resolved:
     """The Hugging Face folder, objective and results record of a model argument (see the module docstring).
     An ettin checkpoint is exported into `workdir`."""
-    from ettin.eval.runner import ROLES, checkpoint_sha256, resolve_targets
+    from ettin.config import ROLES
+    from ettin.eval.runner import checkpoint_sha256, resolve_targets
 
     try:
         targets = resolve_targets(str(source))
@@ -146,7 +147,7 @@ def results_path(results_dir: Path, model: dict) -> Path:
 def write_results(path: Path, model: dict, tasks: dict[str, dict], settings: dict | None = None) -> dict:
     """Add `tasks` to the results JSON at `path` (atomically), keeping the tasks already there for the same
     model (same run, checkpoint and sha256); a file about another model is replaced."""
-    from ettin.eval.runner import write_json_atomic
+    from ettin.io import atomic_write_json
 
     path = Path(path)
     old: dict = {}
@@ -159,7 +160,7 @@ def write_results(path: Path, model: dict, tasks: dict[str, dict], settings: dic
                                                       for k in ("run", "checkpoint", "sha256"))
     obj = {"model": dict(model), "settings": (old.get("settings", {}) if same else {}) | (settings or {}),
            "tasks": (old.get("tasks", {}) if same else {}) | tasks}
-    write_json_atomic(path, obj)
+    atomic_write_json(path, obj)
     return obj
 
 

@@ -173,9 +173,9 @@ def run(args: argparse.Namespace) -> int:
     common.write_results(path, src.model, tasks)
     raw = {k: out[k] for k in ("results", "configs", "versions", "n-shot", "higher_is_better", "n-samples")
            if k in out}
-    from ettin.eval.runner import write_json_atomic
+    from ettin.io import atomic_write_json
 
-    write_json_atomic(path.with_name(f"{path.stem}.lm-eval.json"), json.loads(json.dumps(raw, default=str)))
+    atomic_write_json(path.with_name(f"{path.stem}.lm-eval.json"), json.loads(json.dumps(raw, default=str)))
     for key, t in tasks.items():
         others = ", ".join(f"{m} {t[m]:.4f}" for m in ("acc", "acc_norm", "acc_bytes") if m in t and m != t["main"])
         print(f"{key:<14} {t['main']} {t[t['main']]:.4f}   ({t['baseline_name']} {t['baseline']:.4f})"
