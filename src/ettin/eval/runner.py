@@ -191,9 +191,10 @@ def code_fingerprint() -> str:
     root = Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
     for f in sorted(root.rglob("*.py")):
-        if f.relative_to(root).as_posix() in NOT_IN_RESULTS:
+        rel = f.relative_to(root).as_posix()
+        if rel in NOT_IN_RESULTS or rel.startswith("downstream/"):  # downstream commands never write eval's results
             continue
-        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+        h.update(rel.encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
 
