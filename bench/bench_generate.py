@@ -67,10 +67,13 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--padded", action="store_true", help="also a left-padded row for each batch above 1")
     p.add_argument("--std", type=float, default=0.1, help="std of the random weight matrices")
+    p.add_argument("--threads", type=int, help="torch intra-op threads for both (default: torch's)")
     p.add_argument("--json", help="write the rows here")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, prompt {args.prompt}, new {args.new}, "
-          f"best of {args.repeats}, interleaved")
+          f"best of {args.repeats}, interleaved; load average {os.getloadavg()[0]:.1f}")
     rows = []
     g = torch.Generator().manual_seed(0)
     for size in args.sizes:
@@ -97,11 +100,13 @@ def main() -> None:
                     best[name] = min(best[name], time.perf_counter() - t)
             tps = {k: batch * args.new / best[k] for k in runs}
             same = torch.equal(outs["ettin"], outs["transformers"])
-            row = dict(size=size, batch=batch, padded=padded, transformers_tps=tps["transformers"],
+            row = dict(size=size, batch=batch, padded=padded, threads=torch.get_num_threads(),
+                       transformers_tps=tps["transformers"],
                        ettin_tps=tps["ettin"], ratio=tps["ettin"] / tps["transformers"], identical=same)
             rows.append(row)
             print(f"{size} batch {batch}{' padded' if padded else ''}: transformers {tps['transformers']:.0f} tok/s, "
                   f"ettin {tps['ettin']:.0f} tok/s, ratio {row['ratio']:.2f}, outputs identical: {same}", flush=True)
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -264,9 +264,9 @@ def test_sdpa_backend_runs_sdpa_and_cpu_backend_its_kernels(monkeypatch, causal,
 
 @pytest.mark.parametrize("local", [False, True])
 def test_cached_attention_equals_attention_over_the_whole_sequence(local):
-    """A left-padded batch: the prompt into an empty cache, then one token a step (the second row's fourth step is
-    a stopped row's padding), through `attend` with a KVCache: every real query equals causal attention over the
-    whole sequence with the padded keys masked."""
+    """A left-padded batch: the prompt into an empty cache, a chunk of four tokens, then one token a step (one of
+    them a stopped row's padding), through `attend` with a KVCache: every real query equals causal attention over
+    the whole sequence with the padded keys masked."""
     from ettin.attention import KVCache
 
     torch.manual_seed(0)
@@ -278,7 +278,7 @@ def test_cached_attention_equals_attention_over_the_whole_sequence(local):
     valid[1, P + 3] = False  # a token the row fed after it stopped
     cache = KVCache(num_layers=2, batch=B, max_len=P + steps + 1)
     outs = []
-    for s, e in [(0, P)] + [(P + i, P + i + 1) for i in range(steps)]:
+    for s, e in [(0, 5), (5, P)] + [(P + i, P + i + 1) for i in range(steps)]:
         cache.advance(e - s, valid[:, s:e])
         outs.append(attend(q[:, s:e], k[:, s:e], v[:, s:e], causal=True, reach=reach, cache=cache, layer=1))
     got = torch.cat(outs, 1)

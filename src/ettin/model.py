@@ -35,6 +35,8 @@ from ettin.attention import (
 from ettin.config import ModelConfig
 from ettin.losses import linear_cross_entropy
 
+_HEAD_COPY_MIN_STEPS = 16  # decoding steps that repay a transposed copy of the head weight (forward_cached)
+
 
 @dataclass
 class ModelOutput:
@@ -257,11 +259,14 @@ class EttinModel(nn.Module):
         for block in self.layers:
             x = block(x, ctx)
         h = self.head(self.final_norm(x[:, -1]))
-        # The head on a few rows reads all of its (V, H) weight per step. The same weight laid out (H, V), copied
-        # once per cache, streams through the matmul faster at batch 1 and 8 (bench/README.md).
+        # The head on a few rows reads all of its (V, H) weight per step. Laid out (H, V), the same weight streams
+        # through the matmul 1.5-2.5x faster at batch 1-8 on CPU (bench/README.md); the transposed copy costs about
+        # ten such steps, so a cache makes it, once, only when at least _HEAD_COPY_MIN_STEPS more tokens can come.
         wt = cache.memo.get("decoder_weight_t")
-        if wt is None:
+        if wt is None and cache.max_len - cache.length >= _HEAD_COPY_MIN_STEPS:
             wt = cache.memo["decoder_weight_t"] = self.decoder_weight.detach().t().contiguous()
+        if wt is None:
+            return F.linear(h, self.decoder_weight, self.decoder_bias)
         return (h @ wt).add_(self.decoder_bias)
 
     def new_cache(self, batch_size: int, max_len: int) -> KVCache:
