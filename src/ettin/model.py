@@ -259,15 +259,24 @@ class EttinModel(nn.Module):
         for block in self.layers:
             x = block(x, ctx)
         h = self.head(self.final_norm(x[:, -1]))
-        # The head on a few rows reads all of its (V, H) weight per step. Laid out (H, V), the same weight streams
-        # through the matmul 1.5-2.5x faster at batch 1-8 on CPU (bench/README.md); the transposed copy costs about
-        # ten such steps, so a cache makes it, once, only when at least _HEAD_COPY_MIN_STEPS more tokens can come.
         wt = cache.memo.get("decoder_weight_t")
         if wt is None and cache.max_len - cache.length >= _HEAD_COPY_MIN_STEPS:
-            wt = cache.memo["decoder_weight_t"] = self.decoder_weight.detach().t().contiguous()
+            wt = cache.memo["decoder_weight_t"] = self._decoder_weight_t()
         if wt is None:
             return F.linear(h, self.decoder_weight, self.decoder_bias)
         return (h @ wt).add_(self.decoder_bias)
+
+    def _decoder_weight_t(self) -> torch.Tensor:
+        """The tied decoder weight copied into an (H, V) layout, for the head of cached decoding. On a few rows the
+        head reads its whole weight every step; laid out (H, V) it streams through the matmul 1.5-2.5x faster at
+        batch 1-8 on CPU (bench/README.md). The copy costs about ten such steps, so a cache makes it once, and only
+        when at least _HEAD_COPY_MIN_STEPS more tokens can come. It is re-made from the weight for every cache
+        (never stale) into a buffer the model keeps: a fresh 50-MB buffer would pay its page faults each time."""
+        w = self.decoder_weight.detach()
+        buf = getattr(self, "_decode_head_buffer", None)
+        if buf is None or buf.shape != w.shape[::-1] or buf.dtype != w.dtype or buf.device != w.device:
+            buf = self._decode_head_buffer = torch.empty(w.shape[::-1], dtype=w.dtype, device=w.device)
+        return buf.copy_(w.t())
 
     def new_cache(self, batch_size: int, max_len: int) -> KVCache:
         """An empty KV cache for `batch_size` rows of up to `max_len` tokens (prompt and generated)."""
