@@ -35,7 +35,7 @@ from ettin.attention import (
 from ettin.config import ModelConfig
 from ettin.losses import linear_cross_entropy
 
-_HEAD_COPY_MIN_STEPS = 16  # decoding steps that repay a transposed copy of the head weight (forward_cached)
+_DECODE_COPY_MIN_TOKENS = 16  # tokens still to come that repay EttinModel._decode_weights
 
 
 @dataclass
@@ -68,17 +68,18 @@ class MLP(nn.Module):
         self.Wi = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
         self.Wo = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, g = self.Wi(x).chunk(2, dim=-1)
+    def forward(self, x: torch.Tensor, ctx: _Context | None = None) -> torch.Tensor:
+        a, g = (self.Wi(x) if ctx is None else ctx.linear(self.Wi, x)).chunk(2, dim=-1)
         return self.Wo(F.gelu(a) * g)
 
 
 class _Context:
-    """Per-forward state shared by all layers: layout, rotary tables, backend, KV cache (cached decoding)."""
+    """Per-forward state shared by all layers: layout, rotary tables, backend; for cached decoding the KV cache and
+    the (in, out) copies of the wide projections (`EttinModel._decode_weights`)."""
 
     def __init__(self, cfg: ModelConfig, positions: torch.Tensor, varlen: Varlen | None, backend: str,
-                 cache: KVCache | None = None):
-        self.cfg, self.varlen, self.backend, self.cache = cfg, varlen, backend, cache
+                 cache: KVCache | None = None, weights_t: dict | None = None):
+        self.cfg, self.varlen, self.backend, self.cache, self.weights_t = cfg, varlen, backend, cache, weights_t
         theta = {"full_attention": cfg.global_rope_theta, "sliding_attention": cfg.local_rope_theta}
         tables = {t: rope_halves(*rope_cos_sin(positions, cfg.head_dim, t))
                   for t in {theta[k] for k in set(cfg.layer_types)}}
@@ -87,6 +88,11 @@ class _Context:
     def cos_sin(self, kind: str):
         """The layer kind's rotary tables, as `rope_halves` shapes them."""
         return self.rope[kind]
+
+    def linear(self, layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        """`layer(x)`, through the layer's (in, out) copy when this forward has one."""
+        wt = None if self.weights_t is None else self.weights_t.get(layer)
+        return layer(x) if wt is None else x @ wt
 
 
 class Attention(nn.Module):
@@ -101,7 +107,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, ctx: _Context) -> torch.Tensor:
         cfg = self.cfg
         lead = x.shape[:-1]  # (B, T) dense or (N,) varlen
-        qkv = self.Wqkv(x).view(*lead, 3, cfg.num_heads, cfg.head_dim)
+        qkv = ctx.linear(self.Wqkv, x).view(*lead, 3, cfg.num_heads, cfg.head_dim)
         cos, sin = ctx.cos_sin(self.kind)
         q, k, v = rope_qkv(qkv, cos, sin, halves=True)  # each (*lead, h, D)
         drop = cfg.attention_dropout if self.training else 0.0
@@ -120,7 +126,7 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, ctx: _Context) -> torch.Tensor:
         x = x + self.attn(self.attn_norm(x), ctx)
-        return x + self.mlp(self.mlp_norm(x))
+        return x + self.mlp(self.mlp_norm(x), ctx)
 
 
 class PredictionHead(nn.Module):
@@ -253,30 +259,42 @@ class EttinModel(nn.Module):
         attention_mask (B, T) marks the real tokens among them (None: all). Returns the last position's logits
         (B, V). Attention is the same `attend` as training's, with the cache."""
         cache.advance(input_ids.shape[1], None if attention_mask is None else attention_mask.bool())
+        weights = cache.memo.get("weights_t")
+        if weights is None and cache.max_len - cache.length >= _DECODE_COPY_MIN_TOKENS:
+            weights = cache.memo["weights_t"] = self._decode_weights()
         backend = resolve_backend(self.config.attn_backend, input_ids.device)
-        ctx = _Context(self.config, positions, None, backend, cache=cache)
+        ctx = _Context(self.config, positions, None, backend, cache=cache, weights_t=weights)
         x = self.embeddings(input_ids)
         for block in self.layers:
             x = block(x, ctx)
         h = self.head(self.final_norm(x[:, -1]))
-        wt = cache.memo.get("decoder_weight_t")
-        if wt is None and cache.max_len - cache.length >= _HEAD_COPY_MIN_STEPS:
-            wt = cache.memo["decoder_weight_t"] = self._decoder_weight_t()
-        if wt is None:
+        if weights is None:
             return F.linear(h, self.decoder_weight, self.decoder_bias)
-        return (h @ wt).add_(self.decoder_bias)
+        return (h @ weights["decoder"]).add_(self.decoder_bias)
 
-    def _decoder_weight_t(self) -> torch.Tensor:
-        """The tied decoder weight copied into an (H, V) layout, for the head of cached decoding. On a few rows the
-        head reads its whole weight every step; laid out (H, V) it streams through the matmul 1.5-2.5x faster at
-        batch 1-8 on CPU (bench/README.md). The copy costs about ten such steps, so a cache makes it once, and only
-        when at least _HEAD_COPY_MIN_STEPS more tokens can come. It is re-made from the weight for every cache
-        (never stale) into a buffer the model keeps: a fresh 50-MB buffer would pay its page faults each time."""
-        w = self.decoder_weight.detach()
-        buf = getattr(self, "_decode_head_buffer", None)
-        if buf is None or buf.shape != w.shape[::-1] or buf.dtype != w.dtype or buf.device != w.device:
-            buf = self._decode_head_buffer = torch.empty(w.shape[::-1], dtype=w.dtype, device=w.device)
-        return buf.copy_(w.t())
+    def _decode_weights(self) -> dict:
+        """(in, out) copies of the tied decoder weight and of every projection wider than its input (Wqkv, Wi), for
+        cached decoding. On a few rows a projection reads its whole weight per step; laid out (in, out) the wide ones
+        stream through the matmul faster on CPU (the head 1.5-2.5x at batch 1-8, Wqkv and Wi about 1.6x at batch 1;
+        bench/README.md). The copies cost about ten decoding steps, so a cache makes them once, and only when at least
+        _DECODE_COPY_MIN_TOKENS more tokens can come. They are re-made from the weights for every cache (never stale),
+        into buffers the model keeps (a fresh 50-MB buffer pays its page faults each time). Keyed by the module
+        (the decoder weight: "decoder")."""
+        wanted = {"decoder": ("decoder", self.decoder_weight)}
+        for name, m in self.layers.named_modules():
+            if isinstance(m, nn.Linear) and m.bias is None and m.out_features > m.in_features:
+                wanted[m] = (name, m.weight)
+        kept = getattr(self, "_decode_buffers", None)
+        if kept is None:
+            kept = self._decode_buffers = {}
+        out = {}
+        for key, (name, w) in wanted.items():
+            w = w.detach()
+            buf = kept.get(name)
+            if buf is None or (buf.shape, buf.dtype, buf.device) != (w.shape[::-1], w.dtype, w.device):
+                buf = kept[name] = torch.empty(w.shape[::-1], dtype=w.dtype, device=w.device)
+            out[key] = buf.copy_(w.t())
+        return out
 
     def new_cache(self, batch_size: int, max_len: int) -> KVCache:
         """An empty KV cache for `batch_size` rows of up to `max_len` tokens (prompt and generated)."""
