@@ -129,7 +129,8 @@ def rope_qkv(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, halves:
     rotate_half(x) * sin; tests), computed on the halves in one pass for q and k together; one autograd node whose
     backward assembles the projection's gradient in place."""
     c, s = (cos, sin) if halves else rope_halves(cos, sin)
-    c, s = c.to(qkv.dtype), s.to(qkv.dtype)
+    if c.dtype != qkv.dtype:
+        c, s = c.to(qkv.dtype), s.to(qkv.dtype)
     if qkv.requires_grad and torch.is_grad_enabled():
         return _RopeQKV.apply(qkv, c, s)
     return _rope_qkv(qkv, c, s)  # no graph to record (inference, decoding): the same kernel, no autograd node
@@ -348,7 +349,9 @@ def _attend_cached(q, k, v, causal, reach, backend: str, cache: KVCache, layer: 
         own = "cpu" if backend == "cpu" else "sdpa"
         return _self_attention(qt, k.transpose(1, 2), v.transpose(1, 2), causal, reach, valid, 0.0, own).transpose(1, 2)
     lo, mask = cache.window(reach, q.shape[1], q.device)
-    return F.scaled_dot_product_attention(qt, keys[:, :, lo:], values[:, :, lo:], attn_mask=mask).transpose(1, 2)
+    if lo:
+        keys, values = keys[:, :, lo:], values[:, :, lo:]
+    return F.scaled_dot_product_attention(qt, keys, values, attn_mask=mask).transpose(1, 2)
 
 
 def _attend_flash(q, k, v, causal, reach, varlen, dropout):
