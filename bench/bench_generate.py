@@ -1,14 +1,17 @@
 """Cached greedy decoding: ettin's `generate` against transformers' `generate` on the same weights, same run.
 
-    .venv/bin/python bench/bench_generate.py                               # 17m + 32m, batch 1 + 8, fp32
+    .venv/bin/python bench/bench_generate.py --padded                      # 17m + 32m, batch 1 + 8 (+ 8 padded), fp32
+    .venv/bin/python bench/bench_generate.py --threads 1                   # both on one intra-op thread
     .venv/bin/python bench/bench_generate.py --sizes 17m --batches 1 --repeats 5
+
+Results and what they mean: bench/README.md ("Cached decoding").
 
 Each size: a decoder with the real 50,368 vocabulary and random weights, exported to transformers
 (`ModernBertDecoderForCausalLM`, SDPA attention) through `ettin.hf.save_pretrained`. Each batch: prompts of
 `--prompt` random tokens, `--new` tokens generated greedily (no EOS stop: transformers gets `min_new_tokens`), timed
 prompt included. The two implementations alternate call by call, `--repeats` times each; the best time of each
 gives its tokens/s (new tokens of all rows / seconds) and the ratio. Rows with a padded batch (`--padded`) left-pad
-half the prompts. The outputs are compared token for token and the row says whether they were identical.
+every other prompt. The outputs are compared token for token and the row says whether they were identical.
 """
 
 from __future__ import annotations
