@@ -136,3 +136,16 @@ def test_left_padded_batch_generates_like_transformers(tmp_path):
                       eos_token_id=None, pad_token_id=3)
     got = generate(m, ids, max_new_tokens=20, attention_mask=mask)
     assert torch.equal(got, ref)
+
+
+def test_decoding_weight_copies_follow_the_weights():
+    """Cached decoding reads (in, out) copies of the head and the wide projections (made once per cache, into
+    buffers the model keeps): after the weights change, even through `.data`, the next generation follows them."""
+    m = dec()
+    prompt = torch.randint(5, 96, (2, 6))
+    generate(m, prompt, max_new_tokens=20)
+    assert m._decode_buffers, "no copies were made"
+    for p in m.parameters():
+        if p.dim() > 1:
+            p.data.normal_(0, 0.3)
+    assert torch.equal(generate(m, prompt, max_new_tokens=20), generate(m, prompt, max_new_tokens=20, use_cache=False))

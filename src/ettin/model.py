@@ -260,7 +260,8 @@ class EttinModel(nn.Module):
         (B, V). Attention is the same `attend` as training's, with the cache."""
         cache.advance(input_ids.shape[1], None if attention_mask is None else attention_mask.bool())
         weights = cache.memo.get("weights_t")
-        if weights is None and cache.max_len - cache.length >= _DECODE_COPY_MIN_TOKENS:
+        if (weights is None and input_ids.device.type == "cpu"  # measured on CPU only
+                and cache.max_len - cache.length >= _DECODE_COPY_MIN_TOKENS):
             weights = cache.memo["weights_t"] = self._decode_weights()
         backend = resolve_backend(self.config.attn_backend, input_ids.device)
         ctx = _Context(self.config, positions, None, backend, cache=cache, weights_t=weights)
