@@ -227,7 +227,8 @@ class KVCache:
         self.values: torch.Tensor | None = None
         self.key_valid: torch.Tensor | None = None  # (B, max_len) bool; None while every slot is real
         self.start = self.length = 0  # this forward's slots are [start, length)
-        self.memo: dict = {}  # what the model derives once per generation (its head's transposed weight)
+        self.memo: dict = {}  # what the model derives once per generation (its weights' (in, out) copies)
+        self._layers: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer (keys, values) views of the buffers
         self._windows: dict = {}
 
     def advance(self, n: int, valid: torch.Tensor | None = None) -> None:
