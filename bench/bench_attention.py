@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
-from ettin.attention import attention_bmm, attention_bmm_causal, band_mask  # noqa: E402
+from ettin.attention import band_mask  # noqa: E402
+from ettin.attention_cpu import attention_bmm, attention_bmm_causal  # noqa: E402
 
 
 def median_ms(fn, n: int = 9) -> float:

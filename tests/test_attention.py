@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ettin.attention import Varlen, _use_blocked, attend, band_mask, layer_reach, local_attention_blocked
+from ettin.attention import Varlen, attend, band_mask, layer_reach
+from ettin.attention_cpu import local_attention_blocked, use_blocked
 
 
 def _qkv(B, T, h=2, D=8, dtype=torch.float32):
@@ -53,10 +54,10 @@ def test_blocked_local_attention_with_padding_keys_stays_finite():
 
 
 def test_blocked_path_is_taken_only_where_it_pays():
-    assert _use_blocked(512, 64, 64) and _use_blocked(512, 63, 0)
-    assert not _use_blocked(128, 64, 64)  # short: one band-mask SDPA call
+    assert use_blocked(512, 64, 64) and use_blocked(512, 63, 0)
+    assert not use_blocked(128, 64, 64)  # short: one band-mask SDPA call
     big = layer_reach(False, False, (64, 64))
-    assert not _use_blocked(8192, *big)  # global layers never
+    assert not use_blocked(8192, *big)  # global layers never
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -64,11 +65,11 @@ def test_attend_varlen_uses_blocks_and_matches_per_document(causal):
     """Packed documents, one long enough for the blocked path: each equals attention on its own."""
     reach = layer_reach(causal, True, (3, 0) if causal else (4, 4))
     lengths = [80, 7, 23]
-    assert _use_blocked(80, *reach) and not _use_blocked(23, *reach)
+    assert use_blocked(80, *reach) and not use_blocked(23, *reach)
     N, h, D = sum(lengths), 2, 8
     q, k, v = (torch.randn(N, h, D) for _ in range(3))
     cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
-    out = attend(q, k, v, causal=causal, reach=reach, varlen=Varlen(cu, max(lengths)))
+    out = attend(q, k, v, causal=causal, reach=reach, backend="cpu", varlen=Varlen(cu, max(lengths)))
     for s, e in zip(cu[:-1].tolist(), cu[1:].tolist()):
         qd, kd, vd = (x[s:e].transpose(0, 1)[None] for x in (q, k, v))
         ref = _reference(qd, kd, vd, *reach)[0].transpose(0, 1)
@@ -107,7 +108,7 @@ def test_rope_qkv_matches_rotate_half_formula_and_its_gradient():
 @pytest.mark.parametrize("mask_kind", ["none", "causal", "keys", "band+keys"])
 def test_attention_bmm_equals_sdpa_and_passes_gradcheck(mask_kind):
     """The held-probabilities kernel (low precision on CPU) against SDPA in float64, forward and backward."""
-    from ettin.attention import attention_bmm
+    from ettin.attention_cpu import attention_bmm
 
     B, h, T, D = 2, 3, 12, 4
     q, k, v = (torch.randn(B, h, T, D, dtype=torch.float64, requires_grad=True) for _ in range(3))
@@ -138,7 +139,7 @@ def test_causal_blocks_equal_one_call(T, mask_kind):
     """`attention_bmm_causal` runs the queries in blocks, each against the keys up to its end: equal to the held
     kernel over the whole square and to SDPA (float64, forward and gradients), also where T is no multiple of the
     block and with a window and padded keys on top of the causal mask."""
-    from ettin.attention import _causal_block, attention_bmm, attention_bmm_causal
+    from ettin.attention_cpu import _causal_block, attention_bmm, attention_bmm_causal
 
     assert _causal_block(T) < T // 2  # it does split
     B, h, D = 2, 2, 8
@@ -162,16 +163,16 @@ def test_causal_blocks_equal_one_call(T, mask_kind):
 def test_low_precision_attend_on_cpu_holds_scores_and_stays_close_to_fp32(causal, T):
     """bf16 on CPU takes the held-scores kernel for global layers (dense and varlen); it stays within bf16 rounding
     of fp32 SDPA, forward and backward."""
-    from ettin.attention import _use_bmm
+    from ettin.attention_cpu import use_held_scores
 
     B, h, D = 2, 2, 16
     q, k, v = (torch.randn(B, T, h, D) for _ in range(3))
     reach = layer_reach(causal, False, (8, 8))
-    assert _use_bmm(q.to(torch.bfloat16).transpose(1, 2), 0.0)
-    assert not _use_bmm(q.transpose(1, 2), 0.0)  # fp32 keeps SDPA
+    assert use_held_scores(q.to(torch.bfloat16).transpose(1, 2), 0.0)
+    assert not use_held_scores(q.transpose(1, 2), 0.0)  # fp32 keeps SDPA
     lo = [x.to(torch.bfloat16).requires_grad_() for x in (q, k, v)]
     hi = [x.clone().requires_grad_() for x in (q, k, v)]
-    out_lo = attend(*lo, causal=causal, reach=reach)
+    out_lo = attend(*lo, causal=causal, reach=reach, backend="cpu")
     out_hi = attend(*hi, causal=causal, reach=reach)
     torch.testing.assert_close(out_lo.float(), out_hi, atol=3e-2, rtol=3e-2)
     w = torch.randn_like(out_hi)
@@ -182,9 +183,9 @@ def test_low_precision_attend_on_cpu_holds_scores_and_stays_close_to_fp32(causal
     # varlen: two packed documents, the same kernel per bucket, each document equal to its own attention
     cu = torch.tensor([0, T, T + 54], dtype=torch.int32)
     flat = [x.reshape(-1, h, D)[: T + 54] for x in lo]
-    got = attend(*flat, causal=causal, reach=reach, varlen=Varlen(cu, T))
+    got = attend(*flat, causal=causal, reach=reach, backend="cpu", varlen=Varlen(cu, T))
     for s, e in ((0, T), (T, T + 54)):
-        one = attend(*(x[s:e][None] for x in flat), causal=causal, reach=reach)[0]
+        one = attend(*(x[s:e][None] for x in flat), causal=causal, reach=reach, backend="cpu")[0]
         torch.testing.assert_close(got[s:e].float(), one.float(), atol=2e-2, rtol=2e-2)
 
 
@@ -193,7 +194,7 @@ def test_low_precision_held_scores_are_as_accurate_as_the_flash_kernel(causal):
     """In bf16 the held-scores kernel forms scores and softmax in fp32, as PyTorch's CPU flash kernel does: against
     float64 its output and gradients are no less accurate than SDPA's on the same bf16 inputs. (Scores rounded
     to bf16, as an eager attention forms them, measured 5-7x SDPA's error here and fail this test.)"""
-    from ettin.attention import attention_bmm
+    from ettin.attention_cpu import attention_bmm
 
     torch.manual_seed(0)
     B, h, T, D = 2, 2, 128, 32
@@ -215,3 +216,73 @@ def test_low_precision_held_scores_are_as_accurate_as_the_flash_kernel(causal):
     ours = errors(lambda q, k, v: attention_bmm(q, k, v, mask))
     flash = errors(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal))
     assert (ours <= 1.5 * flash).all(), (ours, flash)
+
+
+def test_backend_names_mean_what_they_say():
+    """"auto" is the CPU kernels on a CPU device; "sdpa" stays SDPA; "cpu" refuses other devices."""
+    from ettin.attention import resolve_backend
+
+    cpu = torch.device("cpu")
+    assert resolve_backend("auto", cpu) == "cpu"
+    assert resolve_backend("sdpa", cpu) == "sdpa" and resolve_backend("cpu", cpu) == "cpu"
+    with pytest.raises(ValueError, match="CPU tensors only"):
+        resolve_backend("cpu", torch.device("meta"))
+    with pytest.raises(ValueError, match="unknown attention backend"):
+        resolve_backend("fast", cpu)
+
+
+@pytest.mark.parametrize("varlen", [False, True])
+@pytest.mark.parametrize("causal", [False, True])
+def test_sdpa_backend_runs_sdpa_and_cpu_backend_its_kernels(monkeypatch, causal, varlen):
+    """bf16 on CPU, a long local layer and a short global one: the "cpu" backend takes the blocked and the
+    held-scores kernels (as "sdpa" did before the split), "sdpa" calls SDPA alone; both agree."""
+    import ettin.attention_cpu as kernels
+
+    calls = []
+    for name in ("local_attention_blocked", "attention_bmm", "attention_bmm_causal"):
+        real = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *a, _f=real, _n=name, **k: (calls.append(_n), _f(*a, **k))[1])
+    h, D = 2, 16
+    lengths = [300, 40]
+    for local, T in ((True, 300), (False, 96)):
+        reach = layer_reach(causal, local, (15, 0) if causal else (16, 16))
+        if varlen:
+            cu = torch.tensor([0, lengths[0], sum(lengths)], dtype=torch.int32)
+            q, k, v = (torch.randn(sum(lengths), h, D, dtype=torch.bfloat16) for _ in range(3))
+            kw = dict(varlen=Varlen(cu, max(lengths)))
+        else:
+            q, k, v = (torch.randn(2, T, h, D, dtype=torch.bfloat16) for _ in range(3))
+            kw = {}
+        calls.clear()
+        ref = attend(q, k, v, causal=causal, reach=reach, backend="sdpa", **kw)
+        assert calls == []
+        got = attend(q, k, v, causal=causal, reach=reach, backend="cpu", **kw)
+        assert calls, "the cpu backend used no kernel of its own"
+        assert ("local_attention_blocked" in calls) == local
+        torch.testing.assert_close(got.float(), ref.float(), atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("local", [False, True])
+def test_cached_attention_equals_attention_over_the_whole_sequence(local):
+    """A left-padded batch: the prompt into an empty cache, a chunk of four tokens, then one token a step (one of
+    them a stopped row's padding), through `attend` with a KVCache: every real query equals causal attention over
+    the whole sequence with the padded keys masked."""
+    from ettin.attention import KVCache
+
+    torch.manual_seed(0)
+    B, h, D, P, steps = 2, 2, 8, 9, 6
+    reach = layer_reach(True, local, (3, 0))
+    q, k, v = (torch.randn(B, P + steps, h, D) for _ in range(3))
+    valid = torch.ones(B, P + steps, dtype=torch.bool)
+    valid[1, :4] = False  # left padding
+    valid[1, P + 3] = False  # a token the row fed after it stopped
+    cache = KVCache(num_layers=2, batch=B, max_len=P + steps + 1)
+    outs = []
+    for s, e in [(0, 5), (5, P)] + [(P + i, P + i + 1) for i in range(steps)]:
+        cache.advance(e - s, valid[:, s:e])
+        outs.append(attend(q[:, s:e], k[:, s:e], v[:, s:e], causal=True, reach=reach, cache=cache, layer=1))
+    got = torch.cat(outs, 1)
+    ref = _reference(*(x.transpose(1, 2) for x in (q, k, v)), *reach, key_valid=valid).transpose(1, 2)
+    torch.testing.assert_close(got[valid], ref[valid], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="full"):
+        cache.advance(2)

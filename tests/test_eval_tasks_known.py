@@ -55,10 +55,10 @@ class BagBigram(torch.nn.Module):
         k = 0 if self.config.objective == "clm" else 1
         return h[..., k * V : (k + 1) * V] @ self.bigram
 
-    def new_cache(self):  # ettin.inference.generate: a bigram needs no past
+    def new_cache(self, batch_size, max_len):  # ettin.inference.generate: a bigram needs no past
         return []
 
-    def forward_cached(self, input_ids, cache, key_valid, positions):
+    def forward_cached(self, input_ids, cache, positions, attention_mask=None):
         return self.logits_from_hidden(self.hidden_states(input_ids))[:, -1]
 
 

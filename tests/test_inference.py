@@ -88,3 +88,64 @@ def test_fill_mask(shared_data):
     m.decoder_bias.data[6181] = 50.0  # " France"
     preds = fill_mask(m, tok, "The capital of [MASK] is Paris.", top_k=3)
     assert len(preds) == 1 and preds[0][0][0].strip() == "France" and preds[0][0][1] > 0.9
+
+
+def test_cached_decoding_runs_through_attend_with_the_cache(monkeypatch):
+    """Every layer of every cached forward (the prompt and each step) calls `ettin.attention.attend` with the
+    KV cache: one attention path for training and decoding."""
+    import ettin.model
+
+    m = dec()
+    seen = []
+    real = ettin.model.attend
+
+    def spy(*a, cache=None, layer=0, **k):
+        seen.append((cache is not None, layer))
+        return real(*a, cache=cache, layer=layer, **k)
+
+    monkeypatch.setattr(ettin.model, "attend", spy)
+    generate(m, torch.randint(5, 96, (2, 6)), max_new_tokens=3)
+    layers = m.config.num_layers
+    assert seen == [(True, i) for _ in range(3) for i in range(layers)]
+
+
+def test_left_padded_batch_generates_like_transformers(tmp_path):
+    """A batch of prompts of different lengths, left-padded, greedy: token for token what transformers'
+    `generate` gives for the same weights and attention mask (the window is crossed)."""
+    pytest.importorskip("transformers")
+    from transformers import ModernBertDecoderConfig, ModernBertDecoderForCausalLM
+
+    from ettin.hf import from_pretrained
+
+    hf = ModernBertDecoderForCausalLM(ModernBertDecoderConfig(
+        vocab_size=96, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
+        local_attention=16, pad_token_id=3, bos_token_id=1, eos_token_id=2, attn_implementation="eager")).eval()
+    for p in hf.parameters():
+        if p.dim() > 1:
+            p.data.normal_(0, 0.2)
+    hf.save_pretrained(tmp_path / "hf")
+    m = from_pretrained(tmp_path / "hf")
+    g = torch.Generator().manual_seed(0)
+    lengths = [12, 5, 9, 1]
+    ids = torch.full((4, 12), 3)
+    mask = torch.zeros(4, 12, dtype=torch.long)
+    for r, n in enumerate(lengths):
+        ids[r, 12 - n :] = torch.randint(5, 96, (n,), generator=g)
+        mask[r, 12 - n :] = 1
+    ref = hf.generate(ids, attention_mask=mask, max_new_tokens=20, min_new_tokens=20, do_sample=False,
+                      eos_token_id=None, pad_token_id=3)
+    got = generate(m, ids, max_new_tokens=20, attention_mask=mask)
+    assert torch.equal(got, ref)
+
+
+def test_decoding_weight_copies_follow_the_weights():
+    """Cached decoding reads (in, out) copies of the head and the wide projections (made once per cache, into
+    buffers the model keeps): after the weights change, even through `.data`, the next generation follows them."""
+    m = dec()
+    prompt = torch.randint(5, 96, (2, 6))
+    generate(m, prompt, max_new_tokens=20)
+    assert m._decode_buffers, "no copies were made"
+    for p in m.parameters():
+        if p.dim() > 1:
+            p.data.normal_(0, 0.3)
+    assert torch.equal(generate(m, prompt, max_new_tokens=20), generate(m, prompt, max_new_tokens=20, use_cache=False))

@@ -1,21 +1,23 @@
-"""Rotary embeddings and one attention function with a small backend switch.
+"""Rotary embeddings and the one attention function the model calls (`attend`), with its portable backends.
 
 Two token layouts reach attention:
 - dense:  (B, T, heads, D), every row a full sequence (no padding): the fast path for fixed-length training;
 - varlen: (N, heads, D), the real tokens of several documents back to back, with `cu_seqlens` boundaries
           (unpadded / packed input). Attention never crosses a document boundary.
+Cached decoding passes a `KVCache`: each layer writes its new keys and values into the cache's preallocated
+buffers and its queries attend over the slots so far.
 
-Backends:
-- "sdpa":  torch.nn.functional.scaled_dot_product_attention. Varlen input is grouped into buckets of documents
-           of similar length and re-padded per bucket, so little compute goes to padding (CPU default).
-           On CPU, local layers on sequences longer than a few windows run blocked (`local_attention_blocked`): each
-           block of queries meets only the key blocks its window reaches, instead of a (T, T) band mask.
-           On CPU in bf16/fp16, short and medium sequences take `attention_bmm`, which keeps the probabilities for
-           backward (PyTorch's CPU flash kernel recomputes them, and its backward is the slow half); the blocks of
-           the blocked path use it too. Causal layers run it in query blocks (`attention_bmm_causal`), each
-           against the keys up to its end, so most of the masked half of the scores is never formed.
+Backends (`ModelConfig.attn_backend`; `resolve_backend` turns "auto" into one of them):
+- "sdpa":  torch.nn.functional.scaled_dot_product_attention, and nothing else. Varlen input is grouped into buckets
+           of documents of similar length and re-padded per bucket, so little compute goes to padding.
+- "cpu":   the same layouts, with the CPU kernels of ettin.attention_cpu where they beat SDPA (blocked local
+           attention on sequences of several windows; in bf16/fp16 attention that keeps its probabilities for
+           backward); SDPA everywhere else. What "auto" picks on a CPU device.
 - "flex":  FlexAttention with a BlockMask built from document ids, the causal flag and the window.
-- "flash": flash-attn's varlen kernel (CUDA, when installed), window passed as (left, right).
+- "flash": flash-attn's varlen kernel (CUDA, when installed), window passed as (left, right). What "auto" picks on
+           CUDA when flash-attn is installed ("sdpa" otherwise).
+With a cache, the prompt (the first forward into an empty cache) runs as a dense batch, on SDPA or, for "cpu", its
+kernels; every later step is one SDPA call over the cached slots, without a mask unless a slot is padding.
 A local ("sliding_attention") layer reaches `window = (left, right)` tokens; see ModelConfig.window.
 """
 
@@ -28,12 +30,13 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ettin.cpu import scratch
+from ettin import attention_cpu
 
-BACKENDS = ("sdpa", "flex", "flash")
+BACKENDS = ("sdpa", "cpu", "flex", "flash")
 _BUCKET = 64  # varlen SDPA pads each document to a multiple of this
 
 
+@functools.lru_cache(maxsize=1)
 def flash_available() -> bool:
     try:
         import flash_attn  # noqa: F401
@@ -43,20 +46,29 @@ def flash_available() -> bool:
 
 
 def resolve_backend(name: str, device: torch.device) -> str:
+    """The backend `name` ("auto" or one of BACKENDS) means for tensors on `device`."""
     if name == "auto":
+        if device.type == "cpu":
+            return "cpu"
         return "flash" if device.type == "cuda" and flash_available() else "sdpa"
     if name not in BACKENDS:
         raise ValueError(f"unknown attention backend {name!r}; expected auto or one of {BACKENDS}")
     if name == "flash" and not flash_available():
         raise RuntimeError("attn_backend='flash' needs flash-attn on a CUDA device (pip install 'ettin[flash]')")
+    if name == "cpu" and device.type != "cpu":
+        raise ValueError(f"attn_backend='cpu' runs on CPU tensors only, not {device.type}; use auto, sdpa or flex")
     return name
 
 
 # ----------------------------------------------------------------------------------------------- RoPE
+@functools.lru_cache(maxsize=16)
+def _inv_freq(head_dim: int, theta: float, device: torch.device) -> torch.Tensor:
+    return 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float, device=device) / head_dim))
+
+
 def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """cos, sin of shape positions.shape + (head_dim,), float32, non-interleaved (as transformers)."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float, device=positions.device) / head_dim))
-    freqs = positions[..., None].float() * inv_freq
+    freqs = positions[..., None].float() * _inv_freq(head_dim, theta, positions.device)
     emb = torch.cat((freqs, freqs), dim=-1)
     return emb.cos(), emb.sin()
 
@@ -82,9 +94,7 @@ class _RopeQKV(torch.autograd.Function):
     @staticmethod
     def forward(ctx, qkv, c, s):
         ctx.save_for_backward(c, s)
-        half = qkv.shape[-1] // 2
-        q, k = _rotate(qkv[..., :2, :, :].unflatten(-1, (2, half)), c, s).flatten(-2).unbind(-3)
-        return q, k, qkv[..., 2, :, :]
+        return _rope_qkv(qkv, c, s)
 
     @staticmethod
     def backward(ctx, gq, gk, gv):
@@ -99,14 +109,31 @@ class _RopeQKV(torch.autograd.Function):
         return grad, None, None
 
 
-def rope_qkv(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """q, k (rotary embedding applied) and v of a fused projection qkv: (..., 3, heads, D); cos, sin: (..., D).
-    Non-interleaved halves, as transformers (x * cos + rotate_half(x) * sin; tests), computed on the halves in one
-    pass for q and k together; one autograd node whose backward assembles the projection's gradient in place."""
+def _rope_qkv(qkv, c, s):
     half = qkv.shape[-1] // 2
-    c = cos[..., None, None, :half].to(qkv.dtype)  # (..., 1, 1, half): broadcast over [q|k] and heads
-    s = sin[..., None, None, :half].to(qkv.dtype)
-    return _RopeQKV.apply(qkv, c, s)
+    q, k = _rotate(qkv[..., :2, :, :].unflatten(-1, (2, half)), c, s).flatten(-2).unbind(-3)
+    return q, k, qkv[..., 2, :, :]
+
+
+def rope_halves(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin (..., D) -> their first halves as (..., 1, 1, D/2), to broadcast over [q|k] and heads (the second
+    halves repeat them). Made once per forward and shared by the layers of one theta."""
+    half = cos.shape[-1] // 2
+    return cos[..., None, None, :half], sin[..., None, None, :half]
+
+
+def rope_qkv(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, halves: bool = False
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k (rotary embedding applied) and v of a fused projection qkv: (..., 3, heads, D); cos, sin: (..., D), or
+    with `halves` already passed through `rope_halves`. Non-interleaved halves, as transformers (x * cos +
+    rotate_half(x) * sin; tests), computed on the halves in one pass for q and k together; one autograd node whose
+    backward assembles the projection's gradient in place."""
+    c, s = (cos, sin) if halves else rope_halves(cos, sin)
+    if c.dtype != qkv.dtype:
+        c, s = c.to(qkv.dtype), s.to(qkv.dtype)
+    if qkv.requires_grad and torch.is_grad_enabled():
+        return _RopeQKV.apply(qkv, c, s)
+    return _rope_qkv(qkv, c, s)  # no graph to record (inference, decoding): the same kernel, no autograd node
 
 
 # ------------------------------------------------------------------------------------------ masks
@@ -185,6 +212,67 @@ class Varlen:
         return self._order
 
 
+# ------------------------------------------------------------------------------------------ cache
+class KVCache:
+    """Keys and values of every layer for cached decoding, in buffers allocated once for `max_len` slots.
+
+    Slot s of row b holds the s-th token fed for that row, left padding included; `key_valid` (kept only once some
+    slot is not real: padding, or tokens of a row that already stopped) marks the real ones. The model calls
+    `advance` once per forward, before its layers; each layer's `attend` then writes its keys and values into the
+    slots that forward took."""
+
+    def __init__(self, num_layers: int, batch: int, max_len: int):
+        self.num_layers, self.batch, self.max_len = num_layers, batch, max_len
+        self.keys: torch.Tensor | None = None  # (layers, B, h, max_len, D), allocated by the first write
+        self.values: torch.Tensor | None = None
+        self.key_valid: torch.Tensor | None = None  # (B, max_len) bool; None while every slot is real
+        self.start = self.length = 0  # this forward's slots are [start, length)
+        self.memo: dict = {}  # what the model derives once per generation (its weights' (in, out) copies)
+        self._layers: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer (keys, values) views of the buffers
+        self._windows: dict = {}
+
+    def advance(self, n: int, valid: torch.Tensor | None = None) -> None:
+        """Take the next `n` slots for this forward; `valid` (B, n) bool says which hold real tokens (None: all)."""
+        if self.length + n > self.max_len:
+            raise ValueError(f"KVCache of {self.max_len} slots is full: {self.length} used, {n} more asked")
+        self.start, self.length = self.length, self.length + n
+        if valid is not None and (self.key_valid is not None or not bool(valid.all())):
+            if self.key_valid is None:
+                self.key_valid = torch.ones(self.batch, self.max_len, dtype=torch.bool, device=valid.device)
+            self.key_valid[:, self.start : self.length] = valid
+        self._windows = {}
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store this forward's k, v (B, T, h, D) in `layer`'s slots; returns the layer's keys and values of every
+        slot so far, (B, h, S, D) views of the buffers."""
+        if self.keys is None:
+            B, _, h, D = k.shape
+            self.keys = k.new_empty((self.num_layers, B, h, self.max_len, D))
+            self.values = v.new_empty((self.num_layers, B, h, self.max_len, D))
+            self._layers = list(zip(self.keys.unbind(0), self.values.unbind(0)))
+        kb, vb = self._layers[layer]
+        s, e = self.start, self.length
+        kb[:, :, s:e].copy_(k.transpose(1, 2))
+        vb[:, :, s:e].copy_(v.transpose(1, 2))
+        return kb[:, :, :e], vb[:, :, :e]
+
+    def window(self, reach: tuple[int, int], T: int, device: torch.device) -> tuple[int, torch.Tensor | None]:
+        """(first slot, bool mask or None) of the keys this forward's T queries may see under `reach`; built once
+        per forward and reach. One query (a decoding step) sees the slots from its window's start on, all of them
+        unless some are padding: no mask."""
+        got = self._windows.get(reach)
+        if got is None:
+            left, right = reach
+            s, e = self.start, self.length
+            lo = max(0, s - left)
+            mask = band_mask(T, e - lo, min(left, e), min(right, e), device, offset=s - lo)[None, None] if T > 1 else None
+            if self.key_valid is not None:
+                kv = self.key_valid[:, None, None, lo:e]
+                mask = kv if mask is None else mask & kv
+            got = self._windows[reach] = (lo, mask)
+        return got
+
+
 # ------------------------------------------------------------------------------------------ attend
 def attend(
     q: torch.Tensor,
@@ -196,215 +284,75 @@ def attend(
     backend: str = "sdpa",
     varlen: Varlen | None = None,
     dropout: float = 0.0,
+    cache: KVCache | None = None,
+    layer: int = 0,
 ) -> torch.Tensor:
     """Scaled dot-product attention over dense (B, T, h, D) or varlen (N, h, D) q/k/v; returns q's shape.
 
-    `reach` = (left, right) from `layer_reach`; for full layers it is unbounded (causal sets right = 0).
+    `reach` = (left, right) from `layer_reach`; for full layers it is unbounded (causal sets right = 0). `backend`
+    is a resolved name (`resolve_backend`). With `cache`, q/k/v are dense, the new tokens of this forward: k and v
+    go into the cache's slots for `layer` and q attends over every slot so far.
     """
-    left, right = reach
+    if cache is not None:
+        return _attend_cached(q, k, v, causal, reach, backend, cache, layer)
     if backend == "flash":
         return _attend_flash(q, k, v, causal, reach, varlen, dropout)
     if backend == "flex":
         return _attend_flex(q, k, v, causal, reach, varlen)
-    if varlen is None:  # dense: (B, T, h, D)
-        qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
-        T = q.shape[1]
-        if _use_blocked(T, left, right, q.device):
-            return local_attention_blocked(qt, kt, vt, left, right, dropout=dropout).transpose(1, 2)
-        needs_band = (left < T - 1) or (not causal and right < T - 1)  # a window that bites at this length
-        if _use_bmm(qt, dropout):
-            mask = band_mask(T, T, min(left, T), min(right, T), q.device) if needs_band or causal else None
-            out = attention_bmm_causal(qt, kt, vt, mask) if causal else attention_bmm(qt, kt, vt, mask)
-        elif needs_band:
-            mask = band_mask(T, T, left, right, q.device)
-            out = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask, dropout_p=dropout)
-        else:
-            out = F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal, dropout_p=dropout)
-        return out.transpose(1, 2)
-    return _attend_sdpa_varlen(q, k, v, reach, varlen, dropout)
+    if varlen is not None:
+        return _attend_varlen(q, k, v, causal, reach, varlen, dropout, backend)
+    qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
+    return _self_attention(qt, kt, vt, causal, reach, None, dropout, backend).transpose(1, 2)
 
 
-def _attend_sdpa_varlen(q, k, v, reach, varlen: Varlen, dropout: float) -> torch.Tensor:
+def _self_attention(q, k, v, causal: bool, reach: tuple[int, int], key_valid: torch.Tensor | None, dropout: float,
+                    backend: str) -> torch.Tensor:
+    """Self-attention over (B, h, T, D), `key_valid` (B, T) bool marking padded keys (None: none): SDPA, or on the
+    "cpu" backend its kernels where they pay (ettin.attention_cpu). Padded queries' outputs are to be discarded."""
+    T = q.shape[-2]
     left, right = reach
+    cpu = backend == "cpu"
+    if cpu and attention_cpu.use_blocked(T, left, right):
+        return attention_cpu.local_attention_blocked(q, k, v, left, right, key_valid=key_valid, dropout=dropout)
+    bites = left < T - 1 or (not causal and right < T - 1)  # a window that bites at this length
+    mask = None
+    if bites or key_valid is not None:
+        mask = band_mask(T, T, min(left, T), min(right, T), q.device)
+        if key_valid is not None:
+            mask = mask[None, None] & key_valid[:, None, None, :]
+    if cpu and attention_cpu.use_held_scores(q, dropout):
+        if causal:
+            mask = band_mask(T, T, T, 0, q.device) if mask is None else mask
+            return attention_cpu.attention_bmm_causal(q, k, v, mask)
+        return attention_cpu.attention_bmm(q, k, v, mask)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None,
+                                          dropout_p=dropout)
+
+
+def _attend_varlen(q, k, v, causal, reach, varlen: Varlen, dropout: float, backend: str) -> torch.Tensor:
+    """Each bucket of documents re-padded to its length L, one self-attention call per bucket."""
     parts = []
     for gather, valid, L, keep in varlen.buckets():
         n = gather.shape[0]
         idx = gather.flatten()
         qb, kb, vb = (x.index_select(0, idx).view(n, L, *x.shape[1:]).transpose(1, 2) for x in (q, k, v))
-        if _use_blocked(L, left, right, q.device):
-            ob = local_attention_blocked(qb, kb, vb, left, right, key_valid=valid, dropout=dropout)
-        else:
-            mask = band_mask(L, L, min(left, L), min(right, L), q.device)[None, None] & valid[:, None, None, :]
-            if _use_bmm(qb, dropout):
-                ob = attention_bmm_causal(qb, kb, vb, mask) if right == 0 else attention_bmm(qb, kb, vb, mask)
-            else:
-                ob = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, dropout_p=dropout)
+        ob = _self_attention(qb, kb, vb, causal, reach, valid, dropout, backend)
         parts.append(ob.transpose(1, 2).reshape(n * L, *q.shape[1:]).index_select(0, keep))  # real tokens only
     out = parts[0] if len(parts) == 1 else torch.cat(parts)
     return out.index_select(0, varlen.order())
 
 
-def _block_size(left: int, right: int) -> int:
-    """Queries per block: the window's reach rounded up to a multiple of 16 (64 for Ettin's 128 window)."""
-    return -(-max(left, right) // 16) * 16
-
-
-def _use_blocked(T: int, left: int, right: int, device: torch.device | None = None) -> bool:
-    """Blocked local attention pays off once the sequence spans several blocks. Measured on CPU only; on CUDA
-    the flash-attn and FlexAttention backends skip masked blocks themselves, and SDPA keeps its band mask."""
-    if device is not None and device.type != "cpu":
-        return False
-    return 0 < max(left, right) < (1 << 29) and T >= 4 * _block_size(left, right)
-
-
-@functools.lru_cache(maxsize=32)
-def _block_mask(nb: int, W: int, nl: int, nr: int, left: int, right: int, T: int, device: torch.device):
-    """Bool (nb, W, span): query slot i of block b may see key slot j of its span (band and inside [0, T))."""
-    span = (nl + 1 + nr) * W
-    i = torch.arange(W, device=device)[:, None] + nl * W
-    j = torch.arange(span, device=device)[None, :]
-    band = ((i - j) <= left) & ((i - j) >= -right)
-    key_pos = torch.arange(nb, device=device)[:, None] * W - nl * W + j  # (nb, span)
-    return band[None] & ((key_pos >= 0) & (key_pos < T))[:, None, :]
-
-
-def local_attention_blocked(q, k, v, left: int, right: int, key_valid: torch.Tensor | None = None,
-                            dropout: float = 0.0) -> torch.Tensor:
-    """Sliding-window attention on (B, h, T, D) in blocks of W >= max(left, right) queries.
-
-    Block b's queries can only reach keys in blocks b-1 .. b+1 (b-1 .. b when causal), so scores are
-    (W, 2W or 3W) per block instead of (T, T): the work grows with T, not T^2. Equal to SDPA with the band
-    mask (tests). `key_valid` (B, T) bool masks padding keys. Rows with no visible key (padding queries)
-    get a finite fill, so they stay finite in both passes; their outputs are meant to be discarded.
-    """
-    B, h, T, D = q.shape
-    W = _block_size(left, right)
-    nl, nr = int(left > 0), int(right > 0)
-    nb = -(-T // W)
-    Tp = nb * W
-    span = (nl + 1 + nr) * W
-    pad_q = Tp - T
-    if pad_q:
-        q = F.pad(q, (0, 0, 0, pad_q))
-
-    def spans(x):  # (B, h, T, D) -> (B, h, nb, span, D): each block's keys, its neighbours' included
-        xb = F.pad(x, (0, 0, nl * W, nr * W + pad_q)).view(B, h, nb + nl + nr, W, D)
-        # shifted views joined on the key axis (cheaper in backward than unfold's overlapping windows)
-        return torch.cat([xb[:, :, i : i + nb] for i in range(nl + 1 + nr)], dim=3)
-
-    kb, vb = spans(k), spans(v)  # (B, h, nb, span, D)
-    qb = q.reshape(B, h, nb, W, D)
-    mask = _block_mask(nb, W, nl, nr, left, right, T, q.device)  # (nb, W, span)
-    if key_valid is not None:
-        kv = F.pad(key_valid, (nl * W, nr * W + pad_q)).unfold(1, span, W)  # (B, nb, span)
-        mask = mask[None] & kv[:, :, None, :]  # (B, nb, W, span)
-        mask = mask[:, None]  # broadcast over heads
-    if not dropout:
-        out = attention_bmm(qb, kb, vb, mask)  # (B, h, nb, W, D)
-    else:
-        scores = (qb * D**-0.5) @ kb.transpose(-1, -2)  # (B, h, nb, W, span)
-        scores = scores.masked_fill(mask.logical_not(), torch.finfo(scores.dtype).min)
-        out = F.dropout(torch.softmax(scores, dim=-1), dropout) @ vb
-    out = out.reshape(B, h, Tp, D)
-    return out[:, :, :T] if pad_q else out
-
-
-# --------------------------------------------------------------------------- scores held (CPU, low precision)
-_BMM_MAX_SCORES = 1 << 20  # per (batch, head): up to 1024 x 1024 scores
-_BMM_MAX_BYTES = 256 << 20  # the probabilities kept for backward, per call
-
-
-def _use_bmm(q: torch.Tensor, dropout: float) -> bool:
-    """For self-attention over q (..., T, D): attention with its probabilities held (`attention_bmm`) beats
-    PyTorch's CPU flash kernel in bf16/fp16 at these sizes (bench/README.md); in fp32 it is level or slower, and on
-    GPU the fused kernels win."""
-    if q.device.type != "cpu" or q.dtype not in (torch.bfloat16, torch.float16) or dropout:
-        return False
-    T = q.shape[-2]
-    per_head = T * T
-    heads = q.numel() // (T * q.shape[-1])
-    if heads * per_head * q.element_size() > _BMM_MAX_BYTES:
-        return False
-    # (causal self-attention goes in query blocks, `attention_bmm_causal`, which skip most of the masked half: held
-    # over the whole square, causal 1024 x 1024 lost to the flash kernel)
-    return per_head <= _BMM_MAX_SCORES
-
-
-class _AttentionBMM(torch.autograd.Function):
-    """softmax(q k^T / sqrt(D), masked) v with the probabilities P kept for backward.
-
-    Forward is two batched matmuls and one in-place softmax; backward is four matmuls and one in-place
-    softmax-backward (dS = P * (dP - rowsum(dP * P))), with no recomputation. Masked entries get P = 0, so they
-    receive no gradient. Rows must have at least one visible key (every caller guarantees it; a row without one
-    gets a finite, uniform fill instead of NaN)."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, mask):
-        *lead, T, D = q.shape
-        S = k.shape[-2]
-        q3 = (q * D**-0.5).reshape(-1, T, D)
-        k3, v3 = k.reshape(-1, S, D), v.reshape(-1, S, D)
-        # Scores and softmax in fp32, as PyTorch's CPU flash kernel forms them: bf16 scores (an eager attention's)
-        # measured 5-7x the error of SDPA against float64 on sharp attention, and a visibly worse tiny-recipe loss.
-        if q.dtype in (torch.bfloat16, torch.float16):
-            # the fp32 scores die once P is formed (in q's dtype): a kept buffer
-            s = scratch("attn_scores", (q3.shape[0], T, S), torch.float32, q.device)
-            torch.bmm(q3.float(), k3.float().transpose(1, 2), out=s)
-        else:
-            s = torch.bmm(q3, k3.transpose(1, 2))
-        if mask is not None:
-            s.view(*lead, T, S).masked_fill_(mask.logical_not(), torch.finfo(s.dtype).min)
-        p = torch.ops.aten._softmax.out(s, -1, False, out=s).to(q.dtype)  # in place over the scores; P v in q's dtype
-        ctx.save_for_backward(q3, k3, v3, p)
-        ctx.lead = lead
-        return torch.bmm(p, v3).view(*lead, T, D)
-
-    @staticmethod
-    def backward(ctx, grad):
-        q3, k3, v3, p = ctx.saved_tensors
-        D = q3.shape[-1]
-        g3 = grad.reshape(p.shape[0], p.shape[1], D)
-        dv = torch.bmm(p.transpose(1, 2), g3)
-        dp = torch.bmm(g3, v3.transpose(1, 2))
-        ds = torch.ops.aten._softmax_backward_data.out(dp, p, -1, p.dtype, grad_input=dp)  # in place
-        dq = torch.bmm(ds, k3).mul_(D**-0.5)
-        dk = torch.bmm(ds.transpose(1, 2), q3)  # q3 carries the scale already
-        S = k3.shape[1]
-        return dq.view(*ctx.lead, -1, D), dk.view(*ctx.lead, S, D), dv.view(*ctx.lead, S, D), None
-
-
-def attention_bmm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Attention over q (..., T, D), k and v (..., S, D); `mask` bool, broadcastable to (..., T, S), True = visible.
-    Equal to `F.scaled_dot_product_attention(q, k, v, attn_mask=mask)` (tests); scores and softmax in fp32, the
-    probabilities kept (and multiplied with v) in q's dtype."""
-    return _AttentionBMM.apply(q, k, v, mask)
-
-
-_CAUSAL_BLOCKS = 4  # query blocks of a causal `attention_bmm_causal` call: 5/8 of the square formed
-_CAUSAL_MIN_BLOCK = 64  # shorter blocks cost more in per-call overhead than they save
-
-
-def _causal_block(T: int) -> int:
-    """Query rows per block of `attention_bmm_causal`: a quarter of T rounded up to a multiple of 16, or T itself
-    (one block) when the quarter would be under 64 rows."""
-    b = -(-T // _CAUSAL_BLOCKS)
-    b = -(-b // 16) * 16
-    return T if b < _CAUSAL_MIN_BLOCK else b
-
-
-def attention_bmm_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """`attention_bmm` for self-attention whose `mask` (broadcastable to (..., T, T)) hides every key after its
-    query (a causal mask, possibly with a window or padded keys on top). The queries go in blocks; block [s, e)
-    meets keys [0, e) only, so the scores above the diagonal's blocks are never formed: with four blocks 5/8 of the
-    (T, T) square, in every matmul of forward and backward. Each row sees exactly the keys it sees in one call, so
-    the result is the same (tests)."""
-    T = q.shape[-2]
-    b = _causal_block(T)
-    if b >= T:
-        return attention_bmm(q, k, v, mask)
-    outs = [attention_bmm(q[..., s : s + b, :], k[..., : s + b, :], v[..., : s + b, :], mask[..., s : s + b, : s + b])
-            for s in range(0, T, b)]
-    return torch.cat(outs, dim=-2)
+def _attend_cached(q, k, v, causal, reach, backend: str, cache: KVCache, layer: int) -> torch.Tensor:
+    keys, values = cache.write(layer, k, v)  # (B, h, S, D)
+    qt = q.transpose(1, 2)
+    if cache.start == 0:  # the prompt: self-attention over its own tokens, as a dense batch
+        valid = None if cache.key_valid is None else cache.key_valid[:, : cache.length]
+        own = "cpu" if backend == "cpu" else "sdpa"
+        return _self_attention(qt, k.transpose(1, 2), v.transpose(1, 2), causal, reach, valid, 0.0, own).transpose(1, 2)
+    lo, mask = cache.window(reach, q.shape[1], q.device)
+    if lo:
+        keys, values = keys[:, :, lo:], values[:, :, lo:]
+    return F.scaled_dot_product_attention(qt, keys, values, attn_mask=mask).transpose(1, 2)
 
 
 def _attend_flash(q, k, v, causal, reach, varlen, dropout):

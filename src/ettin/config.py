@@ -54,7 +54,7 @@ class ModelConfig:
     eos_token_id: int = MODERNBERT_SPECIAL["eos_token_id"]  # [SEP]
     mask_token_id: int = MODERNBERT_SPECIAL["mask_token_id"]
     # Runtime choices (not architecture): attention backend and head chunking.
-    attn_backend: str = "auto"  # auto | sdpa | flex | flash
+    attn_backend: str = "auto"  # auto | sdpa | cpu | flex | flash (auto: cpu on a CPU device)
     loss_chunk_size: int = 1024  # tokens per chunk of the fused head + cross-entropy (fp32; twice as many in bf16)
     extra: dict[str, Any] = field(default_factory=dict)  # unknown HF config keys travel through export
 

@@ -60,38 +60,46 @@ def generate(model: EttinModel, input_ids: torch.Tensor, max_new_tokens: int = 3
     """Continue each prompt (left-padded when lengths differ) by up to `max_new_tokens` tokens.
 
     Greedy when temperature == 0; otherwise temperature / top-k / top-p sampling. A row stops at EOS (later
-    positions are filled with the pad id). Returns (B, T + generated)."""
+    positions are filled with the pad id). Returns (B, T + generated). With `use_cache`, the prompt fills a KV cache
+    allocated once for all T + max_new_tokens slots and each step feeds one token per row; without it, every step
+    runs the model over the whole sequence so far (the reference the cache is tested against)."""
     if model.config.objective != "clm":
         raise ValueError("generate() needs a decoder (objective 'clm'); this model is an encoder")
     B, T = input_ids.shape
     device = input_ids.device
-    mask = torch.ones(B, T, dtype=torch.bool, device=device) if attention_mask is None else attention_mask.bool()
-    if attention_mask is not None and bool((mask[:, -1] == 0).any()):
+    if attention_mask is not None and bool((attention_mask[:, -1] == 0).any()):
         raise ValueError("generate() expects left padding (the last column must be real tokens)")
     pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
-    done = torch.zeros(B, dtype=torch.bool, device=device)
-    out = input_ids
-    positions = (mask.long().cumsum(1) - 1).clamp(min=0)
-    cache = model.new_cache() if use_cache else None
-    step_ids, step_pos = input_ids, positions
-    for _ in range(max_new_tokens):
-        if use_cache:
-            logits = model.forward_cached(step_ids, cache, mask, step_pos)
+    total = T + max_new_tokens
+    out = input_ids.new_full((B, total), pad)
+    out[:, :T] = input_ids
+    valid = torch.ones(B, total, dtype=torch.bool, device=device)  # real tokens: the prompt's, then unstopped rows'
+    if attention_mask is not None:
+        valid[:, :T] = attention_mask.bool()
+    prompt_pos = (valid[:, :T].long().cumsum(1) - 1).clamp(min=0)
+    new_pos = prompt_pos[:, -1:] + torch.arange(1, max_new_tokens + 1, device=device)  # (B, max_new_tokens)
+    cache = model.new_cache(B, total) if use_cache else None
+    done = torch.zeros(B, dtype=torch.bool, device=device) if eos_token_id is not None else None
+    step_ids, step_pos, step_valid = input_ids, prompt_pos, valid[:, :T]
+    n = T  # tokens so far
+    for i in range(max_new_tokens):
+        if cache is not None:
+            logits = model.forward_cached(step_ids, cache, step_pos, step_valid)
         else:
-            h = model.hidden_states(out, mask.long())
-            logits = model.logits_from_hidden(h[:, -1])
+            logits = model.logits_from_hidden(model.hidden_states(out[:, :n], valid[:, :n].long())[:, -1])
         nxt = _sample(logits, temperature, top_k, top_p, generator)
-        was_done = done.clone()  # rows finished before this step get padding, which no later token sees
-        nxt = torch.where(was_done, torch.full_like(nxt, pad), nxt)
-        out = torch.cat([out, nxt[:, None]], dim=1)
-        if eos_token_id is not None:
-            done |= nxt == eos_token_id
-        mask = torch.cat([mask, ~was_done[:, None]], 1)
-        step_ids, step_pos = nxt[:, None], positions[:, -1:] + 1
-        positions = torch.cat([positions, step_pos], dim=1)
-        if bool(done.all()):
+        step_valid = None
+        if done is not None:  # rows finished before this step get padding, which no later token sees
+            nxt = nxt.masked_fill(done, pad)
+            valid[:, n] = ~done
+            step_valid = valid[:, n : n + 1]
+            done = done | (nxt == eos_token_id)
+        out[:, n] = nxt
+        n += 1
+        step_ids, step_pos = out[:, n - 1 : n], new_pos[:, i : i + 1]
+        if done is not None and bool(done.all()):
             break
-    return out
+    return out[:, :n]
 
 
 @torch.no_grad()

@@ -22,9 +22,20 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ettin.attention import Varlen, attend, band_mask, layer_reach, resolve_backend, rope_cos_sin, rope_qkv
+from ettin.attention import (
+    KVCache,
+    Varlen,
+    attend,
+    layer_reach,
+    resolve_backend,
+    rope_cos_sin,
+    rope_halves,
+    rope_qkv,
+)
 from ettin.config import ModelConfig
 from ettin.losses import linear_cross_entropy
+
+_DECODE_COPY_MIN_TOKENS = 16  # tokens still to come that repay EttinModel._decode_weights
 
 
 @dataclass
@@ -57,61 +68,52 @@ class MLP(nn.Module):
         self.Wi = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
         self.Wo = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, g = self.Wi(x).chunk(2, dim=-1)
+    def forward(self, x: torch.Tensor, ctx: _Context | None = None) -> torch.Tensor:
+        a, g = (self.Wi(x) if ctx is None else ctx.linear(self.Wi, x)).chunk(2, dim=-1)
         return self.Wo(F.gelu(a) * g)
 
 
 class _Context:
-    """Per-forward state shared by all layers: layout, rotary tables, backend, cache masks."""
+    """Per-forward state shared by all layers: layout, rotary tables, backend; for cached decoding the KV cache and
+    the (in, out) copies of the wide projections (`EttinModel._decode_weights`)."""
 
     def __init__(self, cfg: ModelConfig, positions: torch.Tensor, varlen: Varlen | None, backend: str,
-                 key_valid: torch.Tensor | None = None, q_offset: int = 0):
-        self.cfg, self.varlen, self.backend = cfg, varlen, backend
-        self.key_valid, self.q_offset = key_valid, q_offset  # cache mode only
+                 cache: KVCache | None = None, weights_t: dict | None = None):
+        self.cfg, self.varlen, self.backend, self.cache, self.weights_t = cfg, varlen, backend, cache, weights_t
         theta = {"full_attention": cfg.global_rope_theta, "sliding_attention": cfg.local_rope_theta}
-        tables = {t: rope_cos_sin(positions, cfg.head_dim, t) for t in {theta[k] for k in set(cfg.layer_types)}}
+        tables = {t: rope_halves(*rope_cos_sin(positions, cfg.head_dim, t))
+                  for t in {theta[k] for k in set(cfg.layer_types)}}
         self.rope = {kind: tables[theta[kind]] for kind in set(cfg.layer_types)}  # equal thetas share a table
 
     def cos_sin(self, kind: str):
+        """The layer kind's rotary tables, as `rope_halves` shapes them."""
         return self.rope[kind]
+
+    def linear(self, layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        """`layer(x)`, through the layer's (in, out) copy when this forward has one."""
+        wt = None if self.weights_t is None else self.weights_t.get(layer)
+        return layer(x) if wt is None else x @ wt
 
 
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.layer_idx = cfg, layer_idx
         self.kind = cfg.layer_types[layer_idx]
         self.reach = layer_reach(cfg.causal, self.kind == "sliding_attention", cfg.window)
         self.Wqkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size, bias=False)
         self.Wo = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False)
 
-    def forward(self, x: torch.Tensor, ctx: _Context, cache: list | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ctx: _Context) -> torch.Tensor:
         cfg = self.cfg
         lead = x.shape[:-1]  # (B, T) dense or (N,) varlen
-        qkv = self.Wqkv(x).view(*lead, 3, cfg.num_heads, cfg.head_dim)
+        qkv = ctx.linear(self.Wqkv, x).view(*lead, 3, cfg.num_heads, cfg.head_dim)
         cos, sin = ctx.cos_sin(self.kind)
-        q, k, v = rope_qkv(qkv, cos, sin)  # each (*lead, h, D)
+        q, k, v = rope_qkv(qkv, cos, sin, halves=True)  # each (*lead, h, D)
         drop = cfg.attention_dropout if self.training else 0.0
-        if cache is not None:
-            out = self._attend_cached(q, k, v, ctx, cache)
-        else:
-            out = attend(q, k, v, causal=cfg.causal, reach=self.reach, backend=ctx.backend, varlen=ctx.varlen,
-                         dropout=drop)
+        out = attend(q, k, v, causal=cfg.causal, reach=self.reach, backend=ctx.backend, varlen=ctx.varlen,
+                     dropout=drop, cache=ctx.cache, layer=self.layer_idx)
         return self.Wo(out.reshape(*lead, cfg.hidden_size))
-
-    def _attend_cached(self, q, k, v, ctx: _Context, cache: list) -> torch.Tensor:
-        # cache = [k_past, v_past] of (B, h, S, D) for this layer; q, k, v: (B, T, h, D)
-        k, v = k.transpose(1, 2), v.transpose(1, 2)
-        if cache[0] is not None:
-            k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
-        cache[0], cache[1] = k, v
-        T, S = q.shape[1], k.shape[2]
-        left, right = self.reach
-        mask = band_mask(T, S, min(left, S), min(right, S), q.device, offset=ctx.q_offset)
-        mask = mask[None, None] & ctx.key_valid[:, None, None, :S]
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=mask)
-        return out.transpose(1, 2)
 
 
 class Block(nn.Module):
@@ -122,9 +124,9 @@ class Block(nn.Module):
         self.mlp_norm = _norm(cfg)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, ctx: _Context, cache: list | None = None) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), ctx, cache)
-        return x + self.mlp(self.mlp_norm(x))
+    def forward(self, x: torch.Tensor, ctx: _Context) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), ctx)
+        return x + self.mlp(self.mlp_norm(x), ctx)
 
 
 class PredictionHead(nn.Module):
@@ -251,19 +253,53 @@ class EttinModel(nn.Module):
         return ModelOutput(loss=loss, num_targets=int(keep.numel()))
 
     # -------------------------------------------------------------------- cached decoding
-    def forward_cached(self, input_ids, cache: list, key_valid: torch.Tensor, positions: torch.Tensor):
-        """Decoder step(s) with a KV cache. input_ids (B, T); key_valid (B, S_total) bool over cache slots
-        (past + these T); positions (B, T). Returns logits of the last position (B, V)."""
-        past = 0 if cache[0][0] is None else cache[0][0].shape[2]
-        ctx = _Context(self.config, positions, None, "sdpa", key_valid=key_valid, q_offset=past)
+    def forward_cached(self, input_ids: torch.Tensor, cache: KVCache, positions: torch.Tensor,
+                       attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder step(s) with a KV cache: input_ids (B, T) take the cache's next T slots; positions (B, T);
+        attention_mask (B, T) marks the real tokens among them (None: all). Returns the last position's logits
+        (B, V). Attention is the same `attend` as training's, with the cache."""
+        cache.advance(input_ids.shape[1], None if attention_mask is None else attention_mask.bool())
+        weights = cache.memo.get("weights_t")
+        if (weights is None and input_ids.device.type == "cpu"  # measured on CPU only
+                and cache.max_len - cache.length >= _DECODE_COPY_MIN_TOKENS):
+            weights = cache.memo["weights_t"] = self._decode_weights()
+        backend = resolve_backend(self.config.attn_backend, input_ids.device)
+        ctx = _Context(self.config, positions, None, backend, cache=cache, weights_t=weights)
         x = self.embeddings(input_ids)
-        for block, layer_cache in zip(self.layers, cache):
-            x = block(x, ctx, layer_cache)
-        x = self.final_norm(x[:, -1])
-        return self.logits_from_hidden(x)
+        for block in self.layers:
+            x = block(x, ctx)
+        h = self.head(self.final_norm(x[:, -1]))
+        if weights is None:
+            return F.linear(h, self.decoder_weight, self.decoder_bias)
+        return (h @ weights["decoder"]).add_(self.decoder_bias)
 
-    def new_cache(self) -> list:
-        return [[None, None] for _ in self.layers]
+    def _decode_weights(self) -> dict:
+        """(in, out) copies of the tied decoder weight and of every projection wider than its input (Wqkv, Wi), for
+        cached decoding. On a few rows a projection reads its whole weight per step; laid out (in, out) the wide ones
+        stream through the matmul faster on CPU (the head 1.5-2.5x at batch 1-8, Wqkv and Wi about 1.6x at batch 1;
+        bench/README.md). The copies cost about ten decoding steps, so a cache makes them once, and only when at least
+        _DECODE_COPY_MIN_TOKENS more tokens can come. They are re-made from the weights for every cache (never stale),
+        into buffers the model keeps (a fresh 50-MB buffer pays its page faults each time). Keyed by the module
+        (the decoder weight: "decoder")."""
+        wanted = {"decoder": ("decoder", self.decoder_weight)}
+        for name, m in self.layers.named_modules():
+            if isinstance(m, nn.Linear) and m.bias is None and m.out_features > m.in_features:
+                wanted[m] = (name, m.weight)
+        kept = getattr(self, "_decode_buffers", None)
+        if kept is None:
+            kept = self._decode_buffers = {}
+        out = {}
+        for key, (name, w) in wanted.items():
+            w = w.detach()
+            buf = kept.get(name)
+            if buf is None or (buf.shape, buf.dtype, buf.device) != (w.shape[::-1], w.dtype, w.device):
+                buf = kept[name] = torch.empty(w.shape[::-1], dtype=w.dtype, device=w.device)
+            out[key] = buf.copy_(w.t())
+        return out
+
+    def new_cache(self, batch_size: int, max_len: int) -> KVCache:
+        """An empty KV cache for `batch_size` rows of up to `max_len` tokens (prompt and generated)."""
+        return KVCache(len(self.layers), batch_size, max_len)
 
     def compile_blocks(self, **kwargs) -> EttinModel:
         """torch.compile each block in place (elementwise work fuses; layout, loss and cache stay eager)."""

@@ -1,0 +1,119 @@
+"""Cached greedy decoding: ettin's `generate` against transformers' `generate` on the same weights, same run.
+
+    .venv/bin/python bench/bench_generate.py --padded                      # 17m + 32m, batch 1 + 8 (+ 8 padded), fp32
+    .venv/bin/python bench/bench_generate.py --threads 1                   # both on one intra-op thread
+    .venv/bin/python bench/bench_generate.py --sizes 17m --batches 1 --repeats 5
+
+Results and what they mean: bench/README.md ("Cached decoding").
+
+Each size: a decoder with the real 50,368 vocabulary and random weights, exported to transformers
+(`ModernBertDecoderForCausalLM`, SDPA attention) through `ettin.hf.save_pretrained`. Each batch: prompts of
+`--prompt` random tokens, `--new` tokens generated greedily (no EOS stop: transformers gets `min_new_tokens`), timed
+prompt included. The two implementations alternate call by call, `--repeats` times each; the best time of each
+gives its tokens/s (new tokens of all rows / seconds) and the ratio. Rows with a padded batch (`--padded`) left-pad
+every other prompt. The outputs are compared token for token and the row says whether they were identical.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+from ettin.config import preset  # noqa: E402
+from ettin.hf import save_pretrained  # noqa: E402
+from ettin.inference import generate  # noqa: E402
+from ettin.model import EttinModel  # noqa: E402
+
+V = 50368
+PAD = 3
+
+
+def models(size: str, folder: str, std: float):
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    ours = EttinModel(preset(size, "clm", vocab_size=V, pad_token_id=PAD, bos_token_id=1, eos_token_id=2,
+                             mask_token_id=4)).eval()
+    with torch.no_grad():  # weights larger than the init's, so the greedy choice is not a near-tie
+        for p in ours.parameters():
+            if p.dim() > 1:
+                p.normal_(0, std)
+    save_pretrained(ours, folder)
+    hf = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="sdpa").eval()
+    return ours, hf
+
+
+def prompts(batch: int, length: int, padded: bool, g: torch.Generator):
+    ids = torch.randint(5, V, (batch, length), generator=g)
+    mask = torch.ones(batch, length, dtype=torch.long)
+    if padded:
+        for r in range(1, batch, 2):  # every other row shorter, left-padded
+            n = length // 2 + r
+            ids[r, : length - n] = PAD
+            mask[r, : length - n] = 0
+    return ids, mask
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", nargs="+", default=["17m", "32m"])
+    p.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    p.add_argument("--prompt", type=int, default=64)
+    p.add_argument("--new", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--padded", action="store_true", help="also a left-padded row for each batch above 1")
+    p.add_argument("--std", type=float, default=0.1, help="std of the random weight matrices")
+    p.add_argument("--threads", type=int, help="torch intra-op threads for both (default: torch's)")
+    p.add_argument("--json", help="write the rows here")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, prompt {args.prompt}, new {args.new}, "
+          f"best of {args.repeats}, interleaved; load average {os.getloadavg()[0]:.1f}")
+    rows = []
+    g = torch.Generator().manual_seed(0)
+    for size in args.sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            ours, hf = models(size, tmp, args.std)
+        cases = [(b, False) for b in args.batches]
+        if args.padded:
+            cases += [(b, True) for b in args.batches if b > 1]
+        for batch, padded in cases:
+            ids, mask = prompts(batch, args.prompt, padded, g)
+            kw = dict(attention_mask=mask) if padded else {}
+            runs = {
+                "transformers": lambda: hf.generate(ids, max_new_tokens=args.new, min_new_tokens=args.new,  # noqa: B023
+                                                    do_sample=False, eos_token_id=None, pad_token_id=PAD, **kw),  # noqa: B023
+                "ettin": lambda: generate(ours, ids, max_new_tokens=args.new, **kw),  # noqa: B023
+            }
+            best = {k: float("inf") for k in runs}
+            outs = {}
+            for _ in range(args.repeats):
+                for name, fn in runs.items():
+                    t = time.perf_counter()
+                    with torch.inference_mode():
+                        outs[name] = fn()
+                    best[name] = min(best[name], time.perf_counter() - t)
+            tps = {k: batch * args.new / best[k] for k in runs}
+            same = torch.equal(outs["ettin"], outs["transformers"])
+            row = dict(size=size, batch=batch, padded=padded, threads=torch.get_num_threads(),
+                       transformers_tps=tps["transformers"],
+                       ettin_tps=tps["ettin"], ratio=tps["ettin"] / tps["transformers"], identical=same)
+            rows.append(row)
+            print(f"{size} batch {batch}{' padded' if padded else ''}: transformers {tps['transformers']:.0f} tok/s, "
+                  f"ettin {tps['ettin']:.0f} tok/s, ratio {row['ratio']:.2f}, outputs identical: {same}", flush=True)
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
