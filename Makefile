@@ -39,7 +39,7 @@ test: $(DOWNSTREAM)
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 test-slow: $(DOWNSTREAM)
-	$(BIN)/python -m pytest -m slow
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m slow
 
 demo: $(STAMP)
 	$(BIN)/ettin demo --out runs/demo

@@ -45,7 +45,7 @@ def models(size: str, folder: str, std: float):
         for p in ours.parameters():
             if p.dim() > 1:
                 p.normal_(0, std)
-    save_pretrained(ours, folder)
+    save_pretrained(ours, folder, weights_only=True)
     hf = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="sdpa").eval()
     return ours, hf
 

@@ -90,7 +90,13 @@ def test_trl_with_only_the_fused_lm_head_is_refused():
 
 
 # ------------------------------------------------------------------------------------------------ bad input
-def test_encoder_unknown_model_and_missing_data_fail_cleanly(tiny, tmp_path, capsys):
+def test_encoder_unknown_model_and_missing_data_fail_cleanly(tiny, tmp_path, capsys, monkeypatch):
+    from ettin.train import checkpoint
+
+    def no_export(*a, **k):
+        raise AssertionError("exported a checkpoint the command refuses")
+
+    monkeypatch.setattr(checkpoint, "export_hf", no_export)  # an encoder is refused before any export
     out = tmp_path / "out"
     cases = [(_cmd(tiny, tiny.runs["mlm"], out), "is an encoder"),
              (_cmd(tiny, tmp_path / "nope", out), "nope"),

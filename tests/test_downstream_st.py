@@ -156,7 +156,13 @@ def test_finetune_sparse_end_to_end(tiny, capsys):
     _check_retrieval_task(task, col)
 
 
-def test_sparse_refuses_a_decoder(tiny, capsys):
+def test_sparse_refuses_a_decoder(tiny, capsys, monkeypatch):
+    from ettin.train import checkpoint
+
+    def no_export(*a, **k):
+        raise AssertionError("exported a checkpoint the command refuses")
+
+    monkeypatch.setattr(checkpoint, "export_hf", no_export)  # refused from its meta.json, before any export
     out = tiny.root / "sparse-clm"
     assert ettin_main(["finetune", "sparse", str(tiny.runs["clm"]), *_args(tiny, out)]) == 2
     assert "decoder" in capsys.readouterr().err and not out.exists()

@@ -256,6 +256,29 @@ def test_two_runs_in_one_role_are_refused(built, tmp_path):
         report.build_report([tmp_path / "a.json", tmp_path / "b.json"], tmp_path / "out")
 
 
+def test_eval_and_downstream_results_of_one_checkpoint_are_merged(built, tmp_path):
+    """`ettin finetune` writes its own results file for a checkpoint `ettin eval` also scored: the report shows
+    both files' tasks for that checkpoint; one task measured twice with different results is refused."""
+    root, _, _ = built
+    final = root / "eval" / "encoder" / "decay-step0000030.json"
+    res = json.loads(final.read_text())
+    embed = _scores(np.random.default_rng(3), 0.5, 0.3, "ndcg@10", "retrieval", baseline_name="BM25")
+    down = tmp_path / "downstream" / "encoder"
+    down.mkdir(parents=True)
+    (down / final.name).write_text(json.dumps({"model": res["model"], "settings": {}, "tasks": {"embed": embed}}))
+    rebuilt = report.build_report([root / "eval", tmp_path / "downstream"], tmp_path / "out")
+    role = res["model"]["role"]  # (the folder names lie: see make_inputs)
+    last = rebuilt["results"][role][-1]
+    assert last["model"]["checkpoint"] == final.stem and set(last["tasks"]) == set(res["tasks"]) | {"embed"}
+    assert last["tasks"]["embed"]["ndcg@10"] == pytest.approx(embed["ndcg@10"])
+    assert len(rebuilt["results"][role]) == len(CHECKPOINTS)
+    assert "embed" in (tmp_path / "out" / "report.md").read_text()
+    changed = dict(res["tasks"]["sst2"], value=0.1)
+    (down / final.name).write_text(json.dumps({"model": res["model"], "settings": {}, "tasks": {"sst2": changed}}))
+    with pytest.raises(report.ReportError, match="task 'sst2' of checkpoint decay-step0000030.*different results"):
+        report.build_report([root / "eval", tmp_path / "downstream"], tmp_path / "out2")
+
+
 def _reference_rows(text: str, section: str) -> tuple[list[str], dict[str, tuple[float, ...]]]:
     lines = text[text.index(section):].splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("|"))

@@ -2,6 +2,8 @@
 file is left behind."""
 
 import json
+import os
+import stat
 
 import pytest
 
@@ -45,3 +47,27 @@ def test_atomic_dir(tmp_path):
         raise RuntimeError
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["entry"]
     assert not (tmp_path / "other").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
+
+
+def test_atomic_dir_replace(tmp_path):
+    """replace=True: the new folder takes the old one's place whole (no file of the old one survives); a failed
+    write leaves the old folder as it was; no temporary is left either way; the mode follows the umask."""
+    target = tmp_path / "export"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), atomic_dir(target, replace=True) as tmp:
+        (tmp / "new.txt").write_text("half")
+        raise RuntimeError
+    assert sorted(p.name for p in target.iterdir()) == ["old.txt"]
+    with atomic_dir(target, replace=True) as tmp:
+        (tmp / "new.txt").write_text("new")
+        assert (target / "old.txt").is_file()  # readers see the old folder until the end
+    assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+    umask = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "shared", replace=True):
+            pass
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "shared").stat().st_mode) == 0o755

@@ -3,7 +3,7 @@
 The encoder and the decoder share every field but `objective`. Attention (bidirectional or causal),
 the sliding-window shape, the loss and the Hugging Face class all follow from it; nobody flips flags in sync.
 The objective facts every layer shares live here, once: `OBJECTIVES`, their display names (`ROLES`: also the
-run folders of `ettin pair`) and the special-token fields of a model config (`SPECIAL_TOKEN_FIELDS`).
+run folders of `ettin pair`) the special-token fields of a model config (`SPECIAL_TOKEN_FIELDS`) and the ignored label (`IGNORE_INDEX`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any, Literal
 Objective = Literal["mlm", "clm"]
 OBJECTIVES: tuple[str, ...] = typing.get_args(Objective)  # ("mlm", "clm"): masked / causal language modelling
 ROLES = {"mlm": "encoder", "clm": "decoder"}  # an objective's display name (a model's native role)
+IGNORE_INDEX = -100  # the label of a position without a target (both objectives; as transformers and torch)
 LAYER_TYPES = ("full_attention", "sliding_attention")
 # The special ids a model config carries; [CLS] doubles as BOS and [SEP] as EOS (ModernBERT, Ettin).
 SPECIAL_TOKEN_FIELDS = ("pad_token_id", "bos_token_id", "eos_token_id", "mask_token_id")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import shutil
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import torch
 
 from ettin.config import ModelConfig
+from ettin.io import atomic_dir
 from ettin.model import EttinModel
 
 HF_MODEL_TYPE = {"mlm": "modernbert", "clm": "modernbert-decoder"}
@@ -274,22 +274,13 @@ def save_pretrained(model: EttinModel, path: str | os.PathLike, tokenizer: Any =
         raise ValueError("save_pretrained: tokenizer= and weights_only=True exclude each other")
     hf_tokenizer = None if tokenizer is None else export_tokenizer(tokenizer, model.config)  # checked before writing
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    tmp.mkdir()  # not tempfile.mkdtemp: its 0700 would make the export unreadable to others
-    try:
+    with atomic_dir(path, replace=True) as tmp:
         sd = {k: v.to("cpu") for k, v in to_hf_state_dict(model).items()}
         save_file(sd, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(config_to_hf(model.config), indent=2) + "\n")
         shutil.copymode(tmp / "config.json", tmp / "model.safetensors")  # safetensors writes 0600
         if hf_tokenizer is not None:
             _save_tokenizer(hf_tokenizer, tmp)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

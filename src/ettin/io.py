@@ -6,6 +6,7 @@ hidden, so listings that skip dot-files ignore them, and removed when the write 
     atomic_write_text(path, "...")        atomic_write_bytes(path, b"...")     atomic_write_json(path, obj)
     with atomic_path(path) as tmp: fig.savefig(tmp)      # any writer that takes a path
     with atomic_dir(folder) as tmp: ...                   # a whole folder, renamed into place at the end
+    with atomic_dir(folder, replace=True) as tmp: ...     # the same, replacing a folder already there
 """
 
 from __future__ import annotations
@@ -63,10 +64,12 @@ def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2, sort_k
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | Path, exist_ok: bool = False) -> Iterator[Path]:
+def atomic_dir(path: str | Path, exist_ok: bool = False, replace: bool = False) -> Iterator[Path]:
     """Yield an empty temporary folder beside `path`; on success it is renamed to `path`. When `path` already
-    exists the rename fails with OSError, unless exist_ok, when the new folder is dropped and the existing one
-    kept (e.g. a cache entry another process wrote first). On error the temporary folder is removed."""
+    exists: with `replace` the old folder is renamed aside, the new one renamed in and the old one removed (a
+    reader sees the old folder or the new one); with `exist_ok` the new folder is dropped and the existing one kept
+    (e.g. a cache entry another process wrote first); otherwise the rename fails with OSError. On error the
+    temporary folder is removed and `path` is untouched. Modes follow the umask, as mkdir's do."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
@@ -75,6 +78,12 @@ def atomic_dir(path: str | Path, exist_ok: bool = False) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the folder is for others to read, as mkdir's are
     try:
         yield tmp
+        if replace and path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            os.replace(path, old / path.name)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+            return
         try:
             os.replace(tmp, path)
         except OSError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ettin.config import IGNORE_INDEX
 from ettin.cpu import scratch as _scratch
 
 _TINY = torch.finfo(torch.float32).tiny  # p_t below this (a loss over 87 nats) is clamped
@@ -117,7 +118,7 @@ def linear_cross_entropy(
     bias: torch.Tensor | None,
     targets: torch.Tensor,
     chunk_size: int = 1024,
-    ignore_index: int = -100,
+    ignore_index: int = IGNORE_INDEX,
 ) -> torch.Tensor:
     """Mean cross-entropy of softmax(x @ weight.T + bias) against targets, never holding all logits."""
     keep = targets != ignore_index

@@ -32,7 +32,7 @@ from ettin.attention import (
     rope_halves,
     rope_qkv,
 )
-from ettin.config import ModelConfig
+from ettin.config import IGNORE_INDEX, ModelConfig
 from ettin.losses import linear_cross_entropy
 
 _DECODE_COPY_MIN_TOKENS = 16  # tokens still to come that repay EttinModel._decode_weights
@@ -239,14 +239,14 @@ class EttinModel(nn.Module):
             logits = self.logits_from_hidden(h)
             loss, n = None, 0
             if labels is not None:
-                tgt = labels.masked_fill(attention_mask == 0, -100) if attention_mask is not None else labels
-                n = int((tgt != -100).sum())
-                loss = F.cross_entropy(logits.float().flatten(0, 1), tgt.flatten(), ignore_index=-100)
+                tgt = labels.masked_fill(attention_mask == 0, IGNORE_INDEX) if attention_mask is not None else labels
+                n = int((tgt != IGNORE_INDEX).sum())
+                loss = F.cross_entropy(logits.float().flatten(0, 1), tgt.flatten(), ignore_index=IGNORE_INDEX)
             return ModelOutput(loss=loss, logits=logits, hidden_states=h, num_targets=n)
         h, indices = self.hidden_states(input_ids, attention_mask, position_ids, _unpadded=True)
         flat_labels = labels.flatten() if indices is None else labels.flatten()[indices]
         h = h.reshape(-1, h.shape[-1])
-        keep = (flat_labels != -100).nonzero().squeeze(1)  # sparse prediction: only positions with a target
+        keep = (flat_labels != IGNORE_INDEX).nonzero().squeeze(1)  # sparse prediction: only positions with a target
         hk, tk = h[keep], flat_labels[keep]
         loss = linear_cross_entropy(self.head(hk), self.decoder_weight, self.decoder_bias, tk,
                                     chunk_size=self.config.loss_chunk_size)

@@ -32,7 +32,7 @@ import torch
 from ettin import config
 
 OBJECTIVES = (*config.OBJECTIVES, "mntp")  # the models' objectives, and mntp (an mlm model on shifted labels)
-IGNORE = -100
+IGNORE = config.IGNORE_INDEX
 
 
 def collation_objective(objective: str, mntp: bool) -> str:

@@ -254,6 +254,8 @@ def save_tokenizer(tokenizer: Tokenizer | TokenizerInfo, out: str | Path) -> Pat
         "tokenizer_class": "PreTrainedTokenizerFast",
         "clean_up_tokenization_spaces": False,
         "model_input_names": ["input_ids", "attention_mask"],
+        # no model yet, so no context: transformers' own "no limit" (VERY_LARGE_INTEGER); ettin.hf's exports write
+        # the model's context
         "model_max_length": 1000000000000000019884624838656,
         **{key: value["content"] for key, value in special_map.items()},
     }

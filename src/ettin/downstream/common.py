@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ettin.cli import UserError
+from ettin.io import atomic_dir
 
 EXTRA_HINT = "pip install 'ettin[downstream]'"
 IR_METRICS = ("ndcg@10", "mrr@10", "recall@100")
@@ -72,9 +71,11 @@ def hf_objective(folder: Path) -> str:
     return "mlm"
 
 
-def resolve(source: str, workdir: Path, role: str | None = None) -> Resolved:
+def resolve(source: str, workdir: Path, role: str | None = None,
+            need: tuple[str, str] | None = None) -> Resolved:
     """The Hugging Face folder, objective and results record of a model argument (see the module docstring).
-    An ettin checkpoint is exported into `workdir`."""
+    An ettin checkpoint is exported into `workdir`. `need` = (objective, message): any other objective is refused
+    with the message, before a checkpoint is exported."""
     from ettin.config import ROLES
     from ettin.eval.runner import checkpoint_sha256, resolve_targets
 
@@ -88,18 +89,25 @@ def resolve(source: str, workdir: Path, role: str | None = None) -> Resolved:
                         f"(e.g. {source}/encoder)")
     target = targets[-1]  # a run folder: its latest checkpoint
     if target.kind == "checkpoint":
-        from ettin.train.checkpoint import export_hf
+        from ettin.train.checkpoint import export_hf, read_meta
 
+        _check_objective(read_meta(target.path).get("model_config", {}).get("objective"), need)
         folder = export_hf(target.path, Path(workdir) / f"{target.run}-{target.checkpoint}-hf")
     else:
         folder = Path(target.path)
     if not (folder / "config.json").is_file():
         raise UserError(f"model {source}: {folder} has no config.json")
     objective = hf_objective(folder)
+    _check_objective(objective, need)
     model = {"run": target.run, "role": role or ROLES[objective], "objective": objective,
              "checkpoint": target.checkpoint, **{k: target.meta.get(k) for k in ("phase", "step", "tokens")},
              "sha256": checkpoint_sha256(target.path), "path": str(target.path), "source": str(source)}
     return Resolved(folder, objective, model)
+
+
+def _check_objective(objective: str | None, need: tuple[str, str] | None) -> None:
+    if need is not None and objective is not None and objective != need[0]:
+        raise UserError(need[1])
 
 
 def resolve_model(source: str, workdir: Path) -> tuple[Path, str]:
@@ -118,20 +126,8 @@ def atomic_folder(out: Path) -> Iterator[Path]:
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).is_file())):
         raise UserError(f"--out {out}: exists and is not a model folder written by ettin finetune; "
                         "choose a new folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_dir(out, replace=True) as tmp:
         yield tmp
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def write_marker(folder: Path, command: str, source: str, settings: dict) -> None:

@@ -47,18 +47,16 @@ def build_model(folder: Path, max_length: int, device: str):
 def bm25_negatives(pairs: list[tuple[str, str]], k: int) -> list[dict]:
     """(query, passage, label) rows: every pair as a positive, and per query the k best BM25 passages of the
     training corpus that are not among its positives (rank-bm25 Okapi, ettin's word split)."""
-    from rank_bm25 import BM25Okapi
-
-    from ettin.eval.tasks.retrieval import _words
+    from ettin.eval.tasks.retrieval import bm25_index, bm25_words
 
     passages = list(dict.fromkeys(p for _, p in pairs))
     positives: dict[str, set[str]] = {}
     for q, p in pairs:
         positives.setdefault(q, set()).add(p)
-    bm25 = BM25Okapi([_words(p) or ["__empty__"] for p in passages])
+    bm25 = bm25_index(passages)
     rows = [{"query": q, "passage": p, "label": 1.0} for q, p in pairs]
     for q, pos in positives.items():
-        scores = bm25.get_scores(_words(q))
+        scores = bm25.get_scores(bm25_words(q))
         order = np.argsort(-scores, kind="stable")
         picked = [passages[i] for i in order[: k + len(pos)] if passages[i] not in pos][:k]
         rows += [{"query": q, "passage": p, "label": 0.0} for p in picked]

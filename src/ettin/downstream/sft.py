@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ettin.cli import UserError
+from ettin.config import IGNORE_INDEX
 from ettin.downstream import common
 
 TASK = "sft"
@@ -167,7 +168,7 @@ def answer_logliks(model, dataset) -> list[float]:
         for row in dataset:
             ids = torch.tensor([row["input_ids"]], device=model.device)
             labels = torch.tensor(row["labels"][1:], device=model.device)
-            mask = labels != -100
+            mask = labels != IGNORE_INDEX
             logp = F.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
             picked = logp.gather(1, labels.clamp(min=0)[:, None]).squeeze(1)
             out.append(float(picked[mask].mean()))
@@ -198,10 +199,9 @@ def run(args: argparse.Namespace) -> int:
     train, held = split(examples, args.eval_fraction, args.seed)
     device = common.device_of(args)
     with tempfile.TemporaryDirectory(prefix="ettin-sft-") as work:
-        src = common.resolve(args.model, Path(work), args.role)
-        if src.objective != "clm":
-            raise UserError(f"ettin finetune sft: {args.model} is an encoder (masked LM); instruction tuning needs "
-                            "a decoder (a causal LM checkpoint or a modernbert-decoder folder)")
+        src = common.resolve(args.model, Path(work), args.role, need=(
+            "clm", f"ettin finetune sft: {args.model} is an encoder (masked LM); instruction tuning needs a decoder "
+                   "(a causal LM checkpoint or a modernbert-decoder folder)"))
         tokenizer = AutoTokenizer.from_pretrained(str(src.folder))
         template_set = prepare_tokenizer(tokenizer)
         torch.manual_seed(args.seed)

@@ -17,7 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from ettin.cli import UserError
 from ettin.downstream import common
 
 TASK = "sparse"
@@ -57,10 +56,9 @@ def run(args: argparse.Namespace) -> int:
                               args.split, exclude_beir=(args.beir, set(col.query_ids)))
     name = common.collection_name(args.beir)
     with tempfile.TemporaryDirectory(prefix="ettin-sparse-") as work:
-        src = common.resolve(args.model, Path(work), args.role)
-        if src.objective != "mlm":
-            raise UserError(f"sparse: {args.model} is a decoder (clm): SPLADE reuses an encoder's "
-                            "masked-LM head, which a decoder does not have; give an encoder")
+        src = common.resolve(args.model, Path(work), args.role, need=(
+            "mlm", f"sparse: {args.model} is a decoder (clm): SPLADE reuses an encoder's masked-LM head, which a "
+                   "decoder does not have; give an encoder"))
         model = build_model(src.folder, args.max_length, device)
         print(f"ettin finetune sparse: {src.model['run']}/{src.model['checkpoint']}, {len(pairs)} pairs, scored on "
               f"{name} ({len(col.query_ids)} queries)", file=sys.stderr)

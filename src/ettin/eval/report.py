@@ -95,6 +95,19 @@ def _read_log(path: Path) -> dict:
                                         and math.isfinite(_number(r.get("loss_avg", r.get("loss"))))]}
 
 
+def _merged(first: dict, other: dict) -> dict:
+    """One checkpoint's results from several files (`ettin eval`'s and `ettin finetune`'s): their tasks together.
+    A task in both must hold the same record; two different measurements of one task are not merged silently."""
+    tasks = dict(first["tasks"])
+    for name, rec in other["tasks"].items():
+        if name in tasks and tasks[name] != rec:
+            raise ReportError(f"task {name!r} of checkpoint {first['model'].get('checkpoint')} "
+                              f"(run {first['model'].get('run')}) is in {first.get('_path', 'a report.json')} and "
+                              f"{other.get('_path', 'a report.json')} with different results: report one of them")
+        tasks[name] = rec
+    return first | {"tasks": tasks}
+
+
 def collect(paths) -> dict:
     """{title, results: {role: [results, by tokens]}, training: {role: {path, rows}}, unmatched_logs}."""
     results, given_logs, saved, title, unmatched = [], [], {}, None, []
@@ -126,7 +139,8 @@ def collect(paths) -> dict:
     for res in results:
         m = res["model"] if isinstance(res.get("model"), dict) else {}
         key = (m.get("run"), m.get("checkpoint"), m["sha256"]) if m.get("sha256") else res.get("_path")
-        by_role.setdefault(_role(res), {}).setdefault(key, res)
+        same = by_role.setdefault(_role(res), {})
+        same[key] = _merged(same[key], res) if key in same else res
     ordered = {}
     for role in sorted(by_role, key=lambda r: (ROLE_ORDER.index(r) if r in ROLE_ORDER else len(ROLE_ORDER), r)):
         rs = sorted(by_role[role].values(), key=lambda r: (_number(r["model"].get("tokens"), -1),

@@ -31,7 +31,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
-from ettin.io import atomic_write_json
+from ettin.io import atomic_dir, atomic_write_json
 
 META = "meta.json"
 _SINGLE = "torch.distributed is disabled, unavailable or uninitialized"  # DCP's note on single-process use
@@ -237,12 +237,8 @@ def export_hf(ckpt_dir: str | Path, out_dir: str | Path, objective: str | None =
     model = load_model(ckpt_dir, objective=objective)
     tokenizer = find_tokenizer(ckpt_dir)
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_pretrained(model, tmp, tokenizer=tokenizer, weights_only=tokenizer is None)  # no tokenizer: synthetic data
     meta = read_meta(ckpt_dir)
-    atomic_write_json(tmp / "ettin_checkpoint.json", {k: meta.get(k) for k in ("run", "phase", "step", "tokens")})
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+    with atomic_dir(out_dir, replace=True) as tmp:
+        save_pretrained(model, tmp, tokenizer=tokenizer, weights_only=tokenizer is None)  # no tokenizer: synthetic
+        atomic_write_json(tmp / "ettin_checkpoint.json", {k: meta.get(k) for k in ("run", "phase", "step", "tokens")})
     return out_dir

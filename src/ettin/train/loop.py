@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ettin.config import IGNORE_INDEX
 from ettin.data.ready import RecipeData, ensure_data
 from ettin.io import atomic_write_json
 from ettin.train import checkpoint as ckpt
@@ -260,7 +261,7 @@ def train_step(model, batch: dict[str, torch.Tensor], micro_batch_size: int, pre
     the global count of real tokens and of predicted tokens."""
     labels = batch["labels"]
     mask = batch.get("attention_mask")
-    valid = labels != -100 if mask is None else (labels != -100) & mask.bool()
+    valid = labels != IGNORE_INDEX if mask is None else (labels != IGNORE_INDEX) & mask.bool()
     counts = torch.stack([valid.sum(), mask.sum() if mask is not None else torch.tensor(labels.numel())])
     counts = D.all_reduce_sum(counts.to(torch.float64))
     n_global, n_tokens = counts.tolist()

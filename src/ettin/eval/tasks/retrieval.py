@@ -89,18 +89,24 @@ def training_pairs(data_dir: Path, limit: int, seed: int) -> list[tuple[str, str
     return [pairs[i] for i in order]
 
 
-def _words(text: str) -> list[str]:
+def bm25_words(text: str) -> list[str]:
+    """BM25's tokens of a text: lower-cased word characters (the baseline and the reranker's hard negatives)."""
     return re.findall(r"\w+", text.lower())
+
+
+def bm25_index(texts: list[str]):
+    """A rank-bm25 Okapi index over `texts` (an empty text gets a placeholder token: Okapi needs one)."""
+    from rank_bm25 import BM25Okapi
+
+    return BM25Okapi([bm25_words(t) or ["__empty__"] for t in texts])
 
 
 _BM25_CACHE: dict[tuple, dict] = {}  # the baseline does not depend on the model: once a process
 
 
 def bm25_scores(col: Collection) -> np.ndarray:
-    from rank_bm25 import BM25Okapi
-
-    bm25 = BM25Okapi([_words(d) or ["__empty__"] for d in col.docs])
-    return np.stack([bm25.get_scores(_words(q)) for q in col.queries])  # (Q, D)
+    bm25 = bm25_index(col.docs)
+    return np.stack([bm25.get_scores(bm25_words(q)) for q in col.queries])  # (Q, D)
 
 
 def _bm25_run(col: Collection, depth: int) -> dict:
