@@ -47,8 +47,8 @@ CONTINUED = {
 TASK_SETTINGS = ["sst2.designs=probe,finetune", "sst2.train_limit=4000", "cola.designs=probe", "qnli.designs=probe",
                  "stsb.designs=probe", "cola.train_limit=4000", "stsb.train_limit=4000"]
 CROSS_SETTINGS = ["sst2.designs=probe", "sst2.train_limit=4000"]
-# On CUDA: the 17m shape in bf16 on CUDA_TOKENS times the recipe's tokens (46M a model). Not yet measured on a GPU;
-# at 0.2-0.5M tokens/s for a 17m model on one current GPU, about 2-4 minutes a model.
+# On CUDA: the 17m shape in bf16 on CUDA_TOKENS times the recipe's tokens (69M a native model). Not yet measured on a
+# GPU; at 0.2-0.5M tokens/s for a 17m model on one current GPU, about 2.5-6 minutes a native model.
 CUDA_TOKENS = 20
 
 
