@@ -59,5 +59,6 @@ def row(name: str, w: torch.Tensor, bias: torch.Tensor, rows: int) -> str:
     gflops = 2 * rows * in_f * out_f / copy / 1e6
     return f"| {name} {out_f}x{in_f} | {rows} | {base:.3f} | {copy:.3f} | {base / copy:.2f} | {packed_cells} | {gflops:.0f} |"
 
+
 if __name__ == "__main__":
     main()

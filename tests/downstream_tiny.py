@@ -30,6 +30,16 @@ def tokenizer(texts: list[str]) -> Tokenizer:
     return tok
 
 
+def forbid_exports(monkeypatch) -> None:
+    """Make exporting a checkpoint an error: for tests that a command refuses a model before exporting it."""
+    from ettin.train import checkpoint
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported a checkpoint the command refuses")
+
+    monkeypatch.setattr(checkpoint, "export_hf", no_export)
+
+
 def build(root: Path, beir: Path) -> SimpleNamespace:
     """root/{mlm,clm}-run (checkpoints/stable-step0000010 + tokenizer.json) and root/{mlm,clm}-hf."""
     from ettin.train.checkpoint import export_hf, save_checkpoint

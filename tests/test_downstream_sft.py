@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("trl")
 
-from downstream_tiny import beir_subset, build  # noqa: E402
+from downstream_tiny import beir_subset, build, forbid_exports  # noqa: E402
 from ettin.cli import UserError  # noqa: E402
 from ettin.cli import main as ettin_main  # noqa: E402
 from ettin.downstream import sft  # noqa: E402
@@ -91,12 +91,7 @@ def test_trl_with_only_the_fused_lm_head_is_refused():
 
 # ------------------------------------------------------------------------------------------------ bad input
 def test_encoder_unknown_model_and_missing_data_fail_cleanly(tiny, tmp_path, capsys, monkeypatch):
-    from ettin.train import checkpoint
-
-    def no_export(*a, **k):
-        raise AssertionError("exported a checkpoint the command refuses")
-
-    monkeypatch.setattr(checkpoint, "export_hf", no_export)  # an encoder is refused before any export
+    forbid_exports(monkeypatch)  # an encoder is refused before any export
     out = tmp_path / "out"
     cases = [(_cmd(tiny, tiny.runs["mlm"], out), "is an encoder"),
              (_cmd(tiny, tmp_path / "nope", out), "nope"),

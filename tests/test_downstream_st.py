@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("sentence_transformers")
 
-from downstream_tiny import beir_subset, build  # noqa: E402
+from downstream_tiny import beir_subset, build, forbid_exports  # noqa: E402
 from ettin.cli import UserError  # noqa: E402
 from ettin.cli import main as ettin_main  # noqa: E402
 from ettin.downstream import common  # noqa: E402
@@ -157,12 +157,7 @@ def test_finetune_sparse_end_to_end(tiny, capsys):
 
 
 def test_sparse_refuses_a_decoder(tiny, capsys, monkeypatch):
-    from ettin.train import checkpoint
-
-    def no_export(*a, **k):
-        raise AssertionError("exported a checkpoint the command refuses")
-
-    monkeypatch.setattr(checkpoint, "export_hf", no_export)  # refused from its meta.json, before any export
+    forbid_exports(monkeypatch)  # refused from its meta.json, before any export
     out = tiny.root / "sparse-clm"
     assert ettin_main(["finetune", "sparse", str(tiny.runs["clm"]), *_args(tiny, out)]) == 2
     assert "decoder" in capsys.readouterr().err and not out.exists()

@@ -3,7 +3,8 @@
 The encoder and the decoder share every field but `objective`. Attention (bidirectional or causal),
 the sliding-window shape, the loss and the Hugging Face class all follow from it; nobody flips flags in sync.
 The objective facts every layer shares live here, once: `OBJECTIVES`, their display names (`ROLES`: also the
-run folders of `ettin pair`) the special-token fields of a model config (`SPECIAL_TOKEN_FIELDS`) and the ignored label (`IGNORE_INDEX`).
+run folders of `ettin pair`), the special-token fields of a model config (`SPECIAL_TOKEN_FIELDS`) and the label of
+a position without a target (`IGNORE_INDEX`).
 """
 
 from __future__ import annotations
