@@ -262,11 +262,12 @@ def test_sdpa_backend_runs_sdpa_and_cpu_backend_its_kernels(monkeypatch, causal,
         torch.testing.assert_close(got.float(), ref.float(), atol=2e-2, rtol=2e-2)
 
 
+@pytest.mark.parametrize("static", [False, True])
 @pytest.mark.parametrize("local", [False, True])
-def test_cached_attention_equals_attention_over_the_whole_sequence(local):
+def test_cached_attention_equals_attention_over_the_whole_sequence(local, static):
     """A left-padded batch: the prompt into an empty cache, a chunk of four tokens, then one token a step (one of
-    them a stopped row's padding), through `attend` with a KVCache: every real query equals causal attention over
-    the whole sequence with the padded keys masked."""
+    them a stopped row's padding), through `attend` with a KVCache (growing, or static: every step over all slots,
+    masked): every real query equals causal attention over the whole sequence with the padded keys masked."""
     from ettin.attention import KVCache
 
     torch.manual_seed(0)
@@ -276,11 +277,12 @@ def test_cached_attention_equals_attention_over_the_whole_sequence(local):
     valid = torch.ones(B, P + steps, dtype=torch.bool)
     valid[1, :4] = False  # left padding
     valid[1, P + 3] = False  # a token the row fed after it stopped
-    cache = KVCache(num_layers=2, batch=B, max_len=P + steps + 1)
+    cache = KVCache(num_layers=2, batch=B, max_len=P + steps + 1, static=static)
     outs = []
     for s, e in [(0, 5), (5, P)] + [(P + i, P + i + 1) for i in range(steps)]:
         cache.advance(e - s, valid[:, s:e])
         outs.append(attend(q[:, s:e], k[:, s:e], v[:, s:e], causal=True, reach=reach, cache=cache, layer=1))
+    assert cache.stepping == static  # the last step took the static path
     got = torch.cat(outs, 1)
     ref = _reference(*(x.transpose(1, 2) for x in (q, k, v)), *reach, key_valid=valid).transpose(1, 2)
     torch.testing.assert_close(got[valid], ref[valid], atol=1e-5, rtol=1e-5)

@@ -109,6 +109,64 @@ def test_cached_decoding_runs_through_attend_with_the_cache(monkeypatch):
     assert seen == [(True, i) for _ in range(3) for i in range(layers)]
 
 
+def _padded_prompts():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 96, (3, 11), generator=g)
+    mask = torch.ones(3, 11, dtype=torch.long)
+    ids[1, :6], mask[1, :6] = 3, 0
+    return ids, mask
+
+
+def test_static_cache_decodes_like_the_growing_cache(monkeypatch):
+    """The static cache a compiled model decodes with (every step attends over all of its slots under a mask),
+    run eagerly: a left-padded batch that crosses the local window and stops at EOS gives the growing cache's
+    tokens, and the steps take the static path."""
+    from ettin.attention import KVCache
+
+    m = dec()
+    ids, mask = _padded_prompts()
+    eos = int(generate(m, ids, 6, attention_mask=mask)[0, -1])  # row 0 stops early, the others go on
+    ref = generate(m, ids, 24, attention_mask=mask, eos_token_id=eos)
+    made = []
+
+    def static_cache(batch_size, max_len):
+        made.append(KVCache(m.config.num_layers, batch_size, max_len + 5, static=True))
+        return made[-1]
+
+    monkeypatch.setattr(m, "new_cache", static_cache)
+    got = generate(m, ids, 24, attention_mask=mask, eos_token_id=eos)
+    assert made and made[0].stepping
+    assert torch.equal(got, ref) and (ref == eos).any()
+
+
+@pytest.mark.slow
+def test_compiled_decoding_generates_like_eager_and_follows_new_weights():
+    """`compile_decoding` (inductor, frozen weights): the padded batch with an EOS stop gives the eager tokens;
+    another prompt length in the same rounded cache reuses the one compiled step; after the weights change, the
+    compiled model decodes with the new ones (the frozen step is not served stale)."""
+    import copy
+
+    import torch._dynamo.utils
+
+    m = dec()
+    mc = copy.deepcopy(m).compile_decoding()
+    ids, mask = _padded_prompts()
+    eos = int(generate(m, ids, 6, attention_mask=mask)[0, -1])
+    torch._dynamo.utils.counters.clear()
+    got = generate(mc, ids, 24, attention_mask=mask, eos_token_id=eos)
+    assert torch.equal(got, generate(m, ids, 24, attention_mask=mask, eos_token_id=eos))
+    short = ids[:, 4:]
+    before = generate(mc, short, 30)
+    assert torch.equal(before, generate(m, short, 30))
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    for model in (m, mc):  # a different model from here on (a projection's weight, which the compile packs)
+        for block in model.layers:
+            block.mlp.Wi.weight.data.mul_(-1.5)
+    changed = generate(m, short, 30)
+    assert not torch.equal(changed, before)
+    assert torch.equal(generate(mc, short, 30), changed)
+
+
 def test_left_padded_batch_generates_like_transformers(tmp_path):
     """A batch of prompts of different lengths, left-padded, greedy: token for token what transformers'
     `generate` gives for the same weights and attention mask (the window is crossed)."""

@@ -17,7 +17,8 @@ Backends (`ModelConfig.attn_backend`; `resolve_backend` turns "auto" into one of
 - "flash": flash-attn's varlen kernel (CUDA, when installed), window passed as (left, right). What "auto" picks on
            CUDA when flash-attn is installed ("sdpa" otherwise).
 With a cache, the prompt (the first forward into an empty cache) runs as a dense batch, on SDPA or, for "cpu", its
-kernels; every later step is one SDPA call over the cached slots, without a mask unless a slot is padding.
+kernels; every later step is one SDPA call over the cached slots, without a mask unless a slot is padding (a static
+cache's step: over all slots, masked).
 A local ("sliding_attention") layer reaches `window = (left, right)` tokens; see ModelConfig.window.
 """
 
@@ -68,15 +69,18 @@ def _inv_freq(head_dim: int, theta: float, device: torch.device) -> torch.Tensor
 
 def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """cos, sin of shape positions.shape + (head_dim,), float32, non-interleaved (as transformers)."""
-    freqs = positions[..., None].float() * _inv_freq(head_dim, theta, positions.device)
+    inv_freq = _inv_freq.__wrapped__ if torch.compiler.is_compiling() else _inv_freq  # (a compiled step folds it)
+    freqs = positions[..., None].float() * inv_freq(head_dim, theta, positions.device)
     emb = torch.cat((freqs, freqs), dim=-1)
     return emb.cos(), emb.sin()
 
 
 def _rotate(x: torch.Tensor, c: torch.Tensor, s: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """x (..., 2, half) -> (x1 c - x2 s, x2 c + x1 s) in a fresh tensor (or `out`), four passes, no temporaries."""
-    out = torch.empty(x.shape, dtype=x.dtype, device=x.device) if out is None else out
     x1, x2 = x.unbind(-2)
+    if out is None and torch.compiler.is_compiling():  # compiled: the same arithmetic, fused, without out=
+        return torch.stack((x1 * c - x2 * s, x2 * c + x1 * s), -2)
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device) if out is None else out
     o1, o2 = out.unbind(-2)
     torch.mul(x1, c, out=o1)
     o1.addcmul_(x2, s, value=-1)
@@ -219,17 +223,36 @@ class KVCache:
     Slot s of row b holds the s-th token fed for that row, left padding included; `key_valid` (kept only once some
     slot is not real: padding, or tokens of a row that already stopped) marks the real ones. The model calls
     `advance` once per forward, before its layers; each layer's `attend` then writes its keys and values into the
-    slots that forward took."""
+    slots that forward took.
 
-    def __init__(self, num_layers: int, batch: int, max_len: int):
-        self.num_layers, self.batch, self.max_len = num_layers, batch, max_len
-        self.keys: torch.Tensor | None = None  # (layers, B, h, max_len, D), allocated by the first write
-        self.values: torch.Tensor | None = None
+    A `static` cache (what a model compiled for decoding makes, `EttinModel.compile_decoding`) keeps a one-token
+    step's shapes fixed: the step's slot is a tensor (`slot`), `visible` (B, max_len) marks the slots written with
+    real tokens, and attention reads every slot under that mask, so one compiled step serves every position."""
+
+    def __init__(self, num_layers: int, batch: int, max_len: int, *, static: bool = False,
+                 device: torch.device | str | None = None):
+        self.num_layers, self.batch, self.max_len, self.static = num_layers, batch, max_len, static
         self.key_valid: torch.Tensor | None = None  # (B, max_len) bool; None while every slot is real
         self.start = self.length = 0  # this forward's slots are [start, length)
+        self.stepping = False  # a static cache's one-token step after the prompt: attention reads `slot`, `visible`
         self.memo: dict = {}  # what the model derives once per generation (its weights' (in, out) copies)
-        self._layers: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer (keys, values) views of the buffers
+        self.layers: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer (keys, values), (B, h, max_len, D)
         self._windows: dict = {}
+        if static:
+            self.slot = torch.zeros((), dtype=torch.long, device=device)
+            self.slots = torch.arange(max_len, device=device)
+            self.visible = torch.zeros(batch, max_len, dtype=torch.bool, device=device)
+
+    @classmethod
+    def step_view(cls, slot: torch.Tensor, visible: torch.Tensor, slots: torch.Tensor,
+                  layers: list[tuple[torch.Tensor, torch.Tensor]]) -> KVCache:
+        """A static cache's one-token step rebuilt from its tensors: what a compiled step receives as inputs (a
+        cache object's tensors reached through its attributes would be compiled in as constants)."""
+        view = cls.__new__(cls)
+        view.static = view.stepping = True
+        view.slot, view.visible, view.slots, view.layers = slot, visible, slots, layers
+        view.num_layers, view.batch, view.max_len = len(layers), visible.shape[0], visible.shape[1]
+        return view
 
     def advance(self, n: int, valid: torch.Tensor | None = None) -> None:
         """Take the next `n` slots for this forward; `valid` (B, n) bool says which hold real tokens (None: all)."""
@@ -241,20 +264,40 @@ class KVCache:
                 self.key_valid = torch.ones(self.batch, self.max_len, dtype=torch.bool, device=valid.device)
             self.key_valid[:, self.start : self.length] = valid
         self._windows = {}
+        if self.static:
+            self.visible[:, self.start : self.length] = True if valid is None else valid
+            self.stepping = n == 1 and self.start > 0
+            self.slot.fill_(self.start)
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store this forward's k, v (B, T, h, D) in `layer`'s slots; returns the layer's keys and values of every
         slot so far, (B, h, S, D) views of the buffers."""
-        if self.keys is None:
+        if not self.layers:  # one buffer per layer: a compiled step writes each in place
             B, _, h, D = k.shape
-            self.keys = k.new_empty((self.num_layers, B, h, self.max_len, D))
-            self.values = v.new_empty((self.num_layers, B, h, self.max_len, D))
-            self._layers = list(zip(self.keys.unbind(0), self.values.unbind(0)))
-        kb, vb = self._layers[layer]
+            # a static step reads every slot, masked: zeros, since a masked slot's weight of 0 times NaN is NaN
+            new = k.new_zeros if self.static else k.new_empty
+            self.layers = [(new((B, h, self.max_len, D)), new((B, h, self.max_len, D))) for _ in range(self.num_layers)]
+        kb, vb = self.layers[layer]
         s, e = self.start, self.length
         kb[:, :, s:e].copy_(k.transpose(1, 2))
         vb[:, :, s:e].copy_(v.transpose(1, 2))
         return kb[:, :, :e], vb[:, :, :e]
+
+    def write_step(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A static cache's one-token step: k, v (B, 1, h, D) into slot `slot`; returns the layer's keys and values
+        of all max_len slots, (B, h, max_len, D) (read them under `step_mask`)."""
+        kb, vb = self.layers[layer]
+        kb.index_copy_(2, self.slot.view(1), k.transpose(1, 2))
+        vb.index_copy_(2, self.slot.view(1), v.transpose(1, 2))
+        return kb, vb
+
+    def step_mask(self, reach: tuple[int, int]) -> torch.Tensor:
+        """(B, 1, 1, max_len) bool: the slots a static cache's one-token step may see under `reach` (left only: no
+        later slot is visible yet)."""
+        mask = self.visible
+        if reach[0] < self.max_len:
+            mask = mask & (self.slots >= self.slot - reach[0])
+        return mask[:, None, None, :]
 
     def window(self, reach: tuple[int, int], T: int, device: torch.device) -> tuple[int, torch.Tensor | None]:
         """(first slot, bool mask or None) of the keys this forward's T queries may see under `reach`; built once
@@ -343,8 +386,11 @@ def _attend_varlen(q, k, v, causal, reach, varlen: Varlen, dropout: float, backe
 
 
 def _attend_cached(q, k, v, causal, reach, backend: str, cache: KVCache, layer: int) -> torch.Tensor:
-    keys, values = cache.write(layer, k, v)  # (B, h, S, D)
     qt = q.transpose(1, 2)
+    if cache.stepping:  # a static cache's step: every slot under a mask, so that the shapes never grow
+        keys, values = cache.write_step(layer, k, v)
+        return F.scaled_dot_product_attention(qt, keys, values, attn_mask=cache.step_mask(reach)).transpose(1, 2)
+    keys, values = cache.write(layer, k, v)  # (B, h, S, D)
     if cache.start == 0:  # the prompt: self-attention over its own tokens, as a dense batch
         valid = None if cache.key_valid is None else cache.key_valid[:, : cache.length]
         own = "cpu" if backend == "cpu" else "sdpa"

@@ -36,6 +36,7 @@ from ettin.config import IGNORE_INDEX, ModelConfig
 from ettin.losses import linear_cross_entropy
 
 _DECODE_COPY_MIN_TOKENS = 16  # tokens still to come that repay EttinModel._decode_weights
+STATIC_CACHE_ROUND = 128  # a compiled decoding step's cache length is a multiple of this (EttinModel.new_cache)
 
 
 @dataclass
@@ -257,13 +258,20 @@ class EttinModel(nn.Module):
                        attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Decoder step(s) with a KV cache: input_ids (B, T) take the cache's next T slots; positions (B, T);
         attention_mask (B, T) marks the real tokens among them (None: all). Returns the last position's logits
-        (B, V). Attention is the same `attend` as training's, with the cache."""
+        (B, V). Attention is the same `attend` as training's, with the cache. After `compile_decoding`, a one-token
+        step on the static cache that `new_cache` then makes runs compiled."""
         cache.advance(input_ids.shape[1], None if attention_mask is None else attention_mask.bool())
+        backend = resolve_backend(self.config.attn_backend, input_ids.device)
+        step = self.__dict__.get("_compiled_step")
+        if cache.stepping and step is not None:
+            return step(input_ids, positions, cache, backend)
         weights = cache.memo.get("weights_t")
-        if (weights is None and input_ids.device.type == "cpu"  # measured on CPU only
+        if (weights is None and step is None and input_ids.device.type == "cpu"  # measured on CPU only
                 and cache.max_len - cache.length >= _DECODE_COPY_MIN_TOKENS):
             weights = cache.memo["weights_t"] = self._decode_weights()
-        backend = resolve_backend(self.config.attn_backend, input_ids.device)
+        return self._forward_cached(input_ids, positions, cache, backend, weights)
+
+    def _forward_cached(self, input_ids, positions, cache: KVCache, backend: str, weights: dict | None):
         ctx = _Context(self.config, positions, None, backend, cache=cache, weights_t=weights)
         x = self.embeddings(input_ids)
         for block in self.layers:
@@ -272,6 +280,28 @@ class EttinModel(nn.Module):
         if weights is None:
             return F.linear(h, self.decoder_weight, self.decoder_bias)
         return (h @ weights["decoder"]).add_(self.decoder_bias)
+
+    def compile_decoding(self, **options) -> EttinModel:
+        """Compile the one-token decoding step (`torch.compile`, inductor's `max_autotune` and `freezing`: the
+        weights are packed for the step's few rows, elementwise work fuses, Python drops out of the step). Later
+        caches from `new_cache` are static (ettin.attention.KVCache), their length rounded up to a multiple of
+        STATIC_CACHE_ROUND, so one compiled step serves every position and most prompt lengths; each new batch size
+        or rounded length compiles once more (tens of seconds on CPU; bench/README.md). Freezing bakes the weights
+        into the compiled step: when they change afterwards (training, loading, a write through `.data`), the next
+        `new_cache` resets torch.compile's caches (`torch.compiler.reset()`, for the whole process) and compiles
+        again. `options` go to torch.compile's inductor options. Returns self."""
+        self.__dict__["_compiled_step"] = _CompiledStep(self, options)
+        return self
+
+    def new_cache(self, batch_size: int, max_len: int) -> KVCache:
+        """An empty KV cache for `batch_size` rows of up to `max_len` tokens (prompt and generated): static, its
+        length rounded up, after `compile_decoding`."""
+        step = self.__dict__.get("_compiled_step")
+        if step is None:
+            return KVCache(len(self.layers), batch_size, max_len)
+        step.refresh()
+        max_len = -(-max_len // STATIC_CACHE_ROUND) * STATIC_CACHE_ROUND
+        return KVCache(len(self.layers), batch_size, max_len, static=True, device=self.decoder_weight.device)
 
     def _decode_weights(self) -> dict:
         """(in, out) copies of the tied decoder weight and of every projection wider than its input (Wqkv, Wi), for
@@ -297,10 +327,6 @@ class EttinModel(nn.Module):
             out[key] = buf.copy_(w.t())
         return out
 
-    def new_cache(self, batch_size: int, max_len: int) -> KVCache:
-        """An empty KV cache for `batch_size` rows of up to `max_len` tokens (prompt and generated)."""
-        return KVCache(len(self.layers), batch_size, max_len)
-
     def compile_blocks(self, **kwargs) -> EttinModel:
         """torch.compile each block in place (elementwise work fuses; layout, loss and cache stay eager)."""
         import torch._dynamo
@@ -311,3 +337,47 @@ class EttinModel(nn.Module):
         for block in self.layers:
             block.compile(**kwargs)
         return self
+
+
+def _not_compiled() -> None:
+    return None
+
+
+class _CompiledStep:
+    """`EttinModel.compile_decoding`'s step: the compiled `_forward_cached`, and the weights it was frozen with
+    (each parameter's storage and version counter), so that a change to them is never served stale. A copy or a
+    pickle of the model leaves it behind (the copy decodes eagerly until compiled itself)."""
+
+    def __reduce__(self):
+        return _not_compiled, ()
+
+    def __init__(self, model: EttinModel, options: dict):
+        self.model, self.options = model, {"max_autotune": True, **options}
+        self.fn = torch.compile(self._step, dynamic=False, fullgraph=True, options=self.options)
+        self.weights = self._stamp()
+
+    def __call__(self, input_ids, positions, cache: KVCache, backend: str) -> torch.Tensor:
+        import torch._inductor.config
+
+        with torch._inductor.config.patch(freezing=True):  # read when a graph compiles, not from `options`
+            # contiguous: a view's strides would count as a new shape and compile again
+            return self.fn(input_ids.contiguous(), positions.contiguous(), cache.slot, cache.visible, cache.slots,
+                           cache.layers, backend)
+
+    def _step(self, input_ids, positions, slot, visible, slots, layers, backend: str) -> torch.Tensor:
+        cache = KVCache.step_view(slot, visible, slots, layers)  # the cache's tensors as the step's inputs
+        return self.model._forward_cached(input_ids, positions, cache, backend, None)
+
+    def _stamp(self) -> tuple:
+        """Each parameter's storage, version counter (bumped by in-place updates: optimizer steps, load_state_dict)
+        and sum (which also sees a write through `.data`, which the counter does not); about 5 ms at 32m."""
+        params = list(self.model.parameters())
+        with torch.no_grad():
+            sums = torch.stack([p.detach().sum().float() for p in params]).tolist()
+        return tuple((p.data_ptr(), p._version) for p in params), sums
+
+    def refresh(self) -> None:
+        """Compile again if the weights changed since the step was compiled (frozen weights would be stale)."""
+        if self._stamp() != self.weights:
+            torch.compiler.reset()
+            self.__init__(self.model, self.options)
