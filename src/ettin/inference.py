@@ -62,7 +62,8 @@ def generate(model: EttinModel, input_ids: torch.Tensor, max_new_tokens: int = 3
     Greedy when temperature == 0; otherwise temperature / top-k / top-p sampling. A row stops at EOS (later
     positions are filled with the pad id). Returns (B, T + generated). With `use_cache`, the prompt fills a KV cache
     allocated once for all T + max_new_tokens slots and each step feeds one token per row; without it, every step
-    runs the model over the whole sequence so far (the reference the cache is tested against)."""
+    runs the model over the whole sequence so far (the reference the cache is tested against). After
+    `model.compile_decoding()`, each one-token step runs compiled on a static cache (EttinModel.compile_decoding)."""
     if model.config.objective != "clm":
         raise ValueError("generate() needs a decoder (objective 'clm'); this model is an encoder")
     B, T = input_ids.shape
