@@ -165,6 +165,7 @@ def test_compiled_decoding_generates_like_eager_and_follows_new_weights():
     changed = generate(m, short, 30)
     assert not torch.equal(changed, before)
     assert torch.equal(generate(mc, short, 30), changed)
+    assert torch.equal(generate(copy.deepcopy(mc), short, 30), changed)  # a copy decodes eagerly, the same tokens
 
 
 def test_left_padded_batch_generates_like_transformers(tmp_path):
