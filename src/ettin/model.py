@@ -345,7 +345,7 @@ def _not_compiled() -> None:
 
 class _CompiledStep:
     """`EttinModel.compile_decoding`'s step: the compiled `_forward_cached`, and the weights it was frozen with
-    (each parameter's storage and version counter), so that a change to them is never served stale. A copy or a
+    (each parameter's storage, version counter and sum), so that a change to them is not served stale. A copy or a
     pickle of the model leaves it behind (the copy decodes eagerly until compiled itself)."""
 
     def __reduce__(self):
