@@ -353,6 +353,9 @@ class _CompiledStep:
 
     def __init__(self, model: EttinModel, options: dict):
         self.model, self.options = model, {"max_autotune": True, **options}
+        self._build()
+
+    def _build(self) -> None:
         self.fn = torch.compile(self._step, dynamic=False, fullgraph=True, options=self.options)
         self.weights = self._stamp()
 
@@ -380,4 +383,4 @@ class _CompiledStep:
         """Compile again if the weights changed since the step was compiled (frozen weights would be stale)."""
         if self._stamp() != self.weights:
             torch.compiler.reset()
-            self.__init__(self.model, self.options)
+            self._build()
