@@ -92,7 +92,7 @@ def test_overrides_are_key_value_words(recipe_file, capsys):
     assert main(["train", str(recipe_file), "train.precision=fp32", "--dry-run", "--phases.0.tokens=768",
                  "seed=9", "--objective", "clm"]) == 0
     out = capsys.readouterr().out
-    assert "768 tokens -> 6 steps" in out and "seed: 9" in out and "objective: clm" in out
+    assert "768 real tokens (6 steps" in out and "seed: 9" in out and "objective: clm" in out
     assert main(["train", str(recipe_file), "--dry-run", "train.lrr=1"]) == 2
     err = capsys.readouterr().err
     assert "train: unknown field(s) ['lrr']" in err and "'lr'" in err
@@ -204,10 +204,10 @@ def test_training_output_reads_right(recipe_file, tmp_path, capsys):
     assert main(["train", str(recipe_file), "--out", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
     assert "training on 1 process (cpu)" in out
-    assert "phase pretrain: steps 0..3 (128 tokens per step, 384 in the phase)" in out  # not "of 128 tokens"
-    first = next(ln for ln in out.splitlines() if ln.startswith("pretrain step 1/3"))
+    assert "phase pretrain: 384 real tokens, from 0 (about 3 steps of 4 x 32" in out
+    first = next(ln for ln in out.splitlines() if ln.startswith("pretrain step 1 128/384 real tokens "))
     assert " lr 0.003 " in first and re.search(r"eta \d+:\d\d:\d\d phase, \d+:\d\d:\d\d run$", first), first
-    last = next(ln for ln in out.splitlines() if ln.startswith("decay step 2/2"))
+    last = next(ln for ln in out.splitlines() if ln.startswith("decay step 2 256/256 real tokens "))
     assert " lr 0.0015 " in last and last.endswith(" phase"), last  # the last phase: its ETA is the run's
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all(r["eta_run_s"] >= r["eta_s"] >= 0 for r in rows)

@@ -25,7 +25,8 @@ def test_cross_recipes_extend_their_size_and_the_one_base(direction, size):
     (phase,) = r.phases
     assert phase.name == "cross" and phase.schedule == base["schedule"] and phase.mixture == "decay"
     assert phase.global_rope_theta == phase.local_rope_theta == 160000.0 and phase.lr_end == 0.02
-    assert phase.tokens == decay.tokens and r.micro_batch_size(phase) == r.micro_batch_size(decay)
+    assert phase.tokens == decay.tokens and r.batch_size(phase) == r.batch_size(decay) == 4608
+    assert phase.decay_shape == "linear"  # the published trainer's warmup_stable_decay (tests/test_recipes_published.py)
     assert r.train.weight_decay == native.train.weight_decay and r.model.size == size
     assert r.objective == ("clm" if direction.startswith("decoder") else "mlm")
     if r.objective == "mlm":

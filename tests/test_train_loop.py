@@ -143,7 +143,8 @@ def test_convert_objective_exports_matching_class(recipe_file, tmp_path):
 def test_dry_run_prints_budget(recipe_file, capsys):
     assert main(["train", str(recipe_file), "--dry-run", "train.lr=1e-3"]) == 0
     out = capsys.readouterr().out
-    assert "lr: 0.001" in out and "6,144 tokens -> 16 steps" in out and "total" in out
+    assert "lr: 0.001" in out and "6,144 real tokens (16 steps at the data's measured fill 100.0%" in out
+    assert "total 8,192 real tokens" in out
     assert main(["train", str(recipe_file), "--dry-run", "oops"]) == 2
 
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from ettin.train.optim import build_optimizer, param_groups
-from ettin.train.recipe import RecipeError, TrainSection, describe, load_recipe, parse_tokens
-from ettin.train.schedule import PhaseSchedule
+from ettin.train.plan import describe, make_plan
+from ettin.train.recipe import RecipeError, TrainSection, load_recipe, parse_tokens
+from ettin.train.schedule import WARMUP_START, PhaseSchedule
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
@@ -46,8 +47,11 @@ def test_load_and_overrides(tmp_path):
     r = load_recipe(path, ["--train.lr=2e-3", "phases.decay.tokens=4k", "phases.0.seq_len=16"])
     assert r.train.lr == 2e-3 and isinstance(r.train.lr, float)
     assert r.phases[1].tokens == 4000 and r.phases[0].seq_len == 16
-    assert r.phase_steps(r.phases[0]) == math.ceil(4000 / (4 * 16))
-    text = describe(r)
+    plan = make_plan(r)
+    assert plan.phases[0].expected_steps() == math.ceil(4000 / (4 * 16))  # rows full: slots = real tokens
+    assert plan.phases[0].expected_steps(fill=0.5) == math.ceil(4000 / (0.5 * 4 * 16))
+    assert plan.phases[0].accumulation == 2 and plan.phases[0].token_unit == "real"
+    text = describe(plan)
     assert "pretrain" in text and "decay" in text and "one_minus_sqrt" in text
 
 
@@ -82,21 +86,65 @@ def test_yaml_errors_and_extends(tmp_path):
 
 
 def test_schedules_match_the_published_shapes():
-    # phase 1: linear warmup to the peak, then constant
-    s = PhaseSchedule("warmup_stable", total_steps=100, warmup_steps=10)
-    assert s.factor(0) == pytest.approx(0.1) and s.factor(9) == 1.0 and s.factor(99) == 1.0
-    # phase 2: 1-sqrt from the peak to half of it
-    s = PhaseSchedule("one_minus_sqrt", total_steps=101, lr_start=1.0, lr_end=0.5)
-    assert s.factor(0) == 1.0 and s.factor(100) == pytest.approx(0.5)
-    assert s.factor(25) == pytest.approx(0.5 + 0.5 * (1 - math.sqrt(0.25)))
+    """Factors of the peak LR by position (tokens before the step), as bert24's schedulers under Composer."""
+    # phase 1: linear warmup from 1e-10 to the peak over 1000 tokens, then constant
+    s = PhaseSchedule("warmup_stable", total=10_000, warmup=1000)
+    assert s.factor(0) == WARMUP_START and s.factor(100) == pytest.approx(0.1) and s.factor(1000) == 1.0
+    assert s.factor(9_999) == 1.0
+    # phase 2: 1-sqrt from the peak to half of it over the whole phase
+    s = PhaseSchedule("one_minus_sqrt", total=10_000, decay=10_000, lr_start=1.0, lr_end=0.5, shape="1-sqrt")
+    assert s.factor(0) == 1.0 and s.factor(10_000) == pytest.approx(0.5)
+    assert s.factor(2_500) == pytest.approx(0.5 + 0.5 * (1 - math.sqrt(0.25)))
     # phase 3: from 0.5 to 0.02 of the peak
-    s = PhaseSchedule("one_minus_sqrt", total_steps=11, lr_start=0.5, lr_end=0.02)
-    assert s.factor(10) == pytest.approx(0.02)
-    # cross-objective: warmup, stable, 1-sqrt decay over the last steps
-    s = PhaseSchedule("warmup_stable_decay", total_steps=100, warmup_steps=10, decay_steps=21, lr_start=1.0,
-                      lr_end=0.02)
-    assert s.factor(50) == 1.0 and s.factor(79) == 1.0 and s.factor(99) == pytest.approx(0.02)
-    assert all(s.factor(k) >= s.factor(k + 1) for k in range(79, 99))
+    s = PhaseSchedule("one_minus_sqrt", total=1100, decay=1100, lr_start=0.5, lr_end=0.02, shape="1-sqrt")
+    assert s.factor(0) == 0.5 and s.factor(1100) == pytest.approx(0.02)
+    # cross-objective: warmup, stable, then a linear decay over the last 2100 tokens (the trainer's
+    # 1 - fraction * (1 - alpha_f)); 1-sqrt on request
+    s = PhaseSchedule("warmup_stable_decay", total=10_000, warmup=1000, decay=2100, lr_start=1.0, lr_end=0.02,
+                      shape="linear")
+    assert s.factor(5000) == 1.0 and s.factor(7900) == 1.0 and s.factor(10_000) == pytest.approx(0.02)
+    assert s.factor(7900 + 1050) == pytest.approx(1 - 0.5 * 0.98)
+    sq = PhaseSchedule("warmup_stable_decay", total=10_000, warmup=1000, decay=2100, lr_start=1.0, lr_end=0.02,
+                       shape="1-sqrt")
+    assert sq.factor(7900 + 1050) == pytest.approx(0.02 + 0.98 * (1 - math.sqrt(0.5)))
+    assert all(s.factor(k) >= s.factor(k + 100) for k in range(7900, 9900, 100))
+
+
+def test_schedules_agree_until_a_position():
+    base = PhaseSchedule("warmup_stable_decay", total=10_000, warmup=1000, decay=2000, lr_end=0.02, shape="linear")
+    longer = PhaseSchedule("warmup_stable_decay", total=20_000, warmup=1000, decay=2000, lr_end=0.02, shape="linear")
+    assert base.agrees_until(longer, 8000) and not base.agrees_until(longer, 8001)  # base decays from 8000
+    for position in (0, 500, 1000, 4000, 8000):  # what "agrees" promises, checked on samples
+        assert all(base.factor(x) == longer.factor(x) for x in range(0, position, 97))
+    sqrt = PhaseSchedule("one_minus_sqrt", total=10_000, decay=10_000, lr_end=0.5, shape="1-sqrt")
+    assert not sqrt.agrees_until(PhaseSchedule("one_minus_sqrt", total=20_000, decay=20_000, lr_end=0.5,
+                                               shape="1-sqrt"), 1)
+    assert not base.agrees_until(PhaseSchedule("warmup_stable_decay", total=10_000, warmup=2000, decay=2000,
+                                               lr_end=0.02, shape="linear"), 10)
+
+
+def test_plan_checks_the_batch_split_and_names_the_phase(tmp_path):
+    path = write(tmp_path, BASE)
+    assert make_plan(load_recipe(path), world_size=2).phases[0].accumulation == 1
+    with pytest.raises(RecipeError, match=r"phases\.0 \(pretrain\): global batch 4 rows does not split over 3 ranks"):
+        make_plan(load_recipe(path), world_size=3)
+    with pytest.raises(RecipeError, match=r"phases\.0 \(pretrain\).*micro-batch 3 x accumulation must equal 4"):
+        make_plan(load_recipe(path, ["train.micro_batch_size=3"]))
+    # the published 17m pre-training on 8 ranks: 4608 = 8 x 144 x 4
+    assert make_plan(load_recipe(RECIPES / "17m.yaml"), world_size=8).phases[0].accumulation == 4
+
+
+def test_per_objective_values(tmp_path):
+    path = write(tmp_path, BASE + "phases.decay.local_rope_theta: {mlm: 160000, clm: 10000}\n")
+    r = load_recipe(path)
+    assert r.phases[1].local_rope_theta == 160000.0
+    assert r.for_objective("clm").phases[1].local_rope_theta == 10000.0
+    assert make_plan(r, "clm").phases[1].local_rope_theta == 10000.0
+    assert "mlm:" not in r.for_objective("clm").to_yaml()  # run folders store the resolved value
+    half = write(tmp_path, BASE + "phases.decay.local_rope_theta: {clm: 10000}\n", "half.yaml")
+    with pytest.raises(RecipeError, match=r"half\.yaml: phases\.1\.local_rope_theta: a per-objective value without "
+                                          r"one for 'mlm'"):
+        load_recipe(half)
 
 
 def test_optimizer_groups_and_decoupled_decay():
@@ -131,4 +179,4 @@ TRAINING_RECIPES = sorted(p for p in RECIPES.glob("**/*.yaml") if p.parent.name 
 @pytest.mark.parametrize("path", TRAINING_RECIPES, ids=lambda p: str(p.relative_to(RECIPES)))
 def test_shipped_recipes_validate(path):
     r = load_recipe(path)
-    assert r.phases and describe(r)
+    assert r.phases and all(describe(make_plan(r, obj)) for obj in ("mlm", "clm"))

@@ -159,7 +159,8 @@ def test_lengthening_a_decay_would_rewrite_trained_steps(tmp_path, capsys, one_t
     capsys.readouterr()
     assert main(["train", str(recipe), "--out", str(other), "--resume", *over, "phases.1.tokens=512"]) == 2
     err = capsys.readouterr().err
-    assert "phases.1 (decay).tokens: 256 -> 512" in err and "learning rate of trained step 1 would change" in err
+    assert "phases.1 (decay).tokens: 256 -> 512" in err
+    assert "the learning rates of the 2 steps already trained (256 tokens) would change" in err
 
 
 def test_resume_needs_something_to_resume(tmp_path, capsys, one_thread):
@@ -184,15 +185,16 @@ def test_classify_future_phases_and_settings():
     from ettin.train.resume import classify
 
     old = recipe_from_dict(yaml.safe_load(SMALL)).to_dict()
-    meta = {"phase_index": 0, "step": 1, "scheduler": {"kind": "warmup_stable", "total_steps": 3, "warmup_steps": 1,
-                                                        "decay_steps": 0, "lr_start": 1.0, "lr_end": 1.0}}
+    meta = {"phase_index": 0, "step": 1, "phase_tokens": 128, "token_unit": "real",
+            "scheduler": {"kind": "warmup_stable", "total": 384, "warmup": 128, "decay": 0, "lr_start": 1.0,
+                          "lr_end": 1.0, "shape": None, "position": 128}}
     new = recipe_from_dict(yaml.safe_load(SMALL))
     new.phases[1].seq_len, new.train.keep_checkpoints, new.train.micro_batch_size = 64, 2, 2
-    new.phases[0].tokens = 3840  # warmup_stable: step 0's learning rate is the same
+    new.phases[0].tokens = 3840  # warmup_stable: the learning rates of the first 128 tokens are the same
     accepted, refused = classify(old, new, meta)
     assert not refused and set(accepted) == {"phases.1.seq_len", "train.keep_checkpoints", "train.micro_batch_size",
                                              "phases.0.tokens"}
-    new.phases[0].warmup_tokens = 256  # now step 0 warms up over two steps: its learning rate changes
+    new.phases[0].warmup_tokens = 256  # now the warmup is twice as long: the trained step's learning rate changes
     accepted, refused = classify(old, new, meta)
     assert set(refused) == {"phases.0.tokens", "phases.0.warmup_tokens"}
     accepted, refused = classify(old, new, None)  # nothing trained yet: anything goes

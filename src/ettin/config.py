@@ -50,7 +50,10 @@ class ModelConfig:
     max_position_embeddings: int = 8192
     initializer_range: float = 0.02
     initializer_cutoff_factor: float = 2.0
-    attention_dropout: float = 0.0
+    attention_dropout: float = 0.0  # on the attention probabilities (0.0 in every published run)
+    # after the attention's output projection Wo, in training only: the published recipe's attn_out_dropout_prob
+    # (0.1 in all 48 YAMLs). Not exported: transformers' `attention_dropout` means both dropouts at once.
+    attention_output_dropout: float = 0.0
     pad_token_id: int = MODERNBERT_SPECIAL["pad_token_id"]
     bos_token_id: int = MODERNBERT_SPECIAL["bos_token_id"]  # [CLS]; decoders use it as BOS
     eos_token_id: int = MODERNBERT_SPECIAL["eos_token_id"]  # [SEP]

@@ -104,6 +104,9 @@ class Attention(nn.Module):
         self.reach = layer_reach(cfg.causal, self.kind == "sliding_attention", cfg.window)
         self.Wqkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size, bias=False)
         self.Wo = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False)
+        # bert24 src/bert_layers/attention.py line 761: nn.Dropout(attn_out_dropout_prob) after Wo
+        p = cfg.attention_output_dropout
+        self.out_drop = nn.Dropout(p) if p > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, ctx: _Context) -> torch.Tensor:
         cfg = self.cfg
@@ -114,7 +117,7 @@ class Attention(nn.Module):
         drop = cfg.attention_dropout if self.training else 0.0
         out = attend(q, k, v, causal=cfg.causal, reach=self.reach, backend=ctx.backend, varlen=ctx.varlen,
                      dropout=drop, cache=ctx.cache, layer=self.layer_idx)
-        return self.Wo(out.reshape(*lead, cfg.hidden_size))
+        return self.out_drop(self.Wo(out.reshape(*lead, cfg.hidden_size)))
 
 
 class Block(nn.Module):
@@ -155,7 +158,9 @@ class EttinModel(nn.Module):
     # -------------------------------------------------------------------------------- init
     @torch.no_grad()
     def init_weights(self) -> None:
-        """ModernBERT init: truncated normal (cutoff 2 std), std 0.02 in, 0.02 / sqrt(2 L) out."""
+        """The published trainer's init (bert24 `init_method: full_megatron`, src/bert_layers/initialization.py
+        lines 107-134): truncated normal (cutoff 2 std), std 0.02 for embeddings and in-projections (Wqkv, Wi,
+        the head's dense), 0.02 / sqrt(2 L) for out-projections (Wo of attention and MLP)."""
         cfg = self.config
         std_in = cfg.initializer_range
         std_out = cfg.initializer_range / math.sqrt(2.0 * cfg.num_layers)
@@ -170,7 +175,9 @@ class EttinModel(nn.Module):
             tn(block.attn.Wo.weight, std_out)
             tn(block.mlp.Wi.weight, std_in)
             tn(block.mlp.Wo.weight, std_out)
-        tn(self.head.dense.weight, std_out)
+        # The published trainer's full_megatron init gives the head's dense layer the "in" std (bert24
+        # src/bert_layers/model.py line 740: type_of_module=ModuleType.in_module), not transformers' "out" std.
+        tn(self.head.dense.weight, std_in)
         self.decoder_bias.zero_()
         for m in self.modules():
             if isinstance(m, nn.LayerNorm):

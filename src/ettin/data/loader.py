@@ -197,9 +197,10 @@ class PhaseLoader:
         return h.hexdigest()
 
     def global_tokens(self, step: int) -> int:
-        """Positions the global batch fills (content + [CLS]/[SEP] per segment; padding excluded)."""
+        """Real tokens of global batch `step`: the positions its rows fill (content + [CLS]/[SEP] per segment;
+        padding excluded), which is its attention_mask's sum over all ranks. Reads the instance index only."""
         src, inst = self.global_instances(step)
-        return int(sum(int(self.indices[s].lengths[i]) for s, i in zip(src.tolist(), inst.tolist())))
+        return int(sum(int(np.asarray(self.indices[s].lengths)[inst[src == s]].sum()) for s in np.unique(src)))
 
     # ------------------------------------------------------------------------------------ this rank's rows
 

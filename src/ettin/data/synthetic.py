@@ -68,6 +68,10 @@ class SyntheticSource:
         rngs = None if self.objective == "clm" else [rng for rng, _ in drawn]
         return collate(framed, self.objective, self.special, rngs, self.mlm_probability)
 
+    def global_tokens(self, step: int) -> int:
+        """Real tokens of global batch `step`: every row is full."""
+        return self.global_batch_size * self.seq_len
+
     def fingerprint(self, num_steps: int) -> str:
         """sha256 of the sizes and of the content tokens of the first global rows (all of them up to
         FINGERPRINT_ROWS rows): the same for every objective, different whenever the rows are."""

@@ -1,6 +1,6 @@
 """`ettin train`, `ettin pair`, `ettin export-hf`, `ettin convert-objective`.
 
-    ettin train recipes/tiny.yaml [--out runs/tiny] [--resume] [--dry-run] [train.lr=1e-3 --phases.0.tokens=2M]
+    ettin train recipes/tiny.yaml [--out runs/tiny] [--resume] [--dry-run | --plan] [train.lr=1e-3 --phases.0.tokens=2M]
     ettin pair recipes/tiny.yaml  [...]          # runs/<name>/encoder and runs/<name>/decoder
     ettin export-hf runs/tiny/checkpoints/decay-step0000120 out/      # or the run folder: its newest checkpoint
     ettin convert-objective runs/x/decoder --to mlm --out out/enc-from-dec
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ettin.config import OBJECTIVES, ROLES
 from ettin.io import atomic_write_json
-from ettin.train.recipe import RecipeError, describe, load_recipe
+from ettin.train.recipe import RecipeError, load_recipe
 
 OBJECTIVE_DIRS = ROLES  # a pair's run folders: <out>/encoder, <out>/decoder
 OVERRIDES_HELP = """recipe overrides are KEY=VALUE words (dotted paths into the recipe, values read as YAML; a leading -- is
@@ -41,7 +41,15 @@ def _run_flags(p: argparse.ArgumentParser, what: str) -> None:
     resume.add_argument("--resume-if-exists", action="store_true",
                         help="continue when --out holds a checkpoint, else start there (idempotent re-runs)")
     p.add_argument("--dry-run", action="store_true",
-                   help="print the resolved recipe and its plan, check that every file it names exists, train nothing")
+                   help="print the resolved recipe and its plan (with the steps each budget takes at the data's "
+                        "measured row fill when the data is ready), check that every file it names exists, "
+                        "train nothing")
+    p.add_argument("--plan", action="store_true",
+                   help="print the resolved plan as one JSON object on stdout (budgets, batch split, schedule, "
+                        "learning rates, masking, RoPE, dropout, optimizer per phase) and exit; reads no data")
+    p.add_argument("--world-size", type=int, metavar="N",
+                   help="--plan / --dry-run: the number of ranks to split the batch over (default: torchrun's "
+                        "WORLD_SIZE, else 1)")
 
 
 def register(subparsers) -> None:
@@ -106,7 +114,7 @@ def _load(args) -> tuple:
     recipe = load_recipe(args.recipe, overrides)
     objective = getattr(args, "objective", None)
     if objective:
-        recipe.objective = objective
+        recipe = recipe.for_objective(objective)
     out = Path(args.out) if args.out else Path(recipe.out_dir) / recipe.name
     args.overrides = overrides
     return recipe, args, out
@@ -123,22 +131,64 @@ def _check_resume(args, runs: list[Path]) -> None:
                           "start there, or with --resume-if-exists to resume only when there is")
 
 
-def _dry_run(recipe, world_size: int = 1) -> int:
+def _world(opts) -> int:
+    from ettin.train import distributed as D
+
+    world = opts.world_size if opts.world_size is not None else D.world_size_from_env()
+    if world < 1:
+        raise RecipeError(f"--world-size: must be >= 1, got {world}")
+    return world
+
+
+def _print_plan(recipe, objectives: list[str], world_size: int) -> int:
+    """--plan: the plan as one JSON object on stdout (a pair: {"encoder": plan, "decoder": plan})."""
+    from ettin.train.plan import make_plan
+
+    plans = {obj: make_plan(recipe, obj, world_size).to_json() for obj in objectives}
+    out = plans[objectives[0]] if len(objectives) == 1 else {ROLES[o]: p for o, p in plans.items()}
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def _dry_run(recipe, objectives: list[str], world_size: int, out: Path) -> int:
+    from ettin.train.plan import describe, make_plan
     from ettin.train.preflight import check_inputs
 
     print(recipe.to_yaml())
-    print(describe(recipe, world_size))
+    print(f"out: {out}")
+    for objective in objectives:
+        plan = make_plan(recipe, objective, world_size)
+        print(describe(plan, _measured_fills(plan)))
     found = check_inputs(recipe)  # raises, naming every missing input, after the plan is shown
     print("inputs: " + ("; ".join(found) if found else "none (synthetic data)"))
     return 0
+
+
+def _measured_fills(plan) -> dict[str, float] | None:
+    """Real tokens per slot of each real-token phase on its data, when the data is ready (else None)."""
+    from ettin.data.mixture import MixtureError
+    from ettin.data.ready import RecipeData
+    from ettin.train.plan import measured_fill
+
+    real = [p for p in plan.phases if p.token_unit == "real"]
+    if not real:
+        return None
+    try:
+        data = RecipeData.open(plan.recipe)
+        return {p.name: measured_fill(data.phase_loader(plan.recipe.phases[p.index], plan.objective), p)
+                for p in real}
+    except (OSError, ValueError, MixtureError):
+        return None  # not prepared yet: the plan says "if every row were full"
 
 
 def cmd_train(args) -> int:
     recipe, opts, out = _load(args)
     from ettin.train import distributed as D
 
+    if opts.plan:
+        return _print_plan(recipe, [recipe.objective], _world(opts))
     if opts.dry_run:
-        return _dry_run(recipe, D.world_size_from_env())
+        return _dry_run(recipe, [recipe.objective], _world(opts), out)
     _check_resume(opts, [out])
     from ettin.train.loop import NonFiniteLoss, train
     from ettin.train.progress import run_banner
@@ -158,8 +208,10 @@ def cmd_train(args) -> int:
 
 def cmd_pair(args) -> int:
     recipe, opts, out = _load(args)
+    if opts.plan:
+        return _print_plan(recipe, list(OBJECTIVE_DIRS), _world(opts))
     if opts.dry_run:
-        return _dry_run(recipe)
+        return _dry_run(recipe, list(OBJECTIVE_DIRS), _world(opts), out)
     _check_resume(opts, [out / sub for sub in OBJECTIVE_DIRS.values()])
     from ettin.train.preflight import check_inputs
 

@@ -9,6 +9,12 @@ The loss of a step is the mean cross-entropy over every predicted token of the g
 micro-batch's mean is weighted by its share of the global count of predicted tokens (all-reduced
 first), so gradient accumulation and the number of ranks do not change the numbers.
 
+Budgets (ettin.train.plan): a phase ends at the first step whose cumulative tokens reach its budget, counted in
+real tokens as the published trainer counted them. A step's real tokens are `source.global_tokens(step)`, the
+positions its rows fill as the encoder frames them ([CLS] content [SEP]: the attention mask's sum), read from the
+instance index: the same number for the decoder (whose row of a document cut short ends without [SEP]), so both
+models of a pair take the same steps over the same batches, and no rank has to wait for a count.
+
 Resume: `--resume` restarts from the newest complete checkpoint with model, optimizer, schedule
 position, data position (the loader is a pure function of the step) and RNG states, and reproduces
 the uninterrupted run's per-step losses bitwise on CPU in fp32.
@@ -33,11 +39,11 @@ from ettin.io import atomic_write_json
 from ettin.train import checkpoint as ckpt
 from ettin.train import distributed as D
 from ettin.train.optim import build_optimizer
+from ettin.train.plan import PhasePlan, Plan, make_plan, measured_fill
 from ettin.train.preflight import check_inputs
 from ettin.train.progress import Progress, guess_peak_flops, plot_loss_curve, step_flops
 from ettin.train.recipe import Recipe, RecipeError
 from ettin.train.resume import prepare_run_dir
-from ettin.train.schedule import PhaseSchedule
 
 # The batch-order fingerprint covers the first steps of a phase (all of them in CPU-sized runs): hashing the
 # order of a 1.7T-token phase would take minutes at start-up, and the order is a pure function of the
@@ -80,18 +86,26 @@ def build_model(config, info: D.DistInfo, mode: str, meta_init: bool, seed: int)
     return model, D.wrap(model, mode, info)
 
 
-def _resume_point(recipe: Recipe, run_dir: Path) -> tuple[int, Path | None, bool]:
+def _resume_point(plan: Plan, run_dir: Path) -> tuple[int, Path | None, bool]:
     """(phase index to run next, checkpoint to start from, whether it is a mid-phase resume)."""
     latest = ckpt.latest_checkpoint(run_dir)
     if latest is None:
         return 0, None, False
     meta = ckpt.read_meta(latest)
     index = meta["phase_index"]
-    if index >= len(recipe.phases) or recipe.phases[index].name != meta["phase"]:
+    if index >= len(plan.phases) or plan.phases[index].name != meta["phase"]:
         raise RecipeError(f"{latest}: phase {meta['phase']!r} does not match the recipe's phases")
-    if meta["step"] >= recipe.phase_steps(recipe.phases[index]):
+    if phase_done(meta, plan.phases[index]):
         return index + 1, latest, False
     return index, latest, True
+
+
+def phase_done(meta: dict, phase: PhasePlan) -> bool:
+    """Whether a checkpoint's phase has reached its budget (checkpoints from before real-token budgets record
+    only their step and the phase's step count)."""
+    if "phase_tokens" in meta:
+        return meta["phase_tokens"] >= phase.tokens
+    return meta["step"] >= meta.get("phase_steps", math.inf)
 
 
 # ------------------------------------------------------------------------------------------ train
@@ -107,8 +121,10 @@ def train(
     """Train every phase of a recipe into run_dir (works under torchrun). Returns one result per phase run."""
     objective = objective or recipe.objective
     run_dir = Path(run_dir)
-    check_inputs(recipe)  # every file the recipe names exists, before any long work
     info = D.setup()
+    plan = make_plan(recipe, objective, info.world_size)  # every phase's batch split checked before any work
+    recipe = plan.recipe  # its per-objective values resolved for this objective
+    check_inputs(recipe)  # every file the recipe names exists, before any long work
     if recipe.train.cpu_threads and info.device.type == "cpu":
         torch.set_num_threads(recipe.train.cpu_threads)
     if info.is_main:
@@ -120,15 +136,14 @@ def train(
         prepare_run_dir(run_dir, recipe, objective, data.tokenizer, resume)  # refuses a resume that would lie
     if info.active:
         dist.barrier()
-    start, start_ckpt, mid_phase = _resume_point(recipe, run_dir) if resume else (0, None, False)
+    start, start_ckpt, mid_phase = _resume_point(plan, run_dir) if resume else (0, None, False)
     if start_ckpt is not None and info.is_main:
         log(f"resuming from {start_ckpt}")
     results = []
     wandb_run = _wandb(recipe, run_dir, objective, info)
     for index in range(start, len(recipe.phases)):
         init = start_ckpt if index == start else ckpt.latest_checkpoint(run_dir)
-        results.append(train_phase(recipe, index, run_dir, objective, info, data, init,
-                                   mid_phase and index == start, wandb_run))
+        results.append(train_phase(plan, index, run_dir, info, data, init, mid_phase and index == start, wandb_run))
     if wandb_run is not None:
         wandb_run.finish()
     if results and info.is_main:
@@ -139,28 +154,28 @@ def train(
 
 
 def train_phase(
-    recipe: Recipe,
+    plan: Plan,
     index: int,
     run_dir: Path,
-    objective: str,
     info: D.DistInfo,
     data: RecipeData,
     init: Path | None,
     resume: bool,
     wandb_run: Any = None,
 ) -> PhaseResult:
+    recipe, objective, pp = plan.recipe, plan.objective, plan.phases[index]
     phase = recipe.phases[index]
     t = recipe.train
     config = recipe.model_config(phase, data.vocab_size, objective, data.special_ids)
     mode = D.strategy(t.distributed, info.world_size)
     model, wrapped = build_model(config, info, mode, t.meta_init, recipe.seed)
     optimizer = build_optimizer(model, t)
-    schedule = PhaseSchedule.from_recipe(recipe, phase)
-    total = schedule.total_steps
-    step, tokens = 0, 0
+    schedule = pp.schedule
+    step, tokens, position = 0, 0, 0  # steps and budget position in this phase; real tokens of the whole run
     if resume:
         meta = ckpt.load_checkpoint(init, model, optimizer, restore_rng=True)
         step, tokens = meta["step"], meta["tokens"]
+        position = meta.get("phase_tokens", step * pp.slots_per_step)
     elif init is not None:  # the previous phase's final checkpoint (or a cross-objective start)
         keep_optimizer = not phase.reset_optimizer and ckpt.read_meta(init).get("has_optimizer", True)
         meta = ckpt.load_checkpoint(init, model, optimizer if keep_optimizer else None)
@@ -170,30 +185,30 @@ def train_phase(
     if t.compile:  # per block, after wrapping/sharding (as torchtitan); layout and fused loss stay eager
         model.compile_blocks()
     source = data.phase_loader(phase, objective, info.rank, info.world_size)
-    fingerprint_steps = min(total, FINGERPRINT_STEPS)
+    fill = measured_fill(source, pp) if pp.token_unit == "real" else 1.0
+    expected = pp.expected_steps(fill)
+    fingerprint_steps = min(expected, FINGERPRINT_STEPS)
     fingerprint = source.fingerprint(fingerprint_steps)
     peak = t.peak_flops or guess_peak_flops(info.device)
-    progress = Progress(run_dir, phase.name, total, step, enabled=info.is_main, bar=t.progress,
-                        tensorboard=t.tensorboard, wandb_run=wandb_run,
-                        peak_flops=peak, devices=info.world_size,
-                        later_tokens=sum(recipe.phase_steps(p) * recipe.tokens_per_step(p)
-                                         for p in recipe.phases[index + 1:]))
-    per_step = recipe.tokens_per_step(phase)
-    progress.note(f"phase {phase.name}: steps {step}..{total} ({per_step:,} tokens per step, "
-                  f"{total * per_step:,} in the phase); "
+    progress = Progress(run_dir, phase.name, pp.tokens, position, enabled=info.is_main, bar=t.progress,
+                        tensorboard=t.tensorboard, wandb_run=wandb_run, peak_flops=peak, devices=info.world_size,
+                        later_tokens=sum(p.tokens for p in plan.phases[index + 1:]), unit=pp.token_unit)
+    progress.note(f"phase {phase.name}: {pp.tokens:,} {pp.token_unit} tokens, from {position:,} (about "
+                  f"{expected:,} steps of {pp.global_batch} x {pp.seq_len}: the data fills {fill:.1%} of each row; "
+                  f"{info.world_size} rank(s) x micro-batch {pp.micro_batch} x {pp.accumulation} accumulation); "
                   f"model {recipe.model.size} {objective} ({model.num_parameters() / 1e6:.2f}M params, "
                   f"rope {phase.global_rope_theta:g}/{phase.local_rope_theta:g}, seq {phase.seq_len}); "
                   f"data order fingerprint {fingerprint}")
     _write_fingerprint(run_dir, phase.name, fingerprint, fingerprint_steps, info)
-    save_every = recipe.save_every_steps(phase)
-    micro = recipe.micro_batch_size(phase)
     losses: list[float] = []
     skipped = 0
     window_tokens, window_flops, window_losses = 0, 0.0, []
     last_ckpt = init
-    while step < total:
+    while position < pp.tokens:
         batch = {k: v.to(info.device, non_blocking=True) for k, v in source.batch(step).items()}
-        loss, n_tokens, n_predicted = train_step(wrapped, batch, micro, t.precision, mode, info)
+        loss, _, n_predicted = train_step(wrapped, batch, pp.micro_batch, t.precision, mode, info)
+        n_tokens = source.global_tokens(step)  # real tokens of the global batch (see the module docstring)
+        lr = t.lr * schedule.factor(position)  # the LR of a step: a function of the tokens before it
         if not math.isfinite(loss):
             optimizer.zero_grad(set_to_none=True)
             message = f"non-finite loss ({loss}) at phase {phase.name} step {step} (tokens {tokens:,})"
@@ -203,26 +218,30 @@ def train_phase(
             progress.note(message + ": batch skipped")
             skipped += 1
         else:
-            set_lr(optimizer, t.lr * schedule.factor(step))
+            set_lr(optimizer, lr)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+        before = position
         step += 1
+        position += pp.step_tokens(n_tokens)
         tokens += n_tokens
         losses.append(loss)
         window_tokens += n_tokens
         window_flops += step_flops(config, n_tokens, n_predicted, phase.seq_len)
         window_losses.append(loss)
-        if step % t.log_every == 0 or step == total:
+        done = position >= pp.tokens
+        if step % t.log_every == 0 or done:
             finite = [x for x in window_losses if math.isfinite(x)]
-            record = {"phase": phase.name, "step": step, "tokens": tokens, "loss": loss,
-                      "loss_avg": sum(finite) / len(finite) if finite else math.nan,
-                      "lr": t.lr * schedule.factor(step - 1), "predicted": n_predicted}
-            progress.log(step, record, window_flops, window_tokens)
+            record = {"phase": phase.name, "step": step, "tokens": tokens, "phase_tokens": position,
+                      "loss": loss, "loss_avg": sum(finite) / len(finite) if finite else math.nan,
+                      "lr": lr, "predicted": n_predicted}
+            progress.log(position, record, window_flops, window_tokens)
             window_tokens, window_flops, window_losses = 0, 0.0, []
-        if step == total or (save_every and step % save_every == 0):
+        if pp.saves_between(before, position):
             meta = {"run": run_dir.name, "run_objective": objective, "phase": phase.name, "phase_index": index,
-                    "step": step, "phase_steps": total, "tokens": tokens, "model_config": config.to_dict(),
-                    "scheduler": {**schedule.__dict__, "next_step": step},
+                    "step": step, "phase_tokens": position, "phase_budget": pp.tokens, "token_unit": pp.token_unit,
+                    "tokens": tokens, "model_config": config.to_dict(),
+                    "scheduler": {**schedule.__dict__, "position": position},
                     "data_position": {"phase": phase.name, "next_step": step, "seed": recipe.seed,
                                       "fingerprint": fingerprint},
                     "world_size": info.world_size, "has_optimizer": True, "time": time.time()}
@@ -232,7 +251,7 @@ def train_phase(
     if info.is_main:
         plot_loss_curve(run_dir, run_dir / f"loss_curve-{phase.name}.png", title=f"{recipe.name} {phase.name}")
     first = losses[0] if losses else math.nan
-    return PhaseResult(phase.name, total, first, losses[-1] if losses else math.nan, str(last_ckpt),
+    return PhaseResult(phase.name, step, first, losses[-1] if losses else math.nan, str(last_ckpt),
                        fingerprint, losses, skipped)
 
 

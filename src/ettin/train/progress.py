@@ -50,14 +50,15 @@ def step_flops(config, tokens: int, predicted: int, seq_len: int) -> float:
 
 
 class Progress:
-    """One per phase. Only the main rank writes; other ranks get a silent instance."""
+    """One per phase. Only the main rank writes; other ranks get a silent instance. Progress is counted in the
+    phase's budget unit (real tokens, or slots; ettin.train.plan): the bar, the ETA and the phase's share."""
 
     def __init__(
         self,
         run_dir: Path,
         phase: str,
-        total_steps: int,
-        start_step: int,
+        budget: int,
+        start: int,
         enabled: bool,
         bar: bool = True,
         tensorboard: bool = True,
@@ -65,18 +66,20 @@ class Progress:
         peak_flops: float = CPU_PEAK,
         devices: int = 1,
         later_tokens: int = 0,
+        unit: str = "real",
     ):
-        """`later_tokens`: the tokens of the phases after this one (for the whole run's ETA)."""
+        """`budget`, `start`: the phase's budget and the position it starts from; `later_tokens`: the budgets of
+        the phases after this one (for the whole run's ETA)."""
         self.enabled = enabled
         self.phase = phase
-        self.total_steps = total_steps
+        self.budget = budget
+        self.unit = unit
         self.peak = peak_flops * devices
         self.run_dir = Path(run_dir)
         self.later_tokens = later_tokens
         self._t0 = time.perf_counter()
-        self._last = (self._t0, start_step)
-        self._start_step = start_step
-        self._phase_tokens = 0  # trained in this process, this phase
+        self._last = (self._t0, start)
+        self._start = start
         self._bar = self._tb = None
         self._wandb = wandb_run
         self._metrics = None
@@ -87,7 +90,8 @@ class Progress:
         if bar:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total_steps, initial=start_step, desc=phase, unit="step", dynamic_ncols=True)
+            self._bar = tqdm(total=budget, initial=start, desc=phase, unit="tok", unit_scale=True,
+                             dynamic_ncols=True)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -96,20 +100,20 @@ class Progress:
             except ImportError:  # tensorboard is a dependency, but a stripped install should still train
                 self._tb = None
 
-    def log(self, step: int, record: dict[str, Any], flops: float, tokens_in_window: int) -> dict[str, Any]:
-        """`step` is the number of completed steps in this phase; adds tokens_per_s and mfu (of the logging
-        window), eta_s (this phase) and eta_run_s (every phase left), both at the phase's mean rate so far."""
+    def log(self, position: int, record: dict[str, Any], flops: float, tokens_in_window: int) -> dict[str, Any]:
+        """`position`: the phase's tokens so far (its budget unit); `tokens_in_window`: the real tokens since the
+        last log. Adds tokens_per_s (real) and mfu of the logging window, eta_s (this phase) and eta_run_s (every
+        phase left), both at the phase's mean rate so far."""
         now = time.perf_counter()
         dt = max(1e-9, now - self._last[0])
-        steps_done = step - self._last[1]
-        self._last = (now, step)
-        self._phase_tokens += tokens_in_window
-        elapsed = max(1e-9, now - self._t0)
+        moved = position - self._last[1]
+        self._last = (now, position)
+        rate = (position - self._start) / max(1e-9, now - self._t0)  # budget tokens per second
         record = dict(record)
         record["tokens_per_s"] = tokens_in_window / dt
         record["mfu"] = flops / dt / self.peak if self.peak else math.nan
-        record["eta_s"] = (self.total_steps - step) * elapsed / max(1, step - self._start_step)
-        record["eta_run_s"] = record["eta_s"] + self.later_tokens * elapsed / max(1, self._phase_tokens)
+        record["eta_s"] = max(0, self.budget - position) / max(rate, 1e-9)
+        record["eta_run_s"] = record["eta_s"] + self.later_tokens / max(rate, 1e-9)
         if not self.enabled:
             return record
         self._metrics.write(json.dumps(record) + "\n")
@@ -121,10 +125,11 @@ class Progress:
             self._wandb.log({f"{self.phase}/{k}": v for k, v in record.items() if isinstance(v, (int, float))})
         status = status_text(record, self.later_tokens > 0)
         if self._bar is not None:
-            self._bar.update(steps_done)
+            self._bar.update(moved)
             self._bar.set_postfix_str(status, refresh=False)
         else:  # no bar (logs, parallel runs): one plain line per logging step
-            print(f"{self.phase} step {step}/{self.total_steps} {status}", flush=True)
+            print(f"{self.phase} step {record['step']} {_human(position)}/{_human(self.budget)} {self.unit} tokens "
+                  f"{status}", flush=True)
         return record
 
     def note(self, text: str) -> None:

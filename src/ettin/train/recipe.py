@@ -10,6 +10,12 @@ Inheritance: ``extends: 150m.yaml`` deep-merges this file onto that one (mapping
 then this file. Overrides use dotted paths: ``train.lr=1e-3``, ``phases.1.tokens=2M``, ``--model.size=17m``;
 a dotted key in a recipe file (``phases.cross.tokens: 2M``) is such an override of what it extends.
 A key the recipe's objective cannot use (a decoder's ``mlm_probability``) is an error.
+
+Per-objective values: where the published recipe differs by objective (the decay phase's local RoPE theta of
+some sizes), a value may be a mapping from objective to value, ``local_rope_theta: {mlm: 160000, clm: 10000}``:
+each model takes its objective's (`Recipe.for_objective`; `ettin pair` resolves the encoder's and the decoder's).
+Any mapping whose keys are objectives is such a value; the resolved recipe (run folders' recipe.yaml) holds plain
+values.
 """
 
 from __future__ import annotations
@@ -29,8 +35,10 @@ from ettin.config import OBJECTIVES, SIZES, ModelConfig
 from ettin.data.holdout import HOLDOUT_FRACTION
 from ettin.data.ready import unusable_keys
 from ettin.data.synthetic import SYNTHETIC_SPECIAL
+from ettin.train.schedule import DECAY_SHAPES
 
 SCHEDULES = ("warmup_stable", "one_minus_sqrt", "warmup_stable_decay", "constant")
+TOKEN_UNITS = ("real", "slots")  # how a phase counts its budget (ettin.train.plan)
 _SUFFIX = {"k": 1e3, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
 
 
@@ -102,7 +110,10 @@ class TrainSection:
     compile: bool = False
     distributed: str = "auto"  # auto (ddp when world > 1) | none | ddp | fsdp
     meta_init: bool = False  # fsdp: build on meta, shard, then init (large models)
-    save_every_tokens: int = 0  # 0: only at the end of each phase
+    save_every_tokens: int = 0  # 0: only at the end of each phase; counted as the phase counts its budget
+    # how phase budgets, warmup, decay and the save cadence count tokens: real (attention_mask = 1, as the
+    # published count_padding_tokens: false) | slots (rows x seq_len, padding included); ettin.train.plan
+    token_unit: str = "real"
     keep_checkpoints: int = 0  # 0: keep all (the suite releases its intermediate checkpoints)
     log_every: int = 1
     nan_policy: str = "stop"  # stop | skip
@@ -116,7 +127,8 @@ class TrainSection:
 @dataclass
 class PhaseSection:
     name: str = "pretrain"
-    tokens: int = 0  # token budget of the phase (tokens = steps x global batch x seq_len)
+    tokens: int = 0  # the phase's budget: it ends at the first step whose cumulative tokens reach it
+    token_unit: str | None = None  # real | slots (default: train.token_unit)
     seq_len: int = 1024
     global_rope_theta: float = 10_000.0
     local_rope_theta: float = 10_000.0
@@ -124,7 +136,9 @@ class PhaseSection:
     mixture: str = "pretrain"  # key into data.mixtures (or a preset name ettin.data knows)
     schedule: str = "warmup_stable"
     warmup_tokens: int = 0
-    decay_tokens: int = 0  # warmup_stable_decay only: length of the final 1-sqrt decay
+    decay_tokens: int = 0  # the final decay's length (warmup_stable_decay; one_minus_sqrt: 0 = the whole phase)
+    decay_shape: str | None = None  # "1-sqrt" | "linear" (default: 1-sqrt for one_minus_sqrt, linear for
+    #                                 warmup_stable_decay, as the published trainer's schedulers)
     lr_start: float = 1.0  # factor of train.lr at the peak / start of the phase
     lr_end: float | None = None  # factor at the end (None: same as lr_start)
     reset_optimizer: bool = False  # False: moments carry over from the previous phase (as Composer loads)
@@ -147,6 +161,8 @@ class Recipe:
     train: TrainSection = field(default_factory=TrainSection)
     phases: list[PhaseSection] = field(default_factory=list)
     source_file: str = "<recipe>"  # where it came from (for messages); not a setting
+    # the recipe as read, per-objective values unresolved (for_objective); not a setting
+    unresolved: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     # ---- derived numbers -------------------------------------------------------------------------
     def batch_size(self, phase: PhaseSection) -> int:
@@ -155,16 +171,13 @@ class Recipe:
     def micro_batch_size(self, phase: PhaseSection) -> int:
         return phase.micro_batch_size or self.train.micro_batch_size
 
-    def tokens_per_step(self, phase: PhaseSection) -> int:
-        return self.batch_size(phase) * phase.seq_len
-
-    def phase_steps(self, phase: PhaseSection) -> int:
-        return max(1, math.ceil(phase.tokens / self.tokens_per_step(phase)))
-
-    def save_every_steps(self, phase: PhaseSection) -> int:
-        if self.train.save_every_tokens <= 0:
-            return 0
-        return max(1, round(self.train.save_every_tokens / self.tokens_per_step(phase)))
+    def for_objective(self, objective: str) -> Recipe:
+        """This recipe as it trains `objective`: every per-objective value resolved to that objective's."""
+        if objective == self.objective:
+            return self
+        raw = dict(self.unresolved or self.to_dict())
+        raw["objective"] = objective
+        return recipe_from_dict(raw, self.source_file)
 
     def model_config(
         self, phase: PhaseSection, vocab_size: int, objective: str | None = None, special: dict | None = None
@@ -186,6 +199,7 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("source_file")
+        d.pop("unresolved")
         d["train"]["betas"] = list(d["train"]["betas"])
         return d
 
@@ -314,7 +328,7 @@ def _convert(cls: type, data: Any, where: str, source: str) -> Any:
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: {where}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)} - {"source_file"}
+    names = {f.name for f in dataclasses.fields(cls)} - {"source_file", "unresolved"}
     unknown = sorted(set(data) - names)
     if unknown:
         raise RecipeError(f"{source}: {where}: unknown field(s) {unknown}; known: {sorted(names)}")
@@ -376,10 +390,41 @@ def _coerce(hint: Any, value: Any, where: str, source: str) -> Any:
 
 
 def recipe_from_dict(raw: dict[str, Any], source: str = "<recipe>") -> Recipe:
-    recipe = _convert(Recipe, raw, "", source)
+    objective = raw.get("objective", Recipe.objective)
+    recipe = _convert(Recipe, resolve_objective(raw, objective, source), "", source)
     recipe.source_file = source
+    recipe.unresolved = raw
     validate(recipe)
+    others = [o for o in OBJECTIVES if o != recipe.objective]
+    if others and _has_per_objective(raw):
+        for other in others:  # each objective's variant is a valid recipe too
+            validate(_convert(Recipe, resolve_objective({**raw, "objective": other}, other, source), "", source))
     return recipe
+
+
+def _is_per_objective(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value) and set(value) <= set(OBJECTIVES)
+
+
+def _has_per_objective(node: Any) -> bool:
+    if _is_per_objective(node):
+        return True
+    items = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+    return any(_has_per_objective(v) for v in items)
+
+
+def resolve_objective(node: Any, objective: str, source: str, where: str = "") -> Any:
+    """`node` with every per-objective value ({mlm: a, clm: b}) replaced by `objective`'s."""
+    if _is_per_objective(node):
+        if objective not in node:
+            raise RecipeError(f"{source}: {where}: a per-objective value without one for {objective!r} "
+                              f"(it has {sorted(node)})")
+        return node[objective]
+    if isinstance(node, dict):
+        return {k: resolve_objective(v, objective, source, f"{where}.{k}".lstrip(".")) for k, v in node.items()}
+    if isinstance(node, list):
+        return [resolve_objective(v, objective, source, f"{where}.{i}") for i, v in enumerate(node)]
+    return node
 
 
 def _check(ok: bool, source: str, where: str, message: str) -> None:
@@ -416,6 +461,7 @@ def validate(r: Recipe) -> None:
     _check(t.nan_policy in ("stop", "skip"), s, "train.nan_policy", f"stop or skip, got {t.nan_policy!r}")
     _check(t.log_every > 0, s, "train.log_every", "must be positive")
     _check(t.keep_checkpoints >= 0, s, "train.keep_checkpoints", "must be >= 0 (0 keeps all)")
+    _check(t.token_unit in TOKEN_UNITS, s, "train.token_unit", f"one of {TOKEN_UNITS}, got {t.token_unit!r}")
     _check(bool(r.phases), s, "phases", "a recipe needs at least one phase")
     names = [p.name for p in r.phases]
     _check(len(set(names)) == len(names), s, "phases", f"phase names must be unique, got {names}")
@@ -426,6 +472,8 @@ def validate(r: Recipe) -> None:
         _check(p.seq_len > 1, s, f"{w}.seq_len", "must be > 1")
         _check(0.0 <= p.mlm_probability < 1.0, s, f"{w}.mlm_probability", "must be in [0, 1)")
         _check(p.schedule in SCHEDULES, s, f"{w}.schedule", f"one of {SCHEDULES}, got {p.schedule!r}")
+        _check(p.token_unit in (None, *TOKEN_UNITS), s, f"{w}.token_unit", f"one of {TOKEN_UNITS}")
+        _check(p.decay_shape in (None, *DECAY_SHAPES), s, f"{w}.decay_shape", f"one of {DECAY_SHAPES}")
         _check(p.lr_start > 0 and p.end_factor >= 0, s, f"{w}.lr_start", "factors must be positive")
         _check(p.warmup_tokens + p.decay_tokens <= p.tokens, s, f"{w}.warmup_tokens",
                "warmup + decay exceed the phase's tokens")
@@ -442,33 +490,3 @@ def validate(r: Recipe) -> None:
             r.model_config(p, r.data.vocab_size or 50368, special=SYNTHETIC_SPECIAL)  # shapes only
         except (ValueError, KeyError) as e:
             raise RecipeError(f"{s}: model (phase {p.name}): {e}") from None
-
-
-def describe(r: Recipe, world_size: int = 1) -> str:
-    """The `--dry-run` summary: token budgets, steps and schedule per phase."""
-    from ettin.train.schedule import PhaseSchedule
-
-    lines = [f"recipe {r.name} ({r.source_file}): objective {r.objective}, model {r.model.size}, seed {r.seed}"]
-    t = r.train
-    lines.append(
-        f"optimizer StableAdamW lr {t.lr:g} wd {t.weight_decay:g} betas {tuple(t.betas)} eps {t.eps:g} "
-        f"(fully decoupled); precision {t.precision}; distributed {t.distributed} on {world_size} rank(s)"
-    )
-    total = 0
-    for p in r.phases:
-        steps = r.phase_steps(p)
-        sched = PhaseSchedule.from_recipe(r, p)
-        points = sorted({0, sched.warmup_steps, steps // 2, steps - 1} - {-1})
-        lr_text = ", ".join(f"step {k}: {t.lr * sched.factor(k):.3g}" for k in points if k < steps)
-        tokens = steps * r.tokens_per_step(p)
-        total += tokens
-        save = r.save_every_steps(p)
-        accum = max(1, -(-r.batch_size(p) // (r.micro_batch_size(p) * world_size)))
-        lines.append(
-            f"  phase {p.name}: {p.tokens:,} tokens -> {steps:,} steps x {r.tokens_per_step(p):,} tokens "
-            f"(batch {r.batch_size(p)} x seq {p.seq_len}; {world_size} x {r.micro_batch_size(p)} x {accum} accum); rope {p.global_rope_theta:g}/{p.local_rope_theta:g}; "
-            f"mlm {p.mlm_probability}; mixture {p.mixture}; {p.schedule} ({lr_text}); "
-            f"checkpoint every {save or steps} steps"
-        )
-    lines.append(f"total {total:,} tokens")
-    return "\n".join(lines)

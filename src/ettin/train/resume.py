@@ -49,7 +49,7 @@ OPERATIONAL = {
     "phases.*.micro_batch_size",
 }
 # keys of the phase being trained that may change when the steps already trained keep their learning rates
-EXTENDABLE = {"tokens", "warmup_tokens", "decay_tokens", "schedule", "lr_start", "lr_end"}
+EXTENDABLE = {"tokens", "warmup_tokens", "decay_tokens", "decay_shape", "token_unit", "schedule", "lr_start", "lr_end"}
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -147,22 +147,27 @@ def classify(old: dict[str, Any], recipe: Recipe, meta: dict[str, Any] | None) -
 
 def _extension_problem(recipe: Recipe, index: int, done: int, meta: dict[str, Any]) -> str | None:
     """Why changing the current phase's length or schedule would rewrite the steps already trained (or None)."""
+    from ettin.train.plan import make_plan
+
     if index >= len(recipe.phases):
         return "the recipe no longer has this phase"
-    phase = recipe.phases[index]
-    new = PhaseSchedule.from_recipe(recipe, phase)
-    if new.total_steps < done:
-        return f"{done} steps are already trained; the new length is {new.total_steps}"
+    phase = make_plan(recipe, recipe.objective, int(meta.get("world_size", 1))).phases[index]
+    position = meta.get("phase_tokens")
     stored = dict(meta.get("scheduler") or {})
-    stored.pop("next_step", None)
+    stored.pop("position", None)
     try:
         old = PhaseSchedule(**stored)
     except TypeError:
-        return "the checkpoint does not record its schedule"
-    for step in range(done):
-        if old.factor(step) != new.factor(step):
-            return (f"the learning rate of trained step {step} would change ({old.kind}: "
-                    f"{old.factor(step):.4g} -> {new.factor(step):.4g} x train.lr)")
+        return "the checkpoint does not record its schedule (it predates real-token budgets)"
+    if position is None:
+        return "the checkpoint does not record its phase's token count"
+    if meta.get("token_unit", phase.token_unit) != phase.token_unit:
+        return f"the phase counted {meta.get('token_unit')} tokens; the recipe now counts {phase.token_unit}"
+    if phase.tokens < position:
+        return f"{position:,} tokens are already trained; the new budget is {phase.tokens:,}"
+    if not old.agrees_until(phase.schedule, position):
+        return (f"the learning rates of the {done} steps already trained ({position:,} tokens) would change "
+                f"({old.kind} -> {phase.schedule.kind})")
     return None
 
 
