@@ -48,10 +48,16 @@ def test_pair_on_prepared_data_holds_out_the_tail(recipe_file, tmp_path):
     assert main(["pair", str(recipe_file), "--out", str(out)]) == 0
     pair = json.loads((out / "pair.json").read_text())
     assert pair["same_batch_order"] and len(pair["encoder"]["pretrain"]["fingerprint"]) == 64
+    steps = {}
     for sub in ("encoder", "decoder"):
         rows = [json.loads(line) for line in (out / sub / "metrics.jsonl").read_text().splitlines()]
-        assert len(rows) == 4 and all(math.isfinite(r["loss"]) for r in rows)
+        assert all(math.isfinite(r["loss"]) for r in rows)
+        for phase in ("pretrain", "decay"):  # each phase ends at the first step whose real tokens reach 512
+            counts = [r["phase_tokens"] for r in rows if r["phase"] == phase]
+            assert counts[-1] >= 512 and (len(counts) == 1 or counts[-2] < 512), counts
+        steps[sub] = [(r["phase"], r["step"], r["tokens"]) for r in rows]
         assert (out / sub / "tokenizer.json").is_file() and (out / sub / "final" / "config.json").is_file()
+    assert steps["encoder"] == steps["decoder"]  # the pair takes the same steps over the same real tokens
 
     recipe = load_recipe(recipe_file)
     data = RecipeData.open(recipe)
@@ -64,3 +70,32 @@ def test_pair_on_prepared_data_holds_out_the_tail(recipe_file, tmp_path):
         docs = {int(d) for d in index.spans[:, 0]}
         assert min(docs) >= lo and max(docs) < keep_end  # never a held-out document
         assert max(docs) == keep_end - 1  # and every other one is used
+
+
+def test_a_real_token_budget_ends_within_one_batch(recipe_file, tmp_path):
+    """On real (chunked, unpacked) data the rows are partly padding: a budget of N real tokens takes more steps
+    than N / (rows x seq_len), ends at the first step that reaches N, and every step's count is the batch's
+    attention-mask sum over all ranks (the encoder's; the decoder's rows of a cut document lack [SEP])."""
+    budget = 3000
+    out = tmp_path / "run"
+    assert main(["train", str(recipe_file), "--out", str(out), f"phases.0.tokens={budget}", "train.log_every=1",
+                 "train.save_every_tokens=1000"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    pre = [r for r in rows if r["phase"] == "pretrain"]
+    slots = 4 * 64
+    assert pre[-1]["phase_tokens"] >= budget > pre[-2]["phase_tokens"]
+    assert pre[-1]["phase_tokens"] - budget < slots  # within one batch of the budget
+    assert len(pre) > math.ceil(budget / slots)  # padding is not counted: more steps than slots would take
+    recipe = load_recipe(recipe_file, [f"phases.0.tokens={budget}"])
+    data = RecipeData.open(recipe)
+    ranks = {obj: [data.phase_loader(recipe.phases[0], obj, r, 2) for r in range(2)] for obj in ("mlm", "clm")}
+    for step, row in enumerate(pre):
+        real = ranks["mlm"][0].global_tokens(step)
+        assert real == sum(int(loader.batch(step)["attention_mask"].sum()) for loader in ranks["mlm"])
+        assert real >= sum(int(loader.batch(step)["attention_mask"].sum()) for loader in ranks["clm"])
+        assert row["phase_tokens"] - (pre[step - 1]["phase_tokens"] if step else 0) == real
+    # checkpoints every 1000 real tokens (each at the first step past a multiple), and at the end
+    names = sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.startswith("pretrain"))
+    crossed = [r["step"] for i, r in enumerate(pre)
+               if r["phase_tokens"] // 1000 > (pre[i - 1]["phase_tokens"] if i else 0) // 1000 or r is pre[-1]]
+    assert names == [f"pretrain-step{s:07d}" for s in crossed]

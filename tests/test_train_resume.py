@@ -44,20 +44,19 @@ def _rows(run: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
 
 
-def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
-    recipe = tmp_path / "resume.yaml"
-    recipe.write_text(RECIPE)
+def _kill_and_resume(recipe: Path, tmp_path: Path, kill_after: int, not_done: str) -> dict:
+    """Train `recipe` twice side by side, SIGKILL one after `kill_after` logged steps, resume it, and compare."""
     ref_run, run = tmp_path / "reference", tmp_path / "killed"
     reference = _launch(recipe, ref_run)
     victim = _launch(recipe, run)
     deadline = time.time() + 240
-    while len(_rows(run)) < KILL_AFTER and victim.poll() is None and time.time() < deadline:
+    while len(_rows(run)) < kill_after and victim.poll() is None and time.time() < deadline:
         time.sleep(0.01)
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
     assert victim.returncode == -signal.SIGKILL
     done = [p.name for p in list_checkpoints(run)]
-    assert "decay-step0000004" not in done, "the run finished before the kill; nothing was tested"
+    assert not any(name.startswith(not_done) for name in done), "the run finished before the kill; nothing was tested"
     killed_rows = _rows(run)
     resumed = _launch(recipe, run, "--resume")
     out, _ = resumed.communicate(timeout=300)
@@ -66,13 +65,12 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
     ref_out, _ = reference.communicate(timeout=300)
     assert reference.returncode == 0, ref_out.decode()[-3000:]
 
-    expected = {(r["phase"], r["step"]): r["loss"] for r in _rows(ref_run)}
-    assert len(expected) == 30 + 4
+    expected = {(r["phase"], r["step"]): (r["loss"], r["phase_tokens"], r["lr"]) for r in _rows(ref_run)}
     got: dict = {}
     for r in _rows(run):  # steps between the checkpoint and the kill were run twice: both must agree
         key = (r["phase"], r["step"])
-        assert r["loss"] == expected[key], (key, r["loss"], expected[key])
-        got[key] = r["loss"]
+        assert (r["loss"], r["phase_tokens"], r["lr"]) == expected[key], (key, r, expected[key])
+        got[key] = (r["loss"], r["phase_tokens"], r["lr"])
     assert got == expected
     assert len(_rows(run)) > len(expected) >= len(killed_rows)  # some steps really were replayed
     # and the final weights are the same
@@ -81,6 +79,46 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
     a = load_model(list_checkpoints(ref_run)[-1]).state_dict()
     b = load_model(list_checkpoints(run)[-1]).state_dict()
     assert all((a[k] == b[k]).all() for k in a)
+    return expected
+
+
+def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
+    recipe = tmp_path / "resume.yaml"
+    recipe.write_text(RECIPE)
+    expected = _kill_and_resume(recipe, tmp_path, KILL_AFTER, "decay-step0000004")
+    assert len(expected) == 30 + 4
+
+
+def test_sigkill_then_resume_on_real_tokens_with_dropout(tmp_path, shared_data):
+    """Real data, unpacked rows (padding not counted), attention-output dropout on: budgets, the save cadence and
+    the learning rates follow real tokens, and the resumed run is still bitwise the uninterrupted one."""
+    import json as _json
+
+    from ettin.data.ready import ensure_data
+    from ettin.train.recipe import load_recipe
+
+    src = tmp_path / "wiki.jsonl"
+    src.write_text("".join((shared_data / "pretrain" / "wikipedia_vital_summaries_en.jsonl").read_text()
+                           .splitlines(True)[:120]))
+    recipe = {
+        "name": "resume-real", "seed": 6, "model": {"size": "tiny", "overrides": {"attention_output_dropout": 0.1}},
+        "data": {"tokenizer": str(tmp_path / "tok" / "tokenizer.json"),
+                 "prepare": {"out": str(tmp_path / "prepared"), "tokenizer_vocab_size": 300, "workers": 0,
+                             "sources": [str(src)]},
+                 "mixtures": {"m": {"name": "m", "instances": {"mode": "chunk"},
+                                    "sources": [{"name": "wiki", "path": str(tmp_path / "prepared"), "weight": 1}]}}},
+        "train": {"lr": 3e-3, "global_batch_size": 4, "micro_batch_size": 2, "save_every_tokens": 600,
+                  "progress": False, "tensorboard": False},
+        "phases": [{"name": "pretrain", "tokens": 3000, "seq_len": 96, "mixture": "m", "warmup_tokens": 500},
+                   {"name": "decay", "tokens": 1200, "seq_len": 96, "mixture": "m", "schedule": "one_minus_sqrt",
+                    "lr_start": 0.5, "lr_end": 0.02, "mlm_probability": 0.15}],
+    }
+    path = tmp_path / "real.yaml"
+    path.write_text(_json.dumps(recipe))
+    ensure_data(load_recipe(path), log=lambda *_: None)  # once, before the two runs start side by side
+    expected = _kill_and_resume(path, tmp_path, 9, "decay-step")
+    pre = sorted((step, tokens) for (phase, step), (_, tokens, _) in expected.items() if phase == "pretrain")
+    assert pre[-1][1] >= 3000 > pre[-2][1] and len(pre) > 3000 / (4 * 96)  # real tokens: rows are part padding
 
 
 # ---- a resume never makes the run folder describe training it does not hold ----------------------------
