@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ettin.data.loader import BatchSchedule, BatchWarmup, PhaseLoader
+from ettin.data.loader import BatchSchedule, BatchWarmup, PhaseLoader, step_batches
 from ettin.data.mixture import MixtureError
 from ettin.data.shards import TokenDataset, write_token_dataset
 
@@ -118,15 +118,18 @@ def test_resume_anywhere_without_replay(prepared, tokenizer):
     resumed = make(prepared, tokenizer)  # a new process would build exactly this
     for s, batch in expected.items():
         assert all(torch.equal(batch[k], v) for k, v in resumed.batch(s).items())
-    steps = [(s, b) for s, b in resumed.iterate(start_step=1, num_steps=2, prefetch=2)]
-    assert [s for s, _ in steps] == [1, 2]
+    steps = list(zip((1, 2), step_batches(resumed, start_step=1, workers=0)))
     assert all(torch.equal(b["labels"], expected[s]["labels"]) for s, b in steps)
     assert resumed.data_position(251)["next_position"] == 251 * 8
 
 
-def test_torch_dataloader_workers_do_not_change_the_order(prepared, tokenizer):
+def test_background_workers_do_not_change_the_order_or_the_global_rng(prepared, tokenizer):
     loader = make(prepared, tokenizer, "mlm", "pack")
-    batches = list(loader.torch_loader(start_step=5, num_steps=2, num_workers=1))
+    state = torch.get_rng_state()
+    stream = step_batches(loader, start_step=5, workers=2, prefetch=2)
+    batches = [next(stream) for _ in range(5)]
+    stream.close()  # stops the workers
+    assert torch.equal(torch.get_rng_state(), state)  # dropout's generator is left alone (bitwise resume)
     for i, batch in enumerate(batches):
         assert all(torch.equal(batch[k], v) for k, v in loader.batch(5 + i).items())
 

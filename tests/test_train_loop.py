@@ -80,9 +80,9 @@ def test_non_finite_loss(recipe_file, tmp_path, monkeypatch, policy, capsys):
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
-        loss, n, p = real(*args, **kwargs)
+        loss, n = real(*args, **kwargs)  # device scalars
         calls["n"] += 1
-        return (math.nan if calls["n"] == 3 else loss), n, p
+        return (torch.full_like(loss, math.nan) if calls["n"] == 3 else loss), n
 
     monkeypatch.setattr(loop, "train_step", flaky)
     args = ["train", str(recipe_file), "--out", str(tmp_path / "run"), "phases.0.tokens=2304",

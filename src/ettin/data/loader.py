@@ -4,6 +4,7 @@
                          rank=0, world_size=1, mlm_probability=0.3)
     batch = loader.batch(step)      # this rank's rows: input_ids, labels, attention_mask[, position_ids]
     loader.fingerprint(num_steps)   # sha256 of the global order of the first num_steps batches
+    for batch in step_batches(loader, start_step, workers=2): ...   # built ahead in background processes
 
 How the order is made (see `ettin.data.mixture`): global batch `step` holds phase positions
 [start(step), start(step) + size(step)); a position maps to (source, instance) through keyed
@@ -26,9 +27,9 @@ the end of the ramp, start(step) is a lookup (or arithmetic after the ramp).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -230,30 +231,6 @@ class PhaseLoader:
             rngs = [row_generator(self.seed, self.phase, step, int(r)) for r in rows]
         return collate(framed, self.objective, self.special, rngs, self.mlm_probability, self._pool)
 
-    def iterate(
-        self, start_step: int = 0, num_steps: int | None = None, prefetch: int = 2
-    ) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
-        """(step, batch) from start_step on, built `prefetch` steps ahead in background threads."""
-        end = None if num_steps is None else start_step + num_steps
-        with ThreadPoolExecutor(max_workers=max(1, prefetch)) as pool:
-            pending = {}
-            step = start_step
-            while end is None or step < end:
-                for s in range(step, step + max(1, prefetch) + 1):
-                    if (end is None or s < end) and s not in pending:
-                        pending[s] = pool.submit(self.batch, s)
-                yield step, pending.pop(step).result()
-                step += 1
-
-    def torch_loader(
-        self, start_step: int = 0, num_steps: int = 1, num_workers: int = 0
-    ) -> torch.utils.data.DataLoader:
-        """A torch DataLoader over steps (each item is a whole rank batch): worker processes do not
-        change the order, since every item is batch(step)."""
-        return torch.utils.data.DataLoader(
-            _Steps(self, start_step, num_steps), batch_size=None, num_workers=num_workers, shuffle=False
-        )
-
     def data_position(self, step: int) -> dict:
         """What a checkpoint records to resume this loader exactly (the next step to read)."""
         return {
@@ -284,12 +261,37 @@ class PhaseLoader:
         self.__init__(**state)
 
 
+def step_batches(source, start_step: int = 0, workers: int = 1, pin_memory: bool = False,
+                 prefetch: int = 4) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches `start_step`, `start_step + 1`, ... of any source with `batch(step)` (a PhaseLoader, a
+    SyntheticSource), built ahead by `workers` background processes (torch's DataLoader; 0: built in this thread
+    when asked), `prefetch` batches each, in pinned memory when `pin_memory` (for non-blocking copies to a GPU).
+    The order cannot change: every item is `source.batch(step)`, a pure function of the step. Endless: stop
+    iterating when done (closing the generator stops the workers). The DataLoader gets its own generator, so
+    starting one does not draw from torch's global generator (which dropout draws from: resume stays bitwise)."""
+    loader = torch.utils.data.DataLoader(
+        _Steps(source), batch_size=None, sampler=_From(start_step), num_workers=workers, pin_memory=pin_memory,
+        prefetch_factor=prefetch if workers else None, generator=torch.Generator().manual_seed(0))
+    it = iter(loader)
+    try:
+        yield from it
+    finally:
+        shutdown = getattr(it, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+
+
+class _From(torch.utils.data.Sampler):
+    def __init__(self, start: int):
+        self.start = start
+
+    def __iter__(self):
+        return itertools.count(self.start)
+
+
 class _Steps(torch.utils.data.Dataset):
-    def __init__(self, loader: PhaseLoader, start: int, count: int):
-        self.loader, self.start, self.count = loader, start, count
+    def __init__(self, source):
+        self.source = source
 
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return self.loader.batch(self.start + i)
+    def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
+        return self.source.batch(step)

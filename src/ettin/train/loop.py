@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ import torch
 import torch.distributed as dist
 
 from ettin.config import IGNORE_INDEX
+from ettin.data.loader import step_batches
 from ettin.data.ready import RecipeData, ensure_data
 from ettin.io import atomic_write_json
 from ettin.train import checkpoint as ckpt
@@ -202,51 +204,63 @@ def train_phase(
     _write_fingerprint(run_dir, phase.name, fingerprint, fingerprint_steps, info)
     losses: list[float] = []
     skipped = 0
-    window_tokens, window_flops, window_losses = 0, 0.0, []
+    window = _Window()
     last_ckpt = init
-    while position < pp.tokens:
-        batch = {k: v.to(info.device, non_blocking=True) for k, v in source.batch(step).items()}
-        loss, _, n_predicted = train_step(wrapped, batch, pp.micro_batch, t.precision, mode, info)
-        n_tokens = source.global_tokens(step)  # real tokens of the global batch (see the module docstring)
-        lr = t.lr * schedule.factor(position)  # the LR of a step: a function of the tokens before it
-        if not math.isfinite(loss):
-            optimizer.zero_grad(set_to_none=True)
-            message = f"non-finite loss ({loss}) at phase {phase.name} step {step} (tokens {tokens:,})"
-            if t.nan_policy == "stop":
-                progress.close()
-                raise NonFiniteLoss(message + "; set train.nan_policy=skip to skip such batches")
-            progress.note(message + ": batch skipped")
-            skipped += 1
-        else:
-            set_lr(optimizer, lr)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        before = position
-        step += 1
-        position += pp.step_tokens(n_tokens)
-        tokens += n_tokens
-        losses.append(loss)
-        window_tokens += n_tokens
-        window_flops += step_flops(config, n_tokens, n_predicted, phase.seq_len)
-        window_losses.append(loss)
-        done = position >= pp.tokens
-        if step % t.log_every == 0 or done:
-            finite = [x for x in window_losses if math.isfinite(x)]
-            record = {"phase": phase.name, "step": step, "tokens": tokens, "phase_tokens": position,
-                      "loss": loss, "loss_avg": sum(finite) / len(finite) if finite else math.nan,
-                      "lr": lr, "predicted": n_predicted}
-            progress.log(position, record, window_flops, window_tokens)
-            window_tokens, window_flops, window_losses = 0, 0.0, []
-        if pp.saves_between(before, position):
-            meta = {"run": run_dir.name, "run_objective": objective, "phase": phase.name, "phase_index": index,
-                    "step": step, "phase_tokens": position, "phase_budget": pp.tokens, "token_unit": pp.token_unit,
-                    "tokens": tokens, "model_config": config.to_dict(),
-                    "scheduler": {**schedule.__dict__, "position": position},
-                    "data_position": {"phase": phase.name, "next_step": step, "seed": recipe.seed,
-                                      "fingerprint": fingerprint},
-                    "world_size": info.world_size, "has_optimizer": True, "time": time.time()}
-            last_ckpt = ckpt.save_checkpoint(run_dir, ckpt.checkpoint_name(phase.name, step), model, optimizer,
-                                             meta, keep=t.keep_checkpoints)
+    workers = data_workers(t.data_workers, info)
+    batches = step_batches(source, step, workers=workers, pin_memory=info.device.type == "cuda")
+    try:
+        while position < pp.tokens:
+            waited = time.perf_counter()
+            batch = next(batches)  # built ahead by `workers` background processes
+            window.wait += time.perf_counter() - waited
+            counts = micro_counts(batch["labels"], batch.get("attention_mask"), pp.micro_batch)  # on the host
+            batch = {k: v.to(info.device, non_blocking=True) for k, v in batch.items()}
+            loss, n_predicted = train_step(wrapped, batch, counts, pp.micro_batch, t.precision, mode, info)
+            n_tokens = source.global_tokens(step)  # real tokens of the global batch (see the module docstring)
+            lr = t.lr * schedule.factor(position)  # the LR of a step: a function of the tokens before it
+            if t.nan_policy == "skip" and not math.isfinite(float(loss)):  # skipping needs the answer now: a sync
+                optimizer.zero_grad(set_to_none=True)
+                progress.note(f"non-finite loss ({float(loss)}) at phase {phase.name} step {step} (tokens "
+                              f"{tokens:,}): batch skipped")
+                skipped += 1
+            else:  # nan_policy stop: checked without a sync, at the next log step or checkpoint
+                set_lr(optimizer, lr)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            before = position
+            step += 1
+            position += pp.step_tokens(n_tokens)
+            tokens += n_tokens
+            window.add(step, loss, n_predicted, n_tokens)
+            done = position >= pp.tokens
+            save = pp.saves_between(before, position)
+            if step % t.log_every == 0 or done or save:
+                values, predicted = window.read()  # the only device-to-host sync of the steps in the window
+                bad = [(k, x) for k, x in zip(window.steps, values) if not math.isfinite(x)]
+                if bad and t.nan_policy == "stop":
+                    progress.close()
+                    raise NonFiniteLoss(f"non-finite loss ({bad[0][1]}) at phase {phase.name} step {bad[0][0] - 1}; "
+                                        "set train.nan_policy=skip to skip such batches")
+                losses += values
+                finite = [x for x in values if math.isfinite(x)]
+                flops = step_flops(config, window.tokens, predicted, phase.seq_len)
+                record = {"phase": phase.name, "step": step, "tokens": tokens, "phase_tokens": position,
+                          "loss": values[-1], "loss_avg": sum(finite) / len(finite) if finite else math.nan,
+                          "lr": lr, "predicted": predicted, "data_wait": window.wait}
+                progress.log(position, record, flops, window.tokens)
+                window = _Window()
+            if save:
+                meta = {"run": run_dir.name, "run_objective": objective, "phase": phase.name, "phase_index": index,
+                        "step": step, "phase_tokens": position, "phase_budget": pp.tokens,
+                        "token_unit": pp.token_unit, "tokens": tokens, "model_config": config.to_dict(),
+                        "scheduler": {**schedule.__dict__, "position": position},
+                        "data_position": {"phase": phase.name, "next_step": step, "seed": recipe.seed,
+                                          "fingerprint": fingerprint},
+                        "world_size": info.world_size, "has_optimizer": True, "time": time.time()}
+                last_ckpt = ckpt.save_checkpoint(run_dir, ckpt.checkpoint_name(phase.name, step), model,
+                                                 optimizer, meta, keep=t.keep_checkpoints)
+    finally:
+        batches.close()  # stops the background workers
     progress.close()
     if info.is_main:
         plot_loss_curve(run_dir, run_dir / f"loss_curve-{phase.name}.png", title=f"{recipe.name} {phase.name}")
@@ -274,33 +288,67 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def train_step(model, batch: dict[str, torch.Tensor], micro_batch_size: int, precision: str, mode: str,
-               info: D.DistInfo) -> tuple[float, int, int]:
-    """Forward + backward over this rank's slice in micro-batches; returns the global-batch loss,
-    the global count of real tokens and of predicted tokens."""
-    labels = batch["labels"]
-    mask = batch.get("attention_mask")
+def data_workers(requested: int | None, info: D.DistInfo) -> int:
+    """Background processes that build batches (train.data_workers; None: 1 on a CPU, where the cores train, and
+    up to 4 a rank on a GPU host, within the host's cores)."""
+    if requested is not None:
+        return requested
+    if info.device.type != "cuda":
+        return 1
+    local = max(1, torch.cuda.device_count())
+    return max(1, min(4, (os.cpu_count() or 2) // local - 1))
+
+
+class _Window:
+    """What the steps since the last log hold on the device, read back in one go."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+        self.losses: list[torch.Tensor] = []
+        self.predicted: list[torch.Tensor] = []
+        self.tokens = 0
+        self.wait = 0.0  # seconds spent waiting for batches
+
+    def add(self, step: int, loss: torch.Tensor, predicted: torch.Tensor, tokens: int) -> None:
+        self.steps.append(step)
+        self.losses.append(loss)
+        self.predicted.append(predicted)
+        self.tokens += tokens
+
+    def read(self) -> tuple[list[float], int]:
+        values = torch.stack(self.losses).tolist()
+        return values, int(torch.stack(self.predicted).sum())
+
+
+def micro_counts(labels: torch.Tensor, mask: torch.Tensor | None, micro_batch_size: int) -> list[int]:
+    """Predicted positions of each micro-batch of this rank's rows, counted on the host before the copy."""
     valid = labels != IGNORE_INDEX if mask is None else (labels != IGNORE_INDEX) & mask.bool()
-    counts = torch.stack([valid.sum(), mask.sum() if mask is not None else torch.tensor(labels.numel())])
-    counts = D.all_reduce_sum(counts.to(torch.float64))
-    n_global, n_tokens = counts.tolist()
-    rows = labels.shape[0]
-    starts = list(range(0, rows, micro_batch_size))
-    loss_sum = torch.zeros((), dtype=torch.float64, device=labels.device)
+    return [int(v.sum()) for v in valid.split(micro_batch_size)]
+
+
+def train_step(model, batch: dict[str, torch.Tensor], counts: list[int], micro_batch_size: int, precision: str,
+               mode: str, info: D.DistInfo) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward + backward over this rank's slice in micro-batches (`counts`: each one's predicted positions);
+    returns the global-batch loss and the global count of predicted tokens, as device scalars (no host sync)."""
+    device = batch["labels"].device
+    n_global = D.all_reduce_sum(torch.tensor(float(sum(counts)), dtype=torch.float64, device=device))
+    denominator = n_global.clamp_min(1.0)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     autocast = torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    for i, lo in enumerate(starts):
+    for i, n_micro in enumerate(counts):
+        lo = i * micro_batch_size
         micro = {k: v[lo : lo + micro_batch_size] for k, v in batch.items()}
-        n_micro = int(valid[lo : lo + micro_batch_size].sum())
-        last = i == len(starts) - 1
+        last = i == len(counts) - 1
         with _sync_context(model, mode, last), autocast:
             out = model(**micro)
-        weight = n_micro * info.world_size / max(n_global, 1.0)
+        weight = (n_micro * info.world_size / denominator).to(out.loss.dtype)
         term = out.loss * weight if n_micro else out.loss.nan_to_num(0.0) * 0.0
         term.backward()
         if n_micro:
             loss_sum += out.loss.detach().to(torch.float64) * n_micro
     loss_sum = D.all_reduce_sum(loss_sum)
-    return float(loss_sum / max(n_global, 1.0)) if n_global else math.nan, int(n_tokens), int(n_global)
+    loss = torch.where(n_global > 0, loss_sum / denominator, torch.full_like(loss_sum, math.nan))
+    return loss, n_global
 
 
 def _sync_context(model, mode: str, last: bool):

@@ -111,6 +111,7 @@ class Progress:
         rate = (position - self._start) / max(1e-9, now - self._t0)  # budget tokens per second
         record = dict(record)
         record["tokens_per_s"] = tokens_in_window / dt
+        record["data_wait_share"] = min(1.0, record.get("data_wait", 0.0) / dt)  # of the window's wall time
         record["mfu"] = flops / dt / self.peak if self.peak else math.nan
         record["eta_s"] = max(0, self.budget - position) / max(rate, 1e-9)
         record["eta_run_s"] = record["eta_s"] + self.later_tokens / max(rate, 1e-9)
@@ -156,8 +157,9 @@ def status_text(record: dict[str, Any], later_phases: bool = False) -> str:
     eta = f"eta {_clock(record['eta_s'])} phase"
     if later_phases:
         eta += f", {_clock(record['eta_run_s'])} run"
+    wait = f" data {100 * record['data_wait_share']:.0f}%" if "data_wait_share" in record else ""
     return (f"tok {_human(record['tokens'])} loss {record['loss']:.4f} lr {record['lr']:.3g} "
-            f"{_human(record['tokens_per_s'])}tok/s mfu {100 * record['mfu']:.1f}% {eta}")
+            f"{_human(record['tokens_per_s'])}tok/s mfu {100 * record['mfu']:.1f}%{wait} {eta}")
 
 
 def run_banner(recipe, info) -> str:

@@ -106,6 +106,8 @@ class TrainSection:
     micro_batch_size: int = 8  # sequences per forward on one rank (gradient accumulation fills the rest)
     batch_size_warmup_tokens: int = 0  # published value, recorded; see docs/training.md (not applied)
     cpu_threads: int = 0  # torch intra-op threads on CPU (0: torch's default); 1 is fastest on a busy machine
+    # background processes that build batches ahead (None: 1 on a CPU, up to 4 a rank on a GPU host; 0: none)
+    data_workers: int | None = None
     precision: str = "fp32"  # fp32 | bf16 (autocast; weights and optimizer stay fp32)
     compile: bool = False
     distributed: str = "auto"  # auto (ddp when world > 1) | none | ddp | fsdp
@@ -460,6 +462,7 @@ def validate(r: Recipe) -> None:
            f"auto, none, ddp or fsdp, got {t.distributed!r}")
     _check(t.nan_policy in ("stop", "skip"), s, "train.nan_policy", f"stop or skip, got {t.nan_policy!r}")
     _check(t.log_every > 0, s, "train.log_every", "must be positive")
+    _check(t.data_workers is None or t.data_workers >= 0, s, "train.data_workers", "must be >= 0 (or null: auto)")
     _check(t.keep_checkpoints >= 0, s, "train.keep_checkpoints", "must be >= 0 (0 keeps all)")
     _check(t.token_unit in TOKEN_UNITS, s, "train.token_unit", f"one of {TOKEN_UNITS}, got {t.token_unit!r}")
     _check(bool(r.phases), s, "phases", "a recipe needs at least one phase")

@@ -43,7 +43,7 @@ OPERATIONAL = {
     "name", "out_dir", "data.vars", "data.prepare", "data.tokenizer",  # the tokenizer is compared by content
     "train.cpu_threads", "train.compile", "train.distributed", "train.meta_init", "train.micro_batch_size",
     "train.save_every_tokens", "train.keep_checkpoints", "train.log_every", "train.peak_flops",
-    "train.tensorboard", "train.wandb", "train.progress", "train.batch_size_warmup_tokens",
+    "train.tensorboard", "train.wandb", "train.progress", "train.batch_size_warmup_tokens", "train.data_workers",
     "train.precision",  # bf16 autocast or fp32 matmuls: weights and optimizer stay fp32 either way
     "model.overrides.attn_backend", "model.overrides.loss_chunk_size",  # kernels, not the model
     "phases.*.micro_batch_size",
