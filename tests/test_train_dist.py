@@ -110,3 +110,91 @@ def test_session_runs_the_closing_barrier_only_after_a_clean_exit(monkeypatch):
         with dist_mod.session():
             raise RuntimeError("a rank failed")
     assert calls == [True, False]
+
+
+def _rows(run) -> list[dict]:
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+def test_a_batch_that_does_not_split_over_the_ranks_is_an_error_not_a_hang(tmp_path):
+    """5 rows over 2 ranks would give the ranks different numbers of micro-batches, and FSDP2's per-micro-batch
+    collectives would wait forever; the plan refuses it before any work, naming the phase and the numbers."""
+    recipe = tmp_path / "dist.yaml"
+    recipe.write_text(RECIPE)
+    proc = _start(recipe, tmp_path / "bad", 2, "train.distributed=fsdp", "train.global_batch_size=5",
+                  "train.micro_batch_size=1")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "phases.0 (pretrain): global batch 5 rows does not split over 2 ranks" in out.decode()
+    assert not (tmp_path / "bad" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_bf16_fsdp2_resumes_bitwise_after_a_kill_and_reshards_to_one_rank(tmp_path):
+    """FSDP2 with the bf16 mixed-precision policy and activation checkpointing on 2 gloo ranks: SIGKILLed and
+    resumed, it logs the uninterrupted run's losses bitwise; its 2-rank checkpoint resumes on 1 rank (DCP
+    reshards) with the next losses within bf16 tolerance of continuing on 2."""
+    import signal
+    import time
+
+    recipe = tmp_path / "dist.yaml"
+    recipe.write_text(RECIPE.replace("tokens: 1536", "tokens: 3072"))
+    flags = ("train.distributed=fsdp", "train.precision=bf16", "train.activation_checkpointing=true")
+    reference = _start(recipe, tmp_path / "ref", 2, *flags)
+    victim = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "ettin.cli",
+         "train", str(recipe), "--out", str(tmp_path / "killed"), *flags],
+        env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 200
+    while len(_rows(tmp_path / "killed")) < 8 and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.killpg(victim.pid, signal.SIGKILL)  # torchrun and both ranks
+    victim.wait()
+    assert not any(p.name.startswith("decay") for p in list_checkpoints(tmp_path / "killed")), "finished early"
+    _finish(_start(recipe, tmp_path / "killed", 2, *flags, "--resume"))
+    assert "FSDP2 (sharded weights)" in _finish(reference)
+    ref = {(r["phase"], r["step"]): r["loss"] for r in _rows(tmp_path / "ref")}
+    for r in _rows(tmp_path / "killed"):  # replayed steps included: every logged loss equals the reference's
+        assert r["loss"] == ref[r["phase"], r["step"]], r
+    assert {(r["phase"], r["step"]) for r in _rows(tmp_path / "killed")} == set(ref)
+
+    # reshard: the 2-rank checkpoint at pretrain step 6, resumed by one process
+    one = tmp_path / "one-rank"
+    shutil.copytree(tmp_path / "ref", one)
+    for path in list_checkpoints(one):
+        if path.name != "pretrain-step0000006":
+            shutil.rmtree(path)
+    (one / "metrics.jsonl").unlink()
+    _finish(subprocess.Popen([sys.executable, "-m", "ettin.cli", "train", str(recipe), "--out", str(one),
+                              "train.precision=bf16", "--resume"], env=_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT))
+    again = {(r["phase"], r["step"]): r["loss"] for r in _rows(one)}
+    assert sorted(again) == sorted(k for k in ref if k[0] == "decay" or k[1] > 6)
+    for key, value in again.items():  # bf16 forward: reduction order differs between 1 and 2 ranks
+        assert value == pytest.approx(ref[key], rel=2e-2), key
+
+
+def test_the_bf16_policy_gathers_bf16_weights(tmp_path):
+    """A bf16 FSDP2 run computes with bf16 parameters (all-gathered in bf16: half the traffic) while the sharded
+    master weights stay fp32."""
+    import torch.distributed as dist
+
+    from ettin.config import preset
+    from ettin.model import EttinModel
+    from ettin.train import distributed as D
+
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        model = EttinModel(preset("tiny", vocab_size=96, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                                  mask_token_id=3))
+        D.wrap(model, "fsdp", D.DistInfo(), precision="bf16")
+        assert all(p.dtype == torch.float32 for p in model.parameters())  # the sharded master weights
+        seen = []
+        model.layers[1].attn.Wqkv.register_forward_pre_hook(lambda m, i: seen.append(m.weight.dtype))
+        model(torch.randint(4, 96, (2, 16)))
+        assert seen == [torch.bfloat16]
+    finally:
+        dist.destroy_process_group()

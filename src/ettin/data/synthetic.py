@@ -58,10 +58,8 @@ class SyntheticSource:
         return rng, ids[1:]  # position 0 is the row's [CLS]
 
     def batch(self, step: int) -> dict[str, torch.Tensor]:
-        if self.global_batch_size % self.world_size:
-            raise ValueError(f"global batch {self.global_batch_size} is not divisible by {self.world_size} ranks")
-        per_rank = self.global_batch_size // self.world_size
-        drawn = [self.row(step, r) for r in range(self.rank * per_rank, (self.rank + 1) * per_rank)]
+        # rank r of w takes global rows r, r + w, r + 2w, ...: the rule of every source (ettin.data.loader)
+        drawn = [self.row(step, r) for r in range(self.rank, self.global_batch_size, self.world_size)]
         keep = self.seq_len - (1 if self.objective == "clm" else 2)  # room for [CLS] (and [SEP])
         framed = frame([[(tokens[:keep], False)] for _, tokens in drawn], self.seq_len, self.objective,
                        self.special, packed=False)

@@ -87,16 +87,33 @@ def strategy(requested: str, world_size: int) -> str:
     return requested
 
 
-def blocks_of(model: nn.Module) -> list[nn.Module]:
-    """The transformer blocks: the items of the model's largest ModuleList."""
-    lists = [m for m in model.modules() if isinstance(m, nn.ModuleList)]
-    if not lists:
-        return []
-    return list(max(lists, key=len))
+def blocks_of(model: nn.Module) -> nn.ModuleList:
+    """The transformer blocks, by name: `EttinModel.layers` (through DDP / compile wrappers)."""
+    inner = getattr(model, "_orig_mod", model)
+    inner = getattr(inner, "module", inner)
+    layers = getattr(inner, "layers", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise TypeError(f"{type(inner).__name__} has no `layers` ModuleList of transformer blocks")
+    return layers
+
+
+def apply_activation_checkpointing(model: nn.Module) -> nn.Module:
+    """Per-block activation checkpointing (train.activation_checkpointing): each block keeps only its input
+    and recomputes its activations in the backward pass (non-reentrant, the RNG state preserved, so dropout draws
+    the same mask again). Apply before sharding, as torchtitan does; state-dict keys are unchanged (DCP's
+    state-dict helpers drop the wrapper's prefix)."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointImpl, checkpoint_wrapper
+
+    layers = blocks_of(model)
+    for i, block in enumerate(layers):
+        layers[i] = checkpoint_wrapper(block, checkpoint_impl=CheckpointImpl.NO_REENTRANT, preserve_rng_state=True)
+    return model
 
 
 def apply_fsdp(model: nn.Module, mixed_bf16: bool = False) -> nn.Module:
-    """FSDP2: shard each block, then the root. Works on meta-device models (materialise afterwards)."""
+    """FSDP2: shard each block, then the root. Works on meta-device models (materialise afterwards). With
+    `mixed_bf16` (a bf16 run), parameters are all-gathered in bf16 and gradients reduce-scattered in fp32
+    (torchtitan's MixedPrecisionPolicy); the sharded weights and the optimizer stay fp32."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     kwargs = {}
@@ -108,14 +125,14 @@ def apply_fsdp(model: nn.Module, mixed_bf16: bool = False) -> nn.Module:
     return model
 
 
-def wrap(model: nn.Module, mode: str, info: DistInfo) -> nn.Module:
+def wrap(model: nn.Module, mode: str, info: DistInfo, precision: str = "fp32") -> nn.Module:
     if mode == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [info.device.index] if info.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=ids)
     if mode == "fsdp":
-        return apply_fsdp(model)
+        return apply_fsdp(model, mixed_bf16=precision == "bf16")
     return model
 
 
@@ -123,10 +140,3 @@ def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The EttinModel inside DDP / torch.compile wrappers (FSDP2 keeps the module itself)."""
-    inner = getattr(model, "_orig_mod", model)
-    inner = getattr(inner, "module", inner)
-    return getattr(inner, "_orig_mod", inner)

@@ -72,7 +72,8 @@ class PhaseResult:
 # ----------------------------------------------------------------------------------------- set-up
 
 
-def build_model(config, info: D.DistInfo, mode: str, meta_init: bool, seed: int):
+def build_model(config, info: D.DistInfo, mode: str, meta_init: bool, seed: int, precision: str = "fp32",
+                activation_checkpointing: bool = False):
     """Same seed on every rank, so every rank starts from identical weights (or shards of them)."""
     from ettin.model import EttinModel
 
@@ -80,12 +81,16 @@ def build_model(config, info: D.DistInfo, mode: str, meta_init: bool, seed: int)
     if mode == "fsdp" and meta_init:
         with torch.device("meta"):
             model = EttinModel(config)
-        D.apply_fsdp(model)
+        if activation_checkpointing:
+            D.apply_activation_checkpointing(model)
+        D.apply_fsdp(model, mixed_bf16=precision == "bf16")
         model.to_empty(device=info.device)
         model.init_weights()
         return model, model
     model = EttinModel(config).to(info.device)
-    return model, D.wrap(model, mode, info)
+    if activation_checkpointing:
+        D.apply_activation_checkpointing(model)
+    return model, D.wrap(model, mode, info, precision)
 
 
 def _resume_point(plan: Plan, run_dir: Path) -> tuple[int, Path | None, bool]:
@@ -170,7 +175,8 @@ def train_phase(
     t = recipe.train
     config = recipe.model_config(phase, data.vocab_size, objective, data.special_ids)
     mode = D.strategy(t.distributed, info.world_size)
-    model, wrapped = build_model(config, info, mode, t.meta_init, recipe.seed)
+    model, wrapped = build_model(config, info, mode, t.meta_init, recipe.seed, t.precision,
+                                 t.activation_checkpointing)
     optimizer = build_optimizer(model, t)
     schedule = pp.schedule
     step, tokens, position = 0, 0, 0  # steps and budget position in this phase; real tokens of the whole run

@@ -112,6 +112,7 @@ class TrainSection:
     compile: bool = False
     distributed: str = "auto"  # auto (ddp when world > 1) | none | ddp | fsdp
     meta_init: bool = False  # fsdp: build on meta, shard, then init (large models)
+    activation_checkpointing: bool = False  # per block: keep block inputs only, recompute in backward (memory)
     save_every_tokens: int = 0  # 0: only at the end of each phase; counted as the phase counts its budget
     # how phase budgets, warmup, decay and the save cadence count tokens: real (attention_mask = 1, as the
     # published count_padding_tokens: false) | slots (rows x seq_len, padding included); ettin.train.plan

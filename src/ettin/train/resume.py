@@ -41,7 +41,7 @@ HISTORY = "history.jsonl"
 # keys (dotted, `phases.*` for any phase) that say how training is executed, not what is trained
 OPERATIONAL = {
     "name", "out_dir", "data.vars", "data.prepare", "data.tokenizer",  # the tokenizer is compared by content
-    "train.cpu_threads", "train.compile", "train.distributed", "train.meta_init", "train.micro_batch_size",
+    "train.cpu_threads", "train.compile", "train.distributed", "train.meta_init", "train.activation_checkpointing", "train.micro_batch_size",
     "train.save_every_tokens", "train.keep_checkpoints", "train.log_every", "train.peak_flops",
     "train.tensorboard", "train.wandb", "train.progress", "train.batch_size_warmup_tokens", "train.data_workers",
     "train.precision",  # bf16 autocast or fp32 matmuls: weights and optimizer stay fp32 either way
