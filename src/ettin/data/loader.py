@@ -4,7 +4,7 @@
                          rank=0, world_size=1, mlm_probability=0.3)
     batch = loader.batch(step)      # this rank's rows: input_ids, labels, attention_mask[, position_ids]
     loader.fingerprint(num_steps)   # sha256 of the global order of the first num_steps batches
-    for batch in step_batches(loader, start_step, workers=2): ...   # built ahead in background processes
+    for batch, real_tokens in step_batches(loader, start_step, workers=2): ...   # built ahead, in background
 
 How the order is made (see `ettin.data.mixture`): global batch `step` holds phase positions
 [start(step), start(step) + size(step)); a position maps to (source, instance) through keyed
@@ -262,10 +262,12 @@ class PhaseLoader:
 
 
 def step_batches(source, start_step: int = 0, workers: int = 1, pin_memory: bool = False,
-                 prefetch: int = 4) -> Iterator[dict[str, torch.Tensor]]:
-    """Batches `start_step`, `start_step + 1`, ... of any source with `batch(step)` (a PhaseLoader, a
-    SyntheticSource), built ahead by `workers` background processes (torch's DataLoader; 0: built in this thread
-    when asked), `prefetch` batches each, in pinned memory when `pin_memory` (for non-blocking copies to a GPU).
+                 prefetch: int = 4) -> Iterator[tuple[dict[str, torch.Tensor], int]]:
+    """(batch, real tokens of the global batch) for steps `start_step`, `start_step + 1`, ... of any source with
+    `batch(step)` and `global_tokens(step)` (a PhaseLoader, a SyntheticSource), built ahead by `workers` background
+    processes (torch's DataLoader; 0: built in this thread when asked), `prefetch` steps each, in pinned memory when
+    `pin_memory` (for non-blocking copies to a GPU). The global count needs the whole global batch's order, which
+    is worth keeping off the training thread at 4608 rows.
     The order cannot change: every item is `source.batch(step)`, a pure function of the step. Endless: stop
     iterating when done (closing the generator stops the workers). The DataLoader gets its own generator, so
     starting one does not draw from torch's global generator (which dropout draws from: resume stays bitwise)."""
@@ -293,5 +295,5 @@ class _Steps(torch.utils.data.Dataset):
     def __init__(self, source):
         self.source = source
 
-    def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
-        return self.source.batch(step)
+    def __getitem__(self, step: int) -> tuple[dict[str, torch.Tensor], int]:
+        return self.source.batch(step), self.source.global_tokens(step)

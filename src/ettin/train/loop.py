@@ -13,7 +13,8 @@ Budgets (ettin.train.plan): a phase ends at the first step whose cumulative toke
 real tokens as the published trainer counted them. A step's real tokens are `source.global_tokens(step)`, the
 positions its rows fill as the encoder frames them ([CLS] content [SEP]: the attention mask's sum), read from the
 instance index: the same number for the decoder (whose row of a document cut short ends without [SEP]), so both
-models of a pair take the same steps over the same batches, and no rank has to wait for a count.
+models of a pair take the same steps over the same batches, and no rank has to wait for a count. The background
+workers that build the batches count them (`ettin.data.loader.step_batches`).
 
 Resume: `--resume` restarts from the newest complete checkpoint with model, optimizer, schedule
 position, data position (the loader is a pure function of the step) and RNG states, and reproduces
@@ -217,12 +218,11 @@ def train_phase(
     try:
         while position < pp.tokens:
             waited = time.perf_counter()
-            batch = next(batches)  # built ahead by `workers` background processes
+            batch, n_tokens = next(batches)  # built ahead by `workers` background processes
             window.wait += time.perf_counter() - waited
             counts = micro_counts(batch["labels"], batch.get("attention_mask"), pp.micro_batch)  # on the host
             batch = {k: v.to(info.device, non_blocking=True) for k, v in batch.items()}
             loss, n_predicted = train_step(wrapped, batch, counts, pp.micro_batch, t.precision, mode, info)
-            n_tokens = source.global_tokens(step)  # real tokens of the global batch (see the module docstring)
             lr = t.lr * schedule.factor(position)  # the LR of a step: a function of the tokens before it
             if t.nan_policy == "skip" and not math.isfinite(float(loss)):  # skipping needs the answer now: a sync
                 optimizer.zero_grad(set_to_none=True)
