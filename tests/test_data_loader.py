@@ -119,7 +119,7 @@ def test_resume_anywhere_without_replay(prepared, tokenizer):
     for s, batch in expected.items():
         assert all(torch.equal(batch[k], v) for k, v in resumed.batch(s).items())
     steps = list(zip((1, 2), step_batches(resumed, start_step=1, workers=0)))
-    assert all(torch.equal(b["labels"], expected[s]["labels"]) for s, (b, _) in steps)
+    assert all(torch.equal(b["labels"].long(), expected[s]["labels"]) for s, (b, _) in steps)
     assert all(real == resumed.global_tokens(s) for s, (_, real) in steps)
     assert resumed.data_position(251)["next_position"] == 251 * 8
 
@@ -132,7 +132,8 @@ def test_background_workers_do_not_change_the_order_or_the_global_rng(prepared, 
     stream.close()  # stops the workers
     assert torch.equal(torch.get_rng_state(), state)  # dropout's generator is left alone (bitwise resume)
     for i, (batch, real) in enumerate(batches):
-        assert all(torch.equal(batch[k], v) for k, v in loader.batch(5 + i).items())
+        assert batch.keys() == loader.batch(5 + i).keys() and all(v.dtype == torch.int32 for v in batch.values())
+        assert all(torch.equal(batch[k].long(), v) for k, v in loader.batch(5 + i).items())
         assert real == loader.global_tokens(5 + i)
 
 

@@ -4,7 +4,7 @@
                          rank=0, world_size=1, mlm_probability=0.3)
     batch = loader.batch(step)      # this rank's rows: input_ids, labels, attention_mask[, position_ids]
     loader.fingerprint(num_steps)   # sha256 of the global order of the first num_steps batches
-    for batch, real_tokens in step_batches(loader, start_step, workers=2): ...   # built ahead, in background
+    for batch, real_tokens in step_batches(loader, start_step, workers=2): ...   # built ahead; int32 views
 
 How the order is made (see `ettin.data.mixture`): global batch `step` holds phase positions
 [start(step), start(step) + size(step)); a position maps to (source, instance) through keyed
@@ -200,7 +200,9 @@ class PhaseLoader:
     def global_tokens(self, step: int) -> int:
         """Real tokens of global batch `step`: the positions its rows fill (content + [CLS]/[SEP] per segment;
         padding excluded), which is its attention_mask's sum over all ranks. Reads the instance index only."""
-        src, inst = self.global_instances(step)
+        return self._real_tokens(*self.global_instances(step))
+
+    def _real_tokens(self, src: np.ndarray, inst: np.ndarray) -> int:
         return int(sum(int(np.asarray(self.indices[s].lengths)[inst[src == s]].sum()) for s in np.unique(src)))
 
     # ------------------------------------------------------------------------------------ this rank's rows
@@ -217,8 +219,16 @@ class PhaseLoader:
         """This rank's rows of global batch `step`: input_ids, labels, attention_mask (B_r, seq_len) int64,
         and position_ids when packing."""
         rows = self.rank_rows(step)
-        start = self.schedule.start(step)
-        src, inst = self.plan.lookup(start + rows)
+        src, inst = self.plan.lookup(self.schedule.start(step) + rows)
+        return self._collate(step, rows, src, inst)
+
+    def step_item(self, step: int) -> tuple[dict[str, torch.Tensor], int]:
+        """`(batch(step), global_tokens(step))` from one lookup of the global batch's order (the training feed)."""
+        src, inst = self.global_instances(step)
+        rows = self.rank_rows(step)
+        return self._collate(step, rows, src[rows], inst[rows]), self._real_tokens(src, inst)
+
+    def _collate(self, step: int, rows: np.ndarray, src: np.ndarray, inst: np.ndarray) -> dict[str, torch.Tensor]:
         framed = frame(
             [self._row_spans(s, i) for s, i in zip(src.tolist(), inst.tolist())],
             self.seq_len,
@@ -264,11 +274,15 @@ class PhaseLoader:
 def step_batches(source, start_step: int = 0, workers: int = 1, pin_memory: bool = False,
                  prefetch: int = 4) -> Iterator[tuple[dict[str, torch.Tensor], int]]:
     """(batch, real tokens of the global batch) for steps `start_step`, `start_step + 1`, ... of any source with
-    `batch(step)` and `global_tokens(step)` (a PhaseLoader, a SyntheticSource), built ahead by `workers` background
-    processes (torch's DataLoader; 0: built in this thread when asked), `prefetch` steps each, in pinned memory when
-    `pin_memory` (for non-blocking copies to a GPU). The global count needs the whole global batch's order, which
-    is worth keeping off the training thread at 4608 rows.
-    The order cannot change: every item is `source.batch(step)`, a pure function of the step. Endless: stop
+    `step_item(step)` (= `(batch(step), global_tokens(step))`: a PhaseLoader, a SyntheticSource), built ahead by
+    `workers` background processes (torch's DataLoader; 0: built in this thread when asked), `prefetch` steps each,
+    in pinned memory when `pin_memory` (for non-blocking copies to a GPU). The global count needs the whole global
+    batch's order, which is worth keeping off the training thread at 4608 rows.
+
+    A batch crosses the process boundary as one int32 tensor (every field is a token id, a label >= -100, a mask
+    or a position): the values are the batch's, the tensors are int32 views, widened by the consumer after its
+    copy to the device (half the bytes over PCIe, and one shared-memory segment instead of three or four).
+    The order cannot change: every item is `source.step_item(step)`, a pure function of the step. Endless: stop
     iterating when done (closing the generator stops the workers). The DataLoader gets its own generator, so
     starting one does not draw from torch's global generator (which dropout draws from: resume stays bitwise)."""
     loader = torch.utils.data.DataLoader(
@@ -276,7 +290,8 @@ def step_batches(source, start_step: int = 0, workers: int = 1, pin_memory: bool
         prefetch_factor=prefetch if workers else None, generator=torch.Generator().manual_seed(0))
     it = iter(loader)
     try:
-        yield from it
+        for packed, keys, real in it:
+            yield dict(zip(keys, packed.unbind(0))), real
     finally:
         shutdown = getattr(it, "_shutdown_workers", None)
         if shutdown is not None:
@@ -295,5 +310,7 @@ class _Steps(torch.utils.data.Dataset):
     def __init__(self, source):
         self.source = source
 
-    def __getitem__(self, step: int) -> tuple[dict[str, torch.Tensor], int]:
-        return self.source.batch(step), self.source.global_tokens(step)
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, tuple[str, ...], int]:
+        batch, real = self.source.step_item(step)
+        keys = tuple(batch)
+        return torch.stack([batch[k].to(torch.int32) for k in keys]), keys, real

@@ -70,6 +70,9 @@ class SyntheticSource:
         """Real tokens of global batch `step`: every row is full."""
         return self.global_batch_size * self.seq_len
 
+    def step_item(self, step: int) -> tuple[dict[str, torch.Tensor], int]:
+        return self.batch(step), self.global_tokens(step)
+
     def fingerprint(self, num_steps: int) -> str:
         """sha256 of the sizes and of the content tokens of the first global rows (all of them up to
         FINGERPRINT_ROWS rows): the same for every objective, different whenever the rows are."""

@@ -221,7 +221,7 @@ def train_phase(
             batch, n_tokens = next(batches)  # built ahead by `workers` background processes
             window.wait += time.perf_counter() - waited
             counts = micro_counts(batch["labels"], batch.get("attention_mask"), pp.micro_batch)  # on the host
-            batch = {k: v.to(info.device, non_blocking=True) for k, v in batch.items()}
+            batch = {k: v.to(info.device, non_blocking=True).long() for k, v in batch.items()}  # int32 views
             loss, n_predicted = train_step(wrapped, batch, counts, pp.micro_batch, t.precision, mode, info)
             lr = t.lr * schedule.factor(position)  # the LR of a step: a function of the tokens before it
             if t.nan_policy == "skip" and not math.isfinite(float(loss)):  # skipping needs the answer now: a sync
