@@ -187,11 +187,12 @@ def causal_loglik(subject: Subject, items: Sequence[tuple[list[int], list[int]]]
 
 
 def masked_pll(
-    subject: Subject, items: Sequence[tuple[list[int], list[int], list[int]]]
+    subject: Subject, items: Sequence[tuple[list[int], list[int], list[int]]], greedy: list | None = None
 ) -> list[np.ndarray]:
     """Encoder pseudo-log-likelihood: for (left, target, right), mask each target token in turn in
     [CLS] left target right [SEP] and score it (Salazar et al. 2020). Returns per-token log-probs per item.
-    When the text exceeds max_length, each masked token sees the max_length - 2 tokens centred on it."""
+    When the text exceeds max_length, each masked token sees the max_length - 2 tokens centred on it.
+    When `greedy` is a list, it receives per item whether every target token is the arg-max at its mask."""
     size = subject.max_length - 2
     rows, positions, targets, owner = [], [], [], []
     for k, (left, tgt, right) in enumerate(items):
@@ -207,7 +208,12 @@ def masked_pll(
             positions.append([1 + at - lo])
             targets.append([t])
             owner.append(k)
-    return _per_item(len(items), owner, score_positions(subject, rows, positions, targets))
+    best: list | None = [] if greedy is not None else None
+    scores = score_positions(subject, rows, positions, targets, best)
+    if greedy is not None:
+        hits = _per_item(len(items), owner, [(b == np.asarray(t)).astype(np.float64) for b, t in zip(best, targets)])
+        greedy[:] = [bool(h.all()) for h in hits]
+    return _per_item(len(items), owner, scores)
 
 
 @torch.no_grad()
