@@ -230,6 +230,10 @@ def test_include_path_task_runs_offline_and_scores_as_ettin(tiny, tmp_path, obje
             greedy.append(float(all(hits)))
         assert lw["per_example"]["score"] == greedy
     assert np.abs(np.array(mine) - np.array(mc["logliks"]).ravel()).max() < TOL[objective]
+    from ettin.eval import report  # the report lays the new entries out (no baseline for tiny_lastword)
+
+    detail = report.build([res])["detail"][{"clm": "decoder", "mlm": "encoder"}[objective]]
+    assert {"lm-eval:tiny_mc", "lm-eval:tiny_lastword"} <= {f["task"] for f in detail}
 
 
 def test_generation_task_refused_for_an_encoder(tiny, tmp_path, capsys):
