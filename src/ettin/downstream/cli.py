@@ -1,4 +1,4 @@
-"""`ettin finetune {embed,sparse,rerank,colbert,sft}` and `ettin lm-eval`.
+"""`ettin finetune {embed,sparse,rerank,colbert,sft}`, `ettin lm-eval` and `ettin mteb`.
 
 Each command is a module of ettin.downstream exposing `add_arguments(parser)` and `run(args) -> int`; the
 module is imported when the parser is built (it must import its heavy libraries inside `run`), so a command whose
@@ -17,7 +17,10 @@ FINETUNE = {
     "colbert": ("colbert", "a ColBERT multi-vector retriever (PyLate)"),
     "sft": ("sft", "instruction tuning of a decoder with a chat template (TRL SFTTrainer)"),
 }
-LM_EVAL = ("lmeval", "lm-evaluation-harness on local task files (decoders, and encoders by masked PLL)")
+LM_EVAL = ("lmeval", "lm-evaluation-harness: any task of its registry or your own YAMLs (decoders, and encoders by "
+           "masked PLL)")
+MTEB = ("mteb_eval", "MTEB v2 (the mteb package) on an embedding model: local BEIR folders offline, MTEB tasks and "
+        "benchmarks online")
 
 
 def _module(name: str):
@@ -55,3 +58,4 @@ def register(subparsers) -> None:
     for command, (name, help_text) in FINETUNE.items():
         _add(sub, command, name, help_text, f"ettin finetune {command}")
     _add(subparsers, "lm-eval", LM_EVAL[0], LM_EVAL[1], "ettin lm-eval")
+    _add(subparsers, "mteb", MTEB[0], MTEB[1], "ettin mteb")

@@ -8,9 +8,9 @@ continuation's tokens of log p(token) with that one token replaced by [MASK] in 
 [SEP]` (the rest of the continuation and the whole context visible). That is exactly how ettin's `piqa` task
 scores an encoder's choices (ettin.eval.tasks.multiple_choice.choice_logliks), so the harness's acc / acc_bytes
 on the same items are the same numbers. `loglikelihood_rolling` is the PLL of the whole text (no context).
-The `is_greedy` flag is not computed (False): multiple-choice metrics do not read it; tasks whose metric is
-greedy-match (e.g. lambada's acc) are not meaningful through this class. Encoders do not generate:
-`generate_until` raises.
+`is_greedy` (what greedy-match metrics such as LAMBADA's acc read) is True when every continuation token is the
+arg-max of the vocabulary at its own mask, in the same forward passes. Encoders do not generate:
+`generate_until` raises (`ettin lm-eval` refuses generation tasks for encoders before running anything).
 
 Arguments (`--model_args` style): pretrained (a Hugging Face folder written by ettin export-hf), device,
 max_length (tokens per scored window, default 512), tokens_per_batch.
@@ -69,7 +69,8 @@ class EttinMLM(LM):
             if not target:
                 raise ValueError(f"ettin-mlm: empty continuation {continuation!r}")
             items.append((s.encode(context), target, []))
-        return [(float(lp.sum()), False) for lp in masked_pll(s, items)]
+        greedy: list[bool] = []
+        return [(float(lp.sum()), g) for lp, g in zip(masked_pll(s, items, greedy), greedy)]
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         s = self.subject

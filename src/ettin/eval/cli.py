@@ -21,6 +21,9 @@ def register(subparsers) -> None:
     p.add_argument("--tasks", default=",".join(DEFAULT_TASKS), help="comma-separated task names (default: all)")
     p.add_argument("--out", default="runs/eval", type=Path, help="results folder (default runs/eval)")
     p.add_argument("--every", type=int, default=1, help="evaluate every k-th kept checkpoint (the last always)")
+    p.add_argument("--revisions", default=None, metavar="PATTERN",
+                   help="evaluate a hub model's published revisions instead: all, or globs such as step*,decay* "
+                   "(learning curves by training tokens; ettin.eval.revisions)")
     p.add_argument("--limit", type=int, default=None, help="cap every example count (quick runs)")
     p.add_argument("--set", action="append", default=[], metavar="TASK.FIELD=VALUE",
                    help="override a task setting, e.g. piqa.limit=500 or cola.finetune.lr=3e-4 (repeatable)")
@@ -82,6 +85,12 @@ def run_eval(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     data_dir = args.data_dir or default_data_dir()
     tasks = build_tasks(args.tasks, args.limit, args.set)
+    if args.revisions:  # hub revisions, downloaded one at a time: the tasks are checked first
+        for task in tasks:
+            task.check(data_dir)
+        from ettin.eval.revisions import run_revisions
+
+        return run_revisions(args, tasks, data_dir)
     # Everything that can be checked is checked before any model work: the models exist, the task files parse.
     targets = [t for m in args.model for t in resolve_targets(m, args.every)]
     for target in targets:

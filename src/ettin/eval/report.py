@@ -336,6 +336,9 @@ def render(data: dict) -> tuple[str, dict[str, bytes]]:
         pngs["learning-curves.png"] = plots.lines(panels, colours, "training tokens")
         md += ["Each task's main metric on every kept checkpoint that was evaluated.", "",
                "![Learning curves: one panel per task, main metric against training tokens](learning-curves.png)", ""]
+        if any(r["model"].get("tokens_estimated") for rs in results.values() for r in rs):
+            md += ["Hub revisions (`ettin eval HUB_ID --revisions`) carry no token count: their training tokens are "
+                   "estimated from their step numbers (ettin.eval.revisions).", ""]
     else:
         md += ["One evaluated checkpoint per role: no learning curves.", ""]
     md += ["### Training loss", ""]

@@ -230,6 +230,7 @@ def evaluate_target(target: Target, tasks: list[TaskSpec], data_dir: Path, out_d
         "checkpoint": target.checkpoint,
         "phase": target.meta.get("phase"), "step": target.meta.get("step"), "tokens": target.meta.get("tokens"),
         "sha256": sha, "num_parameters": subject.model.num_parameters(), "path": str(target.path),
+        **target.meta.get("record", {}),  # e.g. a hub revision's name, commit and estimated tokens
     }
     results["settings"] = settings | {"device": device, "torch": torch.__version__,
                                       "max_length_used": subject.max_length}

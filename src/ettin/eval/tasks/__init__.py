@@ -1,7 +1,8 @@
 """The evaluation tasks: one module per family, one `TaskSpec` per task name.
 
   classification     cola sst2 rte wnli qnli stsb, glue:NAME (any GLUE task through `datasets`, online) and
-                     cls:PATH (the user's TSV / CSV / JSONL; columns by cls:PATH.text / .text_pair / .label)
+                     cls:PATH (the user's TSV / CSV / JSONL; columns by cls:PATH.text / .text_pair / .label);
+                     TASK.protocol=published fine-tunes a GLUE task as published (glue_published)
   retrieval          cranfield, and beir:PATH (any BEIR-format folder)
   multiple choice    piqa, and mc:PATH (any lm-eval-style JSONL: {query|context, choices, gold})
   language model     lm (held-out perplexity / masked accuracy + pseudo-perplexity), next_token (the next
@@ -21,7 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ettin.eval.tasks import bias, classification, language_modeling, multiple_choice, retrieval
+from ettin.eval.tasks import (
+    bias,
+    classification,
+    glue_published,
+    language_modeling,
+    multiple_choice,
+    retrieval,
+)
 from ettin.eval.tasks.common import Subject, TaskDataError
 from ettin.eval.tasks.data import pretrain_documents
 
@@ -62,12 +70,16 @@ def get_task(name: str) -> TaskSpec:
         s = classification.ClassificationSettings()
 
         def check(d):
+            glue_published.check(name, s)
             if kind == "glue":
                 classification.check_hub(name.split(":", 1)[1])
             else:
                 classification.load(name, d, s)
 
-        return TaskSpec(name, family, s, check, lambda subj, d, seed: classification.run(subj, name, d, s, seed))
+        def run(subj, d, seed):  # the protocol is read when the task runs: after any --set override
+            return (glue_published.run if s.protocol == "published" else classification.run)(subj, name, d, s, seed)
+
+        return TaskSpec(name, family, s, check, run)
     if family == "retrieval":
         s = retrieval.RetrievalSettings()
 

@@ -61,6 +61,12 @@ class ClassificationSettings:
     text_pair: str = ""
     label: str = "label"
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
+    # protocol "published": GLUE fine-tuned as published (ettin.eval.tasks.glue_published) instead of the designs
+    protocol: str = "ettin"
+    start_from: str = ""  # published, RTE / MRPC / STS-B: the fine-tuned model to start from ("": MNLI's, online)
+    save_to: str = ""  # published: write the first seed's fine-tuned model here (e.g. MNLI's, for start_from)
+    published_seeds: tuple[str, ...] = ()  # published: () = the published seeds of the task
+    published_train_limit: int = 10**9  # published: training rows (all by default; --limit caps it)
 
 
 # name: (folder, train file, test file, header, columns (header-less), text a, text b, label, label map, metric)
@@ -199,14 +205,14 @@ def load(name: str, data_dir: Path, settings: ClassificationSettings) -> tuple[l
     return load_local(name, data_dir)
 
 
-def _sample(rows: list, limit: int, seed: int) -> list:
+def sample(rows: list, limit: int, seed: int) -> list:
     if len(rows) <= limit:
         return rows
     keep = np.sort(np.random.default_rng(seed).choice(len(rows), size=limit, replace=False))
     return [rows[i] for i in keep]
 
 
-def _score(metric: str, pred, gold) -> float:
+def score(metric: str, pred, gold) -> float:
     return float(METRIC_FN[metric](pred, gold))
 
 
@@ -226,49 +232,84 @@ def _probe(subject: Subject, seqs: dict[str, list], y: dict[str, np.ndarray], me
         for c in (float(x) for x in settings.probe_c):
             est = Ridge(alpha=1 / c) if regression else LogisticRegression(C=c, max_iter=2000)
             clf = make_pipeline(StandardScaler(), est).fit(feats["train"], y["train"])
-            val = _score(metric, clf.predict(feats["validation"]), y["validation"])
+            val = score(metric, clf.predict(feats["validation"]), y["validation"])
             if best is None or val > best[0]:
                 best = (val, pooling, c, clf.predict(feats["test"]))
     val, pooling, c, pred = best
-    return {"value": _score(metric, pred, y["test"]), "validation": val, "pooling": pooling, "C": c,
+    return {"value": score(metric, pred, y["test"]), "validation": val, "pooling": pooling, "C": c,
             "per_example": {"pred": [pred.tolist()]}}
+
+
+def fit_head(subject: Subject, train: list, y_train: np.ndarray, num_labels: int, regression: bool, pooling: str,
+             ft: FinetuneSettings, seed: int, start=None):
+    """The whole model (a copy of `start`, else of the subject's) with a linear head on the pooled vector,
+    fine-tuned on the wrapped sequences `train`: (model, head)."""
+    torch.manual_seed(seed)
+    head = torch.nn.Linear(subject.model.config.hidden_size, num_labels)
+    y = torch.tensor(y_train, device=subject.device)
+
+    def loss_fn(model, batch):
+        ids, mask = pad_batch([train[i] for i in batch], subject.pad, subject.device)
+        logits = head(pool(model.hidden_states(ids, mask), mask, pooling))  # (B, num_labels)
+        yb = y[batch]
+        return F.mse_loss(logits.squeeze(-1), yb.float()) if regression else F.cross_entropy(logits, yb.long())
+
+    return finetune(subject, head, len(train), loss_fn, ft, seed, start), head
+
+
+def predict(subject: Subject, model, head, seqs: list, pooling: str, regression: bool) -> np.ndarray:
+    with torch.no_grad():
+        logits = head(encode_pooled(subject, model, seqs, pooling)).float().cpu()
+    return logits.squeeze(-1).numpy() if regression else logits.argmax(-1).numpy()
 
 
 def _finetune(subject: Subject, seqs: dict[str, list], y: dict[str, np.ndarray], metric: str, num_labels: int,
               settings: ClassificationSettings) -> dict:
     regression = metric == "spearman"
     pooling = subject.pooling(settings.pooling)
-    y_train = torch.tensor(y["train"], device=subject.device)
 
     def fit(lr: float, seed: int):
-        torch.manual_seed(seed)
-        head = torch.nn.Linear(subject.model.config.hidden_size, num_labels)
-
-        def loss_fn(model, batch):
-            ids, mask = pad_batch([seqs["train"][i] for i in batch], subject.pad, subject.device)
-            logits = head(pool(model.hidden_states(ids, mask), mask, pooling))  # (B, num_labels)
-            yb = y_train[batch]
-            return F.mse_loss(logits.squeeze(-1), yb.float()) if regression else F.cross_entropy(logits, yb.long())
-
         ft = FinetuneSettings(**{**settings.finetune.__dict__, "lr": lr})
-        model = finetune(subject, head, len(seqs["train"]), loss_fn, ft, seed)
-
-        def predict(split):
-            with torch.no_grad():
-                logits = head(encode_pooled(subject, model, seqs[split], pooling)).float().cpu()
-            return logits.squeeze(-1).numpy() if regression else logits.argmax(-1).numpy()
-
-        return predict
+        model, head = fit_head(subject, seqs["train"], y["train"], num_labels, regression, pooling, ft, seed)
+        return lambda split: predict(subject, model, head, seqs[split], pooling, regression)
 
     lrs = [float(x) for x in settings.lrs]
     first = {lr: fit(lr, 0) for lr in lrs}
-    val = {lr: _score(metric, first[lr]("validation"), y["validation"]) for lr in lrs}
+    val = {lr: score(metric, first[lr]("validation"), y["validation"]) for lr in lrs}
     lr = max(lrs, key=lambda x: val[x])
     preds = [first[lr]("test")] + [fit(lr, s)("test") for s in range(1, settings.seeds)]
-    per_seed = [_score(metric, p, y["test"]) for p in preds]
+    per_seed = [score(metric, p, y["test"]) for p in preds]
     return {"value": float(np.mean(per_seed)), "per_seed": per_seed, "seed_std": float(np.std(per_seed)),
             "validation": val[lr], "lr": lr, "validation_by_lr": {str(k): v for k, v in val.items()},
             "pooling": pooling, "per_example": {"pred": [p.tolist() for p in preds]}}
+
+
+def labels(splits: dict[str, list[Example]], metric: str) -> tuple[dict[str, np.ndarray], int]:
+    """Label arrays per split and the head's output size (1 for regression)."""
+    regression = metric == "spearman"
+    y = {k: np.asarray([e.label for e in v], dtype=np.float64 if regression else np.int64) for k, v in splits.items()}
+    return y, 1 if regression else int(max(v.max() for v in y.values())) + 1
+
+
+def wrap(subject: Subject, examples: list[Example], max_length: int) -> list[list[int]]:
+    """[CLS] a [SEP] (b [SEP]) token ids of each example."""
+    a_ids = subject.encode_batch([e.a for e in examples])
+    b_ids = subject.encode_batch([e.b for e in examples]) if examples[0].b is not None else [None] * len(a_ids)
+    return [subject.pair(x, yy, max_length) for x, yy in zip(a_ids, b_ids)]
+
+
+def baseline_fields(metric: str, y: dict[str, np.ndarray]) -> dict:
+    """The baseline beside a classification result (the majority class of the training rows; no correlation for
+    regression) and the per-example fields compare resamples: gold labels and the baseline's predictions."""
+    n = len(y["test"])
+    if metric == "spearman":
+        return {"baseline": 0.0, "baseline_name": "no correlation",
+                "per_example": {"gold": y["test"].tolist(), "baseline_pred": [0.0] * n}}
+    majority = int(np.bincount(y["train"]).argmax())
+    return {"baseline": score(metric, np.full(n, majority), y["test"]),
+            "baseline_name": "majority class of the training rows",
+            "majority_baseline": float(np.mean(y["test"] == majority)),
+            "per_example": {"gold": y["test"].tolist(), "baseline_pred": [majority] * n}}
 
 
 def run(subject: Subject, name: str, data_dir: Path, settings: ClassificationSettings, seed: int) -> dict:
@@ -281,32 +322,15 @@ def run(subject: Subject, name: str, data_dir: Path, settings: ClassificationSet
     order = np.random.default_rng(seed).permutation(len(train))
     n_val = min(settings.validation_limit, len(train) // 5)
     validation = [train[i] for i in order[:n_val]]
-    train = _sample([train[i] for i in np.sort(order[n_val:])], settings.train_limit, seed)
-    test = _sample(test, settings.eval_limit, seed)
+    train = sample([train[i] for i in np.sort(order[n_val:])], settings.train_limit, seed)
+    test = sample(test, settings.eval_limit, seed)
     if not validation or not train:
         raise TaskDataError(f"{name}: too few training rows ({len(train) + len(validation)}) for a validation split")
-    regression = metric == "spearman"
     splits = {"train": train, "validation": validation, "test": test}
-    y = {k: np.asarray([e.label for e in v], dtype=np.float64 if regression else np.int64) for k, v in splits.items()}
-    num_labels = 1 if regression else int(max(v.max() for v in y.values())) + 1
-
-    def wrap(examples):
-        a_ids = subject.encode_batch([e.a for e in examples])
-        b_ids = subject.encode_batch([e.b for e in examples]) if examples[0].b is not None else [None] * len(a_ids)
-        return [subject.pair(x, yy, settings.max_length) for x, yy in zip(a_ids, b_ids)]
-
-    seqs = {k: wrap(v) for k, v in splits.items()}
+    y, num_labels = labels(splits, metric)
+    seqs = {k: wrap(subject, v, settings.max_length) for k, v in splits.items()}
     result: dict = {"n": len(test), "n_train": len(train), "n_validation": len(validation), "metric": metric,
-                    "designs": {}, "per_example": {"gold": y["test"].tolist()}}
-    if regression:
-        result["baseline"], result["baseline_name"] = 0.0, "no correlation"
-        result["per_example"]["baseline_pred"] = [0.0] * len(test)
-    else:
-        majority = int(np.bincount(y["train"]).argmax())
-        result["baseline"] = _score(metric, np.full(len(test), majority), y["test"])
-        result["baseline_name"] = "majority class of the training rows"
-        result["majority_baseline"] = float(np.mean(y["test"] == majority))
-        result["per_example"]["baseline_pred"] = [majority] * len(test)
+                    "designs": {}} | baseline_fields(metric, y)
     for design in settings.designs:
         out = _probe(subject, seqs, y, metric, settings) if design == "probe" else \
             _finetune(subject, seqs, y, metric, num_labels, settings)

@@ -187,11 +187,12 @@ def causal_loglik(subject: Subject, items: Sequence[tuple[list[int], list[int]]]
 
 
 def masked_pll(
-    subject: Subject, items: Sequence[tuple[list[int], list[int], list[int]]]
+    subject: Subject, items: Sequence[tuple[list[int], list[int], list[int]]], greedy: list | None = None
 ) -> list[np.ndarray]:
     """Encoder pseudo-log-likelihood: for (left, target, right), mask each target token in turn in
     [CLS] left target right [SEP] and score it (Salazar et al. 2020). Returns per-token log-probs per item.
-    When the text exceeds max_length, each masked token sees the max_length - 2 tokens centred on it."""
+    When the text exceeds max_length, each masked token sees the max_length - 2 tokens centred on it.
+    When `greedy` is a list, it receives per item whether every target token is the arg-max at its mask."""
     size = subject.max_length - 2
     rows, positions, targets, owner = [], [], [], []
     for k, (left, tgt, right) in enumerate(items):
@@ -207,7 +208,12 @@ def masked_pll(
             positions.append([1 + at - lo])
             targets.append([t])
             owner.append(k)
-    return _per_item(len(items), owner, score_positions(subject, rows, positions, targets))
+    best: list | None = [] if greedy is not None else None
+    scores = score_positions(subject, rows, positions, targets, best)
+    if greedy is not None:
+        hits = _per_item(len(items), owner, [(b == np.asarray(t)).astype(np.float64) for b, t in zip(best, targets)])
+        greedy[:] = [bool(h.all()) for h in hits]
+    return _per_item(len(items), owner, scores)
 
 
 @torch.no_grad()
@@ -236,26 +242,29 @@ class FinetuneSettings:
     epochs: int = 2
     batch_size: int = 16
     lr: float = 5e-4  # small models; the same for both objectives
-    weight_decay: float = 0.01
+    weight_decay: float = 0.01  # torch AdamW's (decay per step = lr * weight_decay); matrices only
     warmup_ratio: float = 0.1
+    beta2: float = 0.999
+    eps: float = 1e-8
+    max_grad_norm: float = 1.0  # 0: no clipping
 
 
 def finetune(
     subject: Subject, head: torch.nn.Module, num_examples: int, loss_fn: Callable[[EttinModel, list[int]], torch.Tensor],
-    settings: FinetuneSettings, seed: int,
+    settings: FinetuneSettings, seed: int, start: EttinModel | None = None,
 ) -> EttinModel:
-    """AdamW over a deep copy of the model plus `head` for settings.epochs passes over num_examples examples,
-    linear warmup then linear decay; loss_fn(model, batch_indices) -> scalar loss. Returns the tuned copy
-    (the subject's model is left untouched)."""
+    """AdamW over a deep copy of the model (or of `start`, e.g. a model fine-tuned on another task) plus `head`
+    for settings.epochs passes over num_examples examples, linear warmup then linear decay;
+    loss_fn(model, batch_indices) -> scalar loss. Returns the tuned copy (the models given are left untouched)."""
     torch.manual_seed(seed)
-    model = copy.deepcopy(subject.model).train()
+    model = copy.deepcopy(subject.model if start is None else start).to(subject.device).train()
     head.to(subject.device).train()
     params = [p for p in [*model.parameters(), *head.parameters()] if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=settings.lr,
+        lr=settings.lr, betas=(0.9, settings.beta2), eps=settings.eps,
     )
     steps_per_epoch = math.ceil(num_examples / settings.batch_size)
     total = max(1, steps_per_epoch * settings.epochs)
@@ -272,7 +281,8 @@ def finetune(
                 raise FloatingPointError(f"fine-tuning diverged (loss {loss.item()})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            if settings.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
             opt.step()
             sched.step()
     model.eval()
