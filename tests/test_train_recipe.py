@@ -126,6 +126,7 @@ def test_schedules_agree_until_a_position():
 def test_plan_checks_the_batch_split_and_names_the_phase(tmp_path):
     path = write(tmp_path, BASE)
     assert make_plan(load_recipe(path), world_size=2).phases[0].accumulation == 1
+    assert make_plan(load_recipe(path)).to_json()["model"]["layers"] == 4  # a small synthetic vocabulary plans too
     with pytest.raises(RecipeError, match=r"phases\.0 \(pretrain\): global batch 4 rows does not split over 3 ranks"):
         make_plan(load_recipe(path), world_size=3)
     with pytest.raises(RecipeError, match=r"phases\.0 \(pretrain\).*micro-batch 3 x accumulation must equal 4"):

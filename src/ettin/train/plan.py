@@ -82,7 +82,10 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         r, t = self.recipe, self.recipe.train
-        config = r.model_config(r.phases[0], r.data.vocab_size or 50368, self.objective)
+        from ettin.data.synthetic import SYNTHETIC_SPECIAL
+
+        # the shapes and settings only: any vocabulary and special ids do (the data's are read at training)
+        config = r.model_config(r.phases[0], r.data.vocab_size or 50368, self.objective, special=SYNTHETIC_SPECIAL)
         return {
             "recipe": r.name, "source": r.source_file, "objective": self.objective, "world_size": self.world_size,
             "model": {"size": r.model.size, "layers": config.num_layers, "hidden_size": config.hidden_size,
