@@ -95,7 +95,8 @@ def test_overrides_are_key_value_words(recipe_file, capsys):
     assert "768 real tokens (6 steps" in out and "seed: 9" in out and "objective: clm" in out
     assert main(["train", str(recipe_file), "--dry-run", "train.lrr=1"]) == 2
     err = capsys.readouterr().err
-    assert "train: unknown field(s) ['lrr']" in err and "'lr'" in err
+    assert "command line: override train.lrr=1: train has no field 'lrr'; did you mean train.lr?" in err, err
+    assert str(recipe_file) not in err  # the override is blamed, not the recipe file
     assert main(["train", str(recipe_file), "--dry-run", "stray"]) == 2
     assert "overrides look like" in capsys.readouterr().err
 

@@ -205,3 +205,24 @@ phases: [{{name: p, tokens: 1k, seq_len: 64, mixture: m}}]
 """)
     with pytest.raises(RecipeError, match="tokenized with .*b.json.*not with data.tokenizer"):
         check_inputs(load_recipe(recipe))
+
+
+def test_one_token_count_everywhere(continued):
+    """The progress lines, metrics.jsonl and the phase's closing line count the same real tokens (they once showed
+    slots in one place and real tokens in another)."""
+    import re
+
+    from ettin.train.progress import _human, read_metrics
+
+    out, printed = continued
+    rows = {r["step"]: r for r in read_metrics(out / "metrics.jsonl")}
+    lines = re.findall(r"^continue step (\d+) (\S+)/(\S+) real tokens tok (\S+) ", printed, re.M)
+    assert len(lines) >= 2
+    for step, phase_count, budget, run_count in lines:
+        row = rows[int(step)]
+        assert (phase_count, budget, run_count) == (_human(row["phase_tokens"]), _human(24_000), _human(row["tokens"]))
+    last = rows[max(rows)]
+    assert f"continue: {last['step']} steps, {last['phase_tokens']:,} real tokens, loss" in printed
+    meta = ckpt.read_meta(ckpt.latest_checkpoint(out))
+    assert meta["phase_tokens"] == meta["tokens"] == last["phase_tokens"] == last["tokens"]
+    assert json.loads((out / "final" / "ettin_checkpoint.json").read_text())["tokens"] == last["tokens"]

@@ -327,8 +327,12 @@ def _print_results(out: Path, results) -> None:
         print(f"  nothing to train: {out} has finished every phase of the recipe (newest checkpoint "
               f"{latest_checkpoint(out)}; final model {out / 'final'})", flush=True)
         return
+    from ettin.train.checkpoint import read_meta
+
     for r in results:
-        print(f"  {r.phase}: {r.steps} steps, loss {r.first_loss:.4f} -> {r.last_loss:.4f}"
+        meta = read_meta(r.checkpoint)  # the phase's count as metrics.jsonl and the progress lines have it
+        count = f", {meta['phase_tokens']:,} {meta.get('token_unit', 'real')} tokens" if "phase_tokens" in meta else ""
+        print(f"  {r.phase}: {r.steps} steps{count}, loss {r.first_loss:.4f} -> {r.last_loss:.4f}"
               f"{f', {r.skipped} skipped' if r.skipped else ''}; checkpoint {r.checkpoint}")
     print(f"  final model: {out / 'final'}; metrics: {out / 'metrics.jsonl'}", flush=True)
 
