@@ -101,6 +101,16 @@ def test_overrides_are_key_value_words(recipe_file, capsys):
     assert "overrides look like" in capsys.readouterr().err
 
 
+def test_dry_run_shows_the_real_output_folder(recipe_file, tmp_path, capsys):
+    own = tmp_path / "runs" / "own"
+    assert main(["train", str(recipe_file), "--dry-run", "--out", str(own)]) == 0
+    assert f"\nout: {own}\n" in capsys.readouterr().out
+    assert main(["pair", str(recipe_file), "--dry-run", "--out", str(own)]) == 0
+    assert f"\nout: {own}\n" in capsys.readouterr().out
+    assert main(["train", str(recipe_file), "--dry-run"]) == 0  # no --out: the recipe's out_dir/name
+    assert "\nout: runs/c\n" in capsys.readouterr().out
+
+
 def test_other_commands_keep_strict_parsing(capsys):
     with pytest.raises(SystemExit) as e:
         main(["export-hf", "a", "b", "c=1"])

@@ -268,6 +268,10 @@ def cmd_continue(args) -> int:
           f"{' + mntp' if recipe.train.mntp else ''}) on {', '.join(args.data)}; tokenizer {start.tokenizer}",
           flush=True)
     held, before = _held_out_before(recipe)
+    if held.training_tokens:
+        tokens = recipe.phases[0].tokens
+        print(f"data: {held.training_tokens:,} tokens to train on ({sum(held.documents.values())} documents held out); "
+              f"{tokens:,} tokens read them about {tokens / held.training_tokens:.1f} times", flush=True)
     try:
         results = train(recipe, out, resume=args.resume or args.resume_if_exists)
     except NonFiniteLoss as e:

@@ -33,6 +33,7 @@ class HeldOut:
     documents: dict[str, int] = field(default_factory=dict)  # source -> held-out documents scored
     tokens: int = 0  # document tokens in the rows (before [CLS] / [SEP])
     available: int = 0  # held-out documents there are, all sources together
+    training_tokens: int = 0  # the tokens training may read (every source's documents before its held-out tail)
 
 
 def held_out_rows(recipe, phase, max_tokens: int = HELD_OUT_TOKENS) -> HeldOut:
@@ -60,6 +61,8 @@ def held_out_rows(recipe, phase, max_tokens: int = HELD_OUT_TOKENS) -> HeldOut:
         name = spec.subset if spec.subset is not None else next(iter(ranges))
         lo, hi = ranges[name]
         held.available += hi - lo
+        first = view.source_ranges[name][0]
+        held.training_tokens += int(np.asarray(view.doc_lengths[first:lo]).sum())
         used = 0
         for i in range(lo, hi):
             if used >= per_source:
