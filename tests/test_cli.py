@@ -111,6 +111,25 @@ def test_dry_run_shows_the_real_output_folder(recipe_file, tmp_path, capsys):
     assert "\nout: runs/c\n" in capsys.readouterr().out
 
 
+def test_one_token_count_in_progress_lines_metrics_and_results(recipe_file, tmp_path, capsys):
+    """Every progress line's phase count and run count are metrics.jsonl's for that step, and each phase's closing
+    line states the phase's final count (stumble: the console said 16,384 in the phase, metrics.jsonl 10,153)."""
+    from ettin.train.progress import _human, read_metrics
+
+    run = tmp_path / "run"
+    assert main(["train", str(recipe_file), "--out", str(run), "train.log_every=2"]) == 0
+    printed = capsys.readouterr().out
+    rows = {(r["phase"], r["step"]): r for r in read_metrics(run / "metrics.jsonl")}
+    lines = re.findall(r"^(\w+) step (\d+) (\S+)/(\S+) real tokens tok (\S+) ", printed, re.M)
+    assert {phase for phase, *_ in lines} == {"pretrain", "decay"}
+    for phase, step, count, budget, total in lines:
+        row = rows[(phase, int(step))]
+        assert (count, total) == (_human(row["phase_tokens"]), _human(row["tokens"]))
+    for phase in ("pretrain", "decay"):
+        last = max((r for r in rows.values() if r["phase"] == phase), key=lambda r: r["step"])
+        assert f"{phase}: {last['step']} steps, {last['phase_tokens']:,} real tokens, loss" in printed
+
+
 def test_other_commands_keep_strict_parsing(capsys):
     with pytest.raises(SystemExit) as e:
         main(["export-hf", "a", "b", "c=1"])

@@ -226,3 +226,28 @@ def test_one_token_count_everywhere(continued):
     meta = ckpt.read_meta(ckpt.latest_checkpoint(out))
     assert meta["phase_tokens"] == meta["tokens"] == last["phase_tokens"] == last["tokens"]
     assert json.loads((out / "final" / "ettin_checkpoint.json").read_text())["tokens"] == last["tokens"]
+
+
+def test_the_documented_recipe_form_trains_what_continue_trains(tiny, tmp_path, capsys):
+    """docs/training.md's recipe for `ettin continue ... --tokens 20k` has the same schedule, batch, masking and
+    data handling as the plan `ettin continue` makes (its model and paths are the quickstart's)."""
+    import re
+
+    import yaml
+
+    from conftest import REPO
+    from ettin.train.plan import make_plan
+    from ettin.train.recipe import recipe_from_dict
+
+    docs = (REPO / "docs" / "training.md").read_text().split("## Continued pre-training on your own text")[1]
+    raw = yaml.safe_load(re.search(r"```yaml\n(.*?)```", docs, re.S).group(1))
+    documented = make_plan(recipe_from_dict(raw, "docs/training.md")).to_json()
+    assert main(["continue", str(tiny.hf["mlm"]), "--data", str(tiny.notes), "--field", "body", "--out",
+                 str(tmp_path / "quick-notes"), "--tokens", "20k", "--seq-len", "256", "--plan"]) == 0
+    made = json.loads(capsys.readouterr().out)
+    same = ("schedule", "warmup_tokens", "decay_tokens", "decay_shape", "lr_start", "lr_end", "mlm_probability",
+            "tokens", "seq_len", "global_batch", "micro_batch", "save_every_tokens")
+    assert {k: documented["phases"][0][k] for k in same} == {k: made["phases"][0][k] for k in same}
+    assert documented["optimizer"] == made["optimizer"]
+    assert raw["data"]["holdout_fraction"] == 0.05 and raw["data"]["mixtures"]["continue"]["instances"] == {
+        "mode": "pack"}
