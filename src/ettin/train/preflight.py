@@ -37,7 +37,7 @@ def check_inputs(recipe: Recipe) -> list[str]:
         _check_mixtures(recipe, prepared_names, problems, found)
     if problems:
         shown = problems[:_SHOWN] + ([f"... and {len(problems) - _SHOWN} more"] if len(problems) > _SHOWN else [])
-        raise RecipeError(f"{recipe.source_file}: inputs missing or not matching the model (paths are relative to {Path.cwd()}):\n  "
+        raise RecipeError(f"{recipe.source_file}: inputs missing or not matching (paths are relative to {Path.cwd()}):\n  "
                           + "\n  ".join(shown))
     return found
 
