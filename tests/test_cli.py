@@ -53,6 +53,7 @@ def _help(command: str, capsys) -> str:
     ("pair", ["--out", "--resume", "--resume-if-exists", "--dry-run", "--parallel"]),
     ("export-hf", []),
     ("convert-objective", ["--to", "--out"]),
+    ("continue", ["--data", "--tokens", "--out", "--revision", "--mntp", "--resume", "--dry-run", "--plan"]),
 ])
 def test_every_flag_is_declared_with_help(command, flags, capsys):
     text = _help(command, capsys)
@@ -124,7 +125,8 @@ def test_one_token_count_in_progress_lines_metrics_and_results(recipe_file, tmp_
     assert {phase for phase, *_ in lines} == {"pretrain", "decay"}
     for phase, step, count, budget, total in lines:
         row = rows[(phase, int(step))]
-        assert (count, total) == (_human(row["phase_tokens"]), _human(row["tokens"]))
+        assert (count, budget, total) == (_human(row["phase_tokens"]), _human({"pretrain": 384, "decay": 256}[phase]),
+                                          _human(row["tokens"]))
     for phase in ("pretrain", "decay"):
         last = max((r for r in rows.values() if r["phase"] == phase), key=lambda r: r["step"])
         assert f"{phase}: {last['step']} steps, {last['phase_tokens']:,} real tokens, loss" in printed

@@ -1,9 +1,9 @@
 """`ettin continue MODEL --data FILE... --tokens N --out DIR`: continued pre-training of any checkpoint on your text.
 
 MODEL is an ettin checkpoint, a run folder (its newest checkpoint), an exported Hugging Face folder, or (online) a hub
-id with `--revision`. The command builds a one-phase recipe (`continue_recipe`, a dict read by `recipe_from_dict`)
-and trains it with the same loop as `ettin train`, so `--plan`, `--dry-run` and `--resume` are that command's; the
-recipe it ran is `DIR/recipe.yaml`, which `ettin train DIR/recipe.yaml --out OTHER` trains again.
+id with `--revision`. The command builds a one-phase recipe and trains it with the loop of `ettin train`, so
+`--plan`, `--dry-run` and `--resume` are that command's; the recipe it ran is `DIR/recipe.yaml`, which
+`ettin train DIR/recipe.yaml --out OTHER` trains again.
 
   tokenizer   the model's own (its run's tokenizer.json, or the folder's); the files are tokenized with it into
               DIR/shards (`ettin data prepare`), and `model.init_from` refuses data tokenized otherwise
@@ -31,7 +31,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ettin.config import OBJECTIVES, SIZES, ModelConfig, preset
+from ettin.config import SIZES, ModelConfig, preset
 from ettin.train.recipe import RecipeError, apply_override, parse_tokens, recipe_from_dict
 
 WARMUP_SHARE = 3 / 50  # the cross-objective phase: 3B tokens of warmup in 50B
@@ -83,7 +83,7 @@ def register(subparsers, common_flags) -> None:
     p.add_argument("--micro-batch-size", type=int, help="rows a forward pass (default: the batch)")
     p.add_argument("--holdout", type=float, default=HOLDOUT,
                    help=f"the share of every file's documents held out and scored (default {HOLDOUT})")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the data order and masking seed (default 0)")
     common_flags(p)
     p.set_defaults(func=cmd_continue, takes_overrides=True)
 
@@ -338,4 +338,4 @@ def _report(out: Path, recipe, start: Start, held, before: dict | None, after: d
           f"{out / 'continued.json'}", flush=True)
 
 
-__all__ = ["OBJECTIVES", "Start", "build", "continue_recipe", "register", "resolve_start"]
+__all__ = ["Start", "build", "continue_recipe", "register", "resolve_start"]
