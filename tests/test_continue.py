@@ -152,6 +152,18 @@ def test_missing_model_is_no_such_folder_not_a_hub_id(tiny, tmp_path, monkeypatc
     assert "runs/does-not-exist: no such folder" in capsys.readouterr().err
 
 
+def test_bad_files_stop_before_work_naming_file_line_and_field(tiny, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"body": "fine"}\n{"text": "no body"}\n')
+    for data, expected in ((tmp_path / "none.jsonl", "none.jsonl: no such file"),
+                           (bad, "bad.jsonl:2: missing field 'body'")):
+        out = tmp_path / "out"
+        assert main(["continue", str(tiny.hf["mlm"]), "--data", str(data), "--field", "body", "--out", str(out),
+                     *FAST]) == 2
+        assert expected in capsys.readouterr().err
+        assert not out.exists()  # nothing half-written
+
+
 def test_init_from_with_another_tokenizer_is_refused(tiny, tmp_path, capsys):
     """A model trained with tokenizer A continued on data tokenized by B (the same vocabulary size): refused,
     naming both, before any work; with A it passes."""

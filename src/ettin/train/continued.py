@@ -263,7 +263,15 @@ def cmd_continue(args) -> int:
     from ettin.train.preflight import check_inputs
 
     check_inputs(recipe)
-    ensure_data(recipe, log=lambda m: print(m, file=sys.stderr))
+    existed = out.exists()
+    try:
+        ensure_data(recipe, log=lambda m: print(m, file=sys.stderr))
+    except Exception:
+        if not existed:  # bad input: leave no folder behind that this command made
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     print(f"ettin continue: {start.given} ({start.kind} {start.init_from}, {recipe.objective}"
           f"{' + mntp' if recipe.train.mntp else ''}) on {', '.join(args.data)}; tokenizer {start.tokenizer}",
           flush=True)
