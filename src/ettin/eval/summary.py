@@ -1,8 +1,8 @@
 """The console line of one evaluated task: the main figure beside its baseline, both designs where a task has two,
 BM25 beside a retrieval score. It reads a task's result (docs/CONTRACTS.md, "Results"); it computes nothing.
 
-    sst2: accuracy: probe 0.5620, finetune 0.6010; baseline 0.5090 (majority class of the training rows) (n=872, 41.2s)
-    cranfield: ndcg@10 0.0412; baseline 0.0061 (random ranking), BM25 0.3090 (n=225, 88.0s)
+    sst2: accuracy: probe P, finetune F; baseline B (majority class of the training rows) (n=N, Ts)
+    cranfield: ndcg@10 S; baseline B (random ranking), BM25 M (n=N, Ts)
 """
 
 from __future__ import annotations
