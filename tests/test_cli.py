@@ -53,6 +53,7 @@ def _help(command: str, capsys) -> str:
     ("pair", ["--out", "--resume", "--resume-if-exists", "--dry-run", "--parallel"]),
     ("export-hf", []),
     ("convert-objective", ["--to", "--out"]),
+    ("continue", ["--data", "--tokens", "--out", "--revision", "--mntp", "--resume", "--dry-run", "--plan"]),
 ])
 def test_every_flag_is_declared_with_help(command, flags, capsys):
     text = _help(command, capsys)
@@ -95,9 +96,40 @@ def test_overrides_are_key_value_words(recipe_file, capsys):
     assert "768 real tokens (6 steps" in out and "seed: 9" in out and "objective: clm" in out
     assert main(["train", str(recipe_file), "--dry-run", "train.lrr=1"]) == 2
     err = capsys.readouterr().err
-    assert "train: unknown field(s) ['lrr']" in err and "'lr'" in err
+    assert "command line: override train.lrr=1: train has no field 'lrr'; did you mean train.lr?" in err, err
+    assert str(recipe_file) not in err  # the override is blamed, not the recipe file
     assert main(["train", str(recipe_file), "--dry-run", "stray"]) == 2
     assert "overrides look like" in capsys.readouterr().err
+
+
+def test_dry_run_shows_the_real_output_folder(recipe_file, tmp_path, capsys):
+    own = tmp_path / "runs" / "own"
+    assert main(["train", str(recipe_file), "--dry-run", "--out", str(own)]) == 0
+    assert f"\nout: {own}\n" in capsys.readouterr().out
+    assert main(["pair", str(recipe_file), "--dry-run", "--out", str(own)]) == 0
+    assert f"\nout: {own}\n" in capsys.readouterr().out
+    assert main(["train", str(recipe_file), "--dry-run"]) == 0  # no --out: the recipe's out_dir/name
+    assert "\nout: runs/c\n" in capsys.readouterr().out
+
+
+def test_one_token_count_in_progress_lines_metrics_and_results(recipe_file, tmp_path, capsys):
+    """Every progress line's phase count and run count are metrics.jsonl's for that step, and each phase's closing
+    line states the phase's final count (stumble: the console said 16,384 in the phase, metrics.jsonl 10,153)."""
+    from ettin.train.progress import _human, read_metrics
+
+    run = tmp_path / "run"
+    assert main(["train", str(recipe_file), "--out", str(run), "train.log_every=2"]) == 0
+    printed = capsys.readouterr().out
+    rows = {(r["phase"], r["step"]): r for r in read_metrics(run / "metrics.jsonl")}
+    lines = re.findall(r"^(\w+) step (\d+) (\S+)/(\S+) real tokens tok (\S+) ", printed, re.M)
+    assert {phase for phase, *_ in lines} == {"pretrain", "decay"}
+    for phase, step, count, budget, total in lines:
+        row = rows[(phase, int(step))]
+        assert (count, budget, total) == (_human(row["phase_tokens"]), _human({"pretrain": 384, "decay": 256}[phase]),
+                                          _human(row["tokens"]))
+    for phase in ("pretrain", "decay"):
+        last = max((r for r in rows.values() if r["phase"] == phase), key=lambda r: r["step"])
+        assert f"{phase}: {last['step']} steps, {last['phase_tokens']:,} real tokens, loss" in printed
 
 
 def test_other_commands_keep_strict_parsing(capsys):

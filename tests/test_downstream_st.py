@@ -268,3 +268,45 @@ def test_python_dash_m_reports_a_user_error_with_exit_2(tmp_path):
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 2, proc.stderr
     assert "no-beir" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_load_report_silenced_only_where_the_dropped_weights_are_expected(tiny, tmp_path):
+    """Building the bi-encoder's body or the reranker's classifier from a masked-LM / causal-LM folder drops the LM
+    head (and creates the classifier): transformers' load report of exactly those weights read as an error and is
+    not printed; a report with any other row (a body weight missing) still is."""
+    import logging
+
+    from safetensors.torch import load_file, save_file
+
+    from ettin.downstream import embed, rerank
+
+    class Keep(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    keep = Keep()
+    logger = logging.getLogger("transformers.modeling_utils")
+    logger.addHandler(keep)
+    try:
+        embed.build_model(tiny.hf["mlm"], "mlm", None, 48, "cpu")
+        rerank.build_model(tiny.hf["mlm"], 48, "cpu")
+        rerank.build_model(tiny.hf["clm"], 48, "cpu")
+        assert not [m for m in keep.messages if "LOAD REPORT" in m], keep.messages
+        broken = tmp_path / "broken"
+        broken.mkdir()
+        for f in tiny.hf["mlm"].iterdir():
+            if f.name != "model.safetensors":
+                (broken / f.name).write_bytes(f.read_bytes())
+        weights = load_file(str(tiny.hf["mlm"] / "model.safetensors"))
+        gone = next(k for k in weights if ".layers.1." in k)
+        save_file({k: v for k, v in weights.items() if k != gone}, str(broken / "model.safetensors"),
+                  metadata={"format": "pt"})
+        embed.build_model(broken, "mlm", None, 48, "cpu")
+        shown = [m for m in keep.messages if "LOAD REPORT" in m]
+        assert len(shown) == 1 and "MISSING" in shown[0] and "UNEXPECTED" in shown[0]
+    finally:
+        logger.removeHandler(keep)

@@ -5,6 +5,7 @@ with task files written into tmp_path."""
 import json
 import math
 import random
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -295,7 +296,7 @@ def test_eval_run_folder_every_kth_checkpoint(env):
 
 def test_bad_inputs_fail_before_work(env, tmp_path, capsys):
     assert ettin_main(["eval", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
-    assert "no such checkpoint" in capsys.readouterr().err
+    assert "missing: no such folder" in capsys.readouterr().err
     bad = make_data(tmp_path / "data")
     with open(bad / "piqa/validation.jsonl", "a") as f:
         f.write('{"goal": "g", "sol1": "a"}\n')
@@ -358,3 +359,87 @@ def test_random_ranking_baseline_is_the_expectation_of_shuffles():
                                                "ndcg@10").values())) for _ in range(300)]
     assert abs(np.mean(draws) - np.mean(list(expected.values()))) < 3 * np.std(draws) / np.sqrt(300)
     assert random_baseline(Collection(dids, ["x"] * D, qids, ["q"] * 20, qrels), "recall@100")["0"] == 1.0
+
+
+# ------------------------------------------------------------------------------------ what a new user trips on
+def test_a_missing_local_looking_path_is_no_such_folder(tmp_path, monkeypatch, capsys):
+    """`ettin eval runs/does-not-exist` (one slash, as a hub id has) is a missing folder when runs/ is here; the hub
+    is asked only for what can only be a hub id."""
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: pytest.fail("asked the hub"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    for name in ("runs/does-not-exist", "./x", "a/b/c", "nothing-here"):
+        assert ettin_main(["eval", name, "--out", "o"]) == 2
+        err = capsys.readouterr().err
+        assert f"{name}: no such folder" in err and "internet" not in err, err
+    asked = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo, **k: asked.append(repo) or 1 / 0)
+    assert ettin_main(["eval", "some-org/some-model", "--out", "o"]) == 2
+    assert asked == ["some-org/some-model"] and "the hub could not provide it" in capsys.readouterr().err
+
+
+def test_help_lists_every_task_kind(capsys):
+    from ettin.eval.tasks import FAMILIES
+
+    with pytest.raises(SystemExit):
+        ettin_main(["eval", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps the description
+    for kind in FAMILIES:
+        assert re.search(rf"\b{kind}(:(NAME|PATH))?\b", text), kind
+    assert "cls:PATH" in text and "beir:PATH" in text and "mc:PATH" in text and "glue:NAME" in text
+
+
+def test_console_lines_show_baselines_designs_and_what_beir_trains_first(env, tmp_path, capsys):
+    rng = random.Random(2)
+    csv_path = tmp_path / "reviews.csv"
+    csv_path.write_text("review,stars\n" + "".join(f'"{_sentence(rng)}",{rng.choice(["good", "bad"])}\n'
+                                                   for _ in range(40)))
+    task = f"cls:{csv_path}"
+    argv = ["eval", str(env.folders["mlm"]), "--tasks", f"{task},cranfield", "--out", str(tmp_path / "out"),
+            "--data-dir", str(env.data), "--limit", "6", "--set", f"{task}.text=review", "--set", f"{task}.label=stars",
+            "--set", f"{task}.seeds=1", "--set", f"{task}.lrs=1e-3", "--set", f"{task}.finetune.epochs=1"]
+    assert ettin_main(argv) == 0
+    err = capsys.readouterr().err
+    res = runner.load_results(tmp_path / "out")[0]["tasks"]
+    cls, cran = res[task], res["cranfield"]
+    line = next(x for x in err.splitlines() if f"{task}: accuracy:" in x)
+    probe, tuned = cls["designs"]["probe"]["value"], cls["designs"]["finetune"]["value"]
+    assert f"probe {probe:.4f}, finetune {tuned:.4f}; baseline {cls['baseline']:.4f} (majority class" in line, line
+    line = next(x for x in err.splitlines() if "cranfield: ndcg@10" in x)
+    assert f"baseline {cran['baseline']:.4f} (random ranking), BM25 {cran['bm25']['ndcg@10']:.4f}" in line, line
+    before = err.index("cranfield: fine-tunes the model first")
+    assert before < err.index("cranfield: ndcg@10") and "wikipedia" in err[before:].splitlines()[0]
+
+
+def _fake_run(root: Path, folder: Path, name: str) -> Path:
+    """<root>/<name>/{checkpoints/, final/}: a run folder whose final/ export is `folder`'s model."""
+    import shutil
+
+    run = root / name
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copytree(folder, run / "final")
+    (run / "final" / "ettin_checkpoint.json").write_text(json.dumps({"run": run.name, "phase": "decay", "step": 1,
+                                                                     "tokens": 10}))
+    return run / "final"
+
+
+def test_results_of_different_runs_never_collide(env, tmp_path):
+    """The final/ folders of two pairs' encoders, and of two runs that share a name, evaluated into one folder."""
+    finals = [_fake_run(tmp_path / "a", env.folders["mlm"], "encoder"),
+              _fake_run(tmp_path / "b", env.folders["clm"], "encoder"),
+              _fake_run(tmp_path / "x" / "a", env.folders["clm"], "encoder")]  # a second a/encoder
+    out = tmp_path / "results"
+    for final in finals:
+        assert ettin_main(["eval", str(final), "--tasks", "winogender", "--out", str(out),
+                           "--data-dir", str(env.data)]) == 0
+    results = runner.load_results(out)
+    assert len({r["_path"] for r in results}) == 3
+    assert sorted(Path(r["model"]["path"]).resolve() for r in results) == sorted(f.resolve() for f in finals)
+    assert {r["model"]["run"] for r in results} == {"a-encoder", "b-encoder"}
+    assert {r["model"]["objective"] for r in results} == {"mlm", "clm"}
+    # evaluating one of them again finds its own cached results, not another run's
+    assert ettin_main(["eval", str(finals[2]), "--tasks", "winogender", "--out", str(out),
+                       "--data-dir", str(env.data)]) == 0
+    assert len(runner.load_results(out)) == 3

@@ -60,7 +60,6 @@ def test_load_and_overrides(tmp_path):
     [
         ("train.lr=fast", "train.lr"),
         ("train.precision=fp8", "train.precision"),
-        ("train.bogus=1", "unknown field"),
         ("phases.0.tokens=lots", "phases.0.tokens"),
         ("phases.0.schedule=cosine", "schedule"),
         ("model.size=7b", "model.size"),

@@ -189,6 +189,15 @@ def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------- load/save
+def looks_local(path_or_id: str | os.PathLike) -> bool:
+    """Whether a name that does not exist is a local path rather than a hub id: it starts with . / or ~, it is not
+    exactly owner/name, or its owner is a folder here (runs/does-not-exist)."""
+    text = str(path_or_id)
+    if text.startswith((".", "/", "~")) or text.strip("/").count("/") != 1 or os.sep in text.replace("/", ""):
+        return True
+    return Path(text.split("/", 1)[0]).is_dir()
+
+
 def resolve_path(path_or_id: str | os.PathLike, revision: str | None = None) -> Path:
     """A local folder, or a hub id fetched with huggingface_hub (online users; tests use local folders)."""
     p = Path(path_or_id)
@@ -196,7 +205,7 @@ def resolve_path(path_or_id: str | os.PathLike, revision: str | None = None) -> 
         if not p.is_dir():
             raise FileNotFoundError(f"{p}: expected a folder with config.json and model.safetensors")
         return p
-    if str(path_or_id).startswith((".", "/")) or os.sep in str(path_or_id).strip("/").replace("/", "", 1):
+    if looks_local(path_or_id):
         raise FileNotFoundError(f"{path_or_id}: no such folder")
     from huggingface_hub import snapshot_download
 

@@ -44,6 +44,11 @@ class HoldoutView:
         }
         self._len = len(ds) if len(self.source_ranges) != 1 else next(iter(self.source_ranges.values()))[1]
 
+    @property
+    def held_out_ranges(self) -> dict[str, tuple[int, int]]:
+        """Per source, the stored documents [first, end) that training never reads (the evaluation's)."""
+        return {name: (self.source_ranges[name][1], hi) for name, (_, hi) in self._ds.source_ranges.items()}
+
     def __len__(self) -> int:  # a whole single-source folder is read as documents [0, len)
         return self._len
 

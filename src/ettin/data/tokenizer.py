@@ -64,6 +64,21 @@ def canonical_sha256(tokenizer_json: str) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+# the parts of a tokenizer.json that decide which ids a text gets; left out: the post-processor (how a sequence is
+# framed, which ettin sets per objective on export), padding, truncation and the decoder
+ENCODING_FIELDS = ("normalizer", "pre_tokenizer", "model", "added_tokens")
+
+
+def encoding_sha256(tokenizer: str | Path | Tokenizer) -> str:
+    """sha256 of what maps text to ids (`ENCODING_FIELDS`), from a tokenizer.json, its folder or a Tokenizer: equal
+    for a run's tokenizer and its Hugging Face export (whose post-processor frames text for the objective), different
+    for two tokenizers that give a text different ids, whatever their vocabulary sizes."""
+    if not isinstance(tokenizer, Tokenizer):
+        tokenizer = load_tokenizer(tokenizer).tokenizer
+    data = json.loads(tokenizer.to_str())  # as this library writes it: the same tokenizer, the same text
+    return canonical_sha256(json.dumps({k: data.get(k) for k in ENCODING_FIELDS}))
+
+
 @dataclass
 class TokenizerInfo:
     """A tokenizer and the ids the data pipeline needs. `bos_id` is [CLS] and `eos_id` is [SEP] (ModernBERT)."""

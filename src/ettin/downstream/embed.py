@@ -36,7 +36,10 @@ def build_model(folder: Path, objective: str, pooling: str | None, max_length: i
     st = common.need("sentence_transformers", "ettin finetune embed")
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 
-    transformer = Transformer(str(folder), max_seq_length=max_length)
+    from ettin.downstream.load_report import LM_HEAD, expected_load_report
+
+    with expected_load_report(unexpected=LM_HEAD):  # the body alone: the pre-training head is dropped
+        transformer = Transformer(str(folder), max_seq_length=max_length)
     mode = pooling or ("mean" if objective == "mlm" else "lasttoken")
     return st.SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(), mode)],
                                   device=device)

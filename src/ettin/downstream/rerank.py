@@ -39,8 +39,11 @@ def build_model(folder: Path, max_length: int, device: str):
     st = common.need("sentence_transformers", "ettin finetune rerank")
     from sentence_transformers.cross_encoder.modules import Transformer
 
-    module = Transformer(str(folder), transformer_task="sequence-classification", config_kwargs={"num_labels": 1},
-                         max_seq_length=max_length)
+    from ettin.downstream.load_report import LM_HEAD, NEW_HEAD, expected_load_report
+
+    with expected_load_report(unexpected=LM_HEAD, missing=NEW_HEAD):  # the LM head dropped, the classifier new
+        module = Transformer(str(folder), transformer_task="sequence-classification", config_kwargs={"num_labels": 1},
+                             max_seq_length=max_length)
     return st.CrossEncoder(modules=[module], device=device)
 
 

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ettin.eval.tasks import DEFAULT_TASKS, get_task, override, with_limit
+from ettin.eval.tasks import DEFAULT_TASKS, get_task, override, task_kinds, with_limit
 from ettin.eval.tasks.data import default_data_dir
 
 
@@ -15,7 +15,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "eval", help="evaluate a model, a checkpoint, or every kept checkpoint of a run",
         description="Run evaluation tasks and write one results JSON per checkpoint (cached per checkpoint "
-        f"hash). Tasks: {', '.join(DEFAULT_TASKS)}, glue:NAME (online), beir:PATH, mc:PATH.",
+        f"hash). Tasks: {task_kinds()}.",
     )
     p.add_argument("model", nargs="+", help="run folder(s), checkpoint folder(s), HF folder(s) or hub id(s)")
     p.add_argument("--tasks", default=",".join(DEFAULT_TASKS), help="comma-separated task names (default: all)")

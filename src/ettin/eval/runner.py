@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from ettin.config import ROLES  # a model's default role in a comparison: its native one
+from ettin.eval.summary import summary_line
 from ettin.eval.tasks import TaskSpec
 from ettin.eval.tasks.common import Subject
 from ettin.io import atomic_write_json
@@ -88,15 +89,19 @@ def resolve_targets(model_or_run: str, every: int = 1) -> list[Target]:
         info = {}
         if (p / "ettin_checkpoint.json").is_file():  # written by export_hf
             info = json.loads((p / "ettin_checkpoint.json").read_text())
-        return [Target(info.get("run") or p.resolve().name, "final" if info else p.resolve().name, p, "hf",
+        beside = p.resolve().parent  # <run>/final: named as the run's checkpoints are (a pair's: <pair>-encoder)
+        run = _run_name(beside) if (beside / "checkpoints").is_dir() else info.get("run") or p.resolve().name
+        return [Target(run, "final" if info else p.resolve().name, p, "hf",
                        p / "tokenizer.json", {k: info.get(k) for k in ("phase", "step", "tokens") if k in info})]
     if p.exists():
         raise FileNotFoundError(f"{p}: not a checkpoint (meta.json), a run folder (checkpoints/) or a "
                                 "Hugging Face folder (config.json)")
     text = str(model_or_run)
-    if text.startswith((".", "/", "~")) or text.count("/") != 1:
-        raise FileNotFoundError(f"{model_or_run}: no such checkpoint, run folder or model folder")
-    from ettin.hf import resolve_path  # a hub id: downloads when online, fails clearly when offline
+    from ettin.hf import looks_local, resolve_path
+
+    if looks_local(text):  # else a hub id: downloaded when online, a clear failure offline
+        raise FileNotFoundError(f"{model_or_run}: no such folder (not a checkpoint, run folder or model folder; a "
+                                "hub id is owner/name)")
 
     try:
         folder = resolve_path(text)
@@ -162,7 +167,18 @@ def _size_name(cfg) -> str:
 
 
 def results_path(out_dir: Path, target: Target) -> Path:
-    return Path(out_dir) / target.run / f"{target.checkpoint}.json"
+    """<out>/<run>/<checkpoint>.json; when that file holds another model's results (two runs of one name, e.g. the
+    final/ folders of two pairs' encoders), <out>/<run>-<digest of this model's path>/<checkpoint>.json instead."""
+    path = Path(out_dir) / target.run / f"{target.checkpoint}.json"
+    try:
+        held = json.loads(path.read_text()).get("model", {}).get("path") if path.is_file() else None
+    except (OSError, json.JSONDecodeError, AttributeError):
+        held = None  # a damaged file is this target's to rebuild
+    here = Path(target.path).resolve()
+    if held is None or Path(held).resolve() == here:
+        return path
+    digest = hashlib.sha256(str(here).encode()).hexdigest()[:8]
+    return Path(out_dir) / f"{target.run}-{digest}" / f"{target.checkpoint}.json"
 
 
 def load_results(out_dir: Path) -> list[dict]:
@@ -181,7 +197,7 @@ def load_results(out_dir: Path) -> list[dict]:
 
 # sources that read results but do not compute them: a change there keeps cached results valid
 NOT_IN_RESULTS = {"demo.py", "cli.py", "eval/cli.py", "eval/compare.py", "eval/report.py", "eval/plots.py",
-                  "eval/published.py"}
+                  "eval/published.py", "eval/summary.py"}
 
 
 @functools.lru_cache(maxsize=1)
@@ -236,13 +252,13 @@ def evaluate_target(target: Target, tasks: list[TaskSpec], data_dir: Path, out_d
                                       "max_length_used": subject.max_length}
     results.setdefault("tasks", {})
     for t in todo:
+        if t.about is not None:
+            log(f"  {target.run}/{target.checkpoint} {t.name}: {t.about(data_dir)}")
         start = time.perf_counter()
         torch.manual_seed(seed)
         out = t.run(subject, data_dir, seed)
         out |= {"family": t.family, "settings": t.settings_dict(), "seconds": round(time.perf_counter() - start, 2)}
         results["tasks"][t.name] = out
         atomic_write_json(path, results)
-        main = out["main"]
-        log(f"  {target.run}/{target.checkpoint} {t.name}: {main} = {out[main]:.4f} (n={out.get('n')}, "
-            f"{out['seconds']:.1f}s)")
+        log(f"  {target.run}/{target.checkpoint} {t.name}: {summary_line(out)}")
     return results

@@ -218,6 +218,20 @@ def load_model(ckpt_dir: str | Path, objective: str | None = None):
     return model
 
 
+def describe_start(path: str | Path | None) -> dict[str, Any] | None:
+    """Where a run's starting weights came from (`model.init_from`), as its history and every checkpoint's meta
+    record it: the absolute path, its kind, and what the source says of itself (run, phase, step, tokens)."""
+    if not path:
+        return None
+    p = Path(path).expanduser().resolve()
+    if (p / META).is_file():
+        meta = read_meta(p)
+        return {"path": str(p), "kind": "checkpoint", **{k: meta.get(k) for k in ("run", "phase", "step", "tokens")}}
+    marker = p / "ettin_checkpoint.json"  # an export of an ettin checkpoint (export_hf)
+    info = json.loads(marker.read_text()) if marker.is_file() else {}
+    return {"path": str(p), "kind": "hf", **{k: info.get(k) for k in ("run", "phase", "step", "tokens") if k in info}}
+
+
 def run_dir_of(ckpt_dir: str | Path) -> Path:
     """checkpoints/<name> -> the run folder (which holds tokenizer.json and recipe.yaml)."""
     return Path(ckpt_dir).resolve().parent.parent
@@ -240,5 +254,6 @@ def export_hf(ckpt_dir: str | Path, out_dir: str | Path, objective: str | None =
     meta = read_meta(ckpt_dir)
     with atomic_dir(out_dir, replace=True) as tmp:
         save_pretrained(model, tmp, tokenizer=tokenizer, weights_only=tokenizer is None)  # no tokenizer: synthetic
-        atomic_write_json(tmp / "ettin_checkpoint.json", {k: meta.get(k) for k in ("run", "phase", "step", "tokens")})
+        atomic_write_json(tmp / "ettin_checkpoint.json",
+                          {k: meta.get(k) for k in ("run", "phase", "step", "tokens", "init_from")})
     return out_dir

@@ -4,6 +4,7 @@
     ettin pair recipes/tiny.yaml  [...]          # runs/<name>/encoder and runs/<name>/decoder
     ettin export-hf runs/tiny/checkpoints/decay-step0000120 out/      # or the run folder: its newest checkpoint
     ettin convert-objective runs/x/decoder --to mlm --out out/enc-from-dec
+    ettin continue runs/tiny/encoder --data notes.jsonl --tokens 200k --out runs/notes   # ettin.train.continued
 
 Under torchrun (`torchrun --nproc_per_node 8 -m ettin.cli train RECIPE`), one model trains on all ranks
 (DDP or FSDP2 as the recipe says).
@@ -34,8 +35,12 @@ def _run_flags(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("recipe", help="recipe YAML (recipes/*.yaml)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. train.lr=1e-3")
     p.add_argument("--out", metavar="DIR", help=f"{what} (default: the recipe's out_dir/name, e.g. runs/tiny)")
+    _common_flags(p, "neither run holds one" if what.startswith("pair") else "it holds none")
+
+
+def _common_flags(p: argparse.ArgumentParser, none: str = "it holds none") -> None:
+    """--resume / --resume-if-exists / --dry-run / --plan / --world-size (ettin train, pair and continue)."""
     resume = p.add_mutually_exclusive_group()
-    none = "neither run holds one" if what.startswith("pair") else "it holds none"
     resume.add_argument("--resume", action="store_true",
                         help=f"continue from the newest checkpoint in --out (an error when {none})")
     resume.add_argument("--resume-if-exists", action="store_true",
@@ -83,6 +88,10 @@ def register(subparsers) -> None:
                    help="the objective to convert to: mlm (encoder) or clm (decoder); must differ from the source's")
     p.add_argument("--out", required=True, metavar="DIR", help="the Hugging Face folder to write")
     p.set_defaults(func=cmd_convert)
+    from ettin.train import continued
+
+    continued.register(subparsers, _common_flags)
+    subparsers.choices["continue"].set_defaults(flags=_flags(subparsers.choices["continue"]))
 
 
 def _flags(p: argparse.ArgumentParser) -> list[str]:
@@ -318,8 +327,12 @@ def _print_results(out: Path, results) -> None:
         print(f"  nothing to train: {out} has finished every phase of the recipe (newest checkpoint "
               f"{latest_checkpoint(out)}; final model {out / 'final'})", flush=True)
         return
+    from ettin.train.checkpoint import read_meta
+
     for r in results:
-        print(f"  {r.phase}: {r.steps} steps, loss {r.first_loss:.4f} -> {r.last_loss:.4f}"
+        meta = read_meta(r.checkpoint)  # the phase's count as metrics.jsonl and the progress lines have it
+        count = f", {meta['phase_tokens']:,} {meta.get('token_unit', 'real')} tokens" if "phase_tokens" in meta else ""
+        print(f"  {r.phase}: {r.steps} steps{count}, loss {r.first_loss:.4f} -> {r.last_loss:.4f}"
               f"{f', {r.skipped} skipped' if r.skipped else ''}; checkpoint {r.checkpoint}")
     print(f"  final model: {out / 'final'}; metrics: {out / 'metrics.jsonl'}", flush=True)
 

@@ -259,6 +259,7 @@ def train_phase(
                 meta = {"run": run_dir.name, "run_objective": objective, "phase": phase.name, "phase_index": index,
                         "step": step, "phase_tokens": position, "phase_budget": pp.tokens,
                         "token_unit": pp.token_unit, "tokens": tokens, "model_config": config.to_dict(),
+                        "init_from": ckpt.describe_start(recipe.model.init_from),
                         "scheduler": {**schedule.__dict__, "position": position},
                         "data_position": {"phase": phase.name, "next_step": step, "seed": recipe.seed,
                                           "fingerprint": fingerprint},

@@ -3,11 +3,14 @@
 `load_recipe` validates values (the shipped recipes must load on a machine without their data); this
 checks the files behind them, relative to the working directory as training reads them:
 
-  model.init_from   a local checkpoint folder (meta.json) or Hugging Face folder (config.json)
+  model.init_from   a local checkpoint folder (meta.json) or Hugging Face folder (config.json), whose tokenizer
+                    (the run's tokenizer.json, or the folder's) is the one data.tokenizer names: the same
+                    text to the same ids (`ettin.data.tokenizer.encoding_sha256`), not merely as many ids
   data.tokenizer    a tokenizer.json (or a folder holding one), unless data.prepare trains it
   data.prepare      each source to prepare exists (hub datasets are not checked: that needs the network)
   data.mixtures     each source of each phase's mixture is a prepared dataset holding its `subset`, or is
-                    data.prepare.out and one of the sources that will be prepared into it
+                    data.prepare.out and one of the sources that will be prepared into it, tokenized with
+                    data.tokenizer
 
 Every problem is reported at once (a RecipeError naming the recipe file and the key); the return value is
 one line per input for the dry run.
@@ -34,7 +37,7 @@ def check_inputs(recipe: Recipe) -> list[str]:
         _check_mixtures(recipe, prepared_names, problems, found)
     if problems:
         shown = problems[:_SHOWN] + ([f"... and {len(problems) - _SHOWN} more"] if len(problems) > _SHOWN else [])
-        raise RecipeError(f"{recipe.source_file}: inputs missing (paths are relative to {Path.cwd()}):\n  "
+        raise RecipeError(f"{recipe.source_file}: inputs missing or not matching (paths are relative to {Path.cwd()}):\n  "
                           + "\n  ".join(shown))
     return found
 
@@ -46,8 +49,10 @@ def _check_init(recipe: Recipe, problems: list[str], found: list[str]) -> None:
     path = Path(init).expanduser()
     if (path / "meta.json").is_file():
         found.append(f"model.init_from: checkpoint {path}")
+        _check_init_tokenizer(recipe, path, problems, found)
     elif (path / "config.json").is_file():
         found.append(f"model.init_from: Hugging Face folder {path}")
+        _check_init_tokenizer(recipe, path, problems, found)
     elif (path / "checkpoints").is_dir():
         from ettin.train.checkpoint import latest_checkpoint
 
@@ -60,6 +65,52 @@ def _check_init(recipe: Recipe, problems: list[str], found: list[str]) -> None:
     else:
         problems.append(f"model.init_from: {init} does not exist (a local checkpoint or Hugging Face folder; "
                         "`ettin convert-objective CHECKPOINT --to mlm|clm --out DIR` makes one from a finished run)")
+
+
+def init_tokenizer(path: str | Path) -> Path | None:
+    """The tokenizer a starting point was trained with: a checkpoint's (its run's tokenizer.json) or a Hugging Face
+    folder's tokenizer.json; None when it has none (a model trained on synthetic ids)."""
+    path = Path(path)
+    if (path / "meta.json").is_file():
+        from ettin.train.checkpoint import find_tokenizer
+
+        return find_tokenizer(path)
+    file = path / "tokenizer.json"
+    return file if file.is_file() else None
+
+
+def _check_init_tokenizer(recipe: Recipe, init: Path, problems: list[str], found: list[str]) -> None:
+    """The data must be tokenized as the starting model was: compare what maps text to ids, not the sizes."""
+    data = recipe.data
+    if data.source != "prepared":
+        return
+    own = init_tokenizer(init)
+    if own is None:
+        found.append(f"model.init_from: {init} has no tokenizer beside it; not compared with data.tokenizer")
+        return
+    wanted = Path(str(data.tokenizer)).expanduser()
+    fix = f"tokenize the data with the model's own: data.tokenizer={own}"
+    if not _usable_tokenizer(wanted):
+        if data.prepare is not None and data.prepare.tokenizer_vocab_size:
+            problems.append(f"model.init_from: {init} was trained with the tokenizer {own}, but data.tokenizer "
+                            f"{wanted} would be a new one, trained by data.prepare; {fix}")
+        return  # a missing tokenizer is _check_tokenizer's problem
+    from ettin.data.tokenizer import encoding_sha256, load_tokenizer
+
+    mine, theirs = load_tokenizer(own), load_tokenizer(wanted)
+    if encoding_sha256(mine.tokenizer) != encoding_sha256(theirs.tokenizer):
+        sizes = (mine.vocab_size, theirs.vocab_size)
+        same = f"; both have {sizes[0]:,} ids, which does not make them one tokenizer" if sizes[0] == sizes[1] else ""
+        problems.append(f"model.init_from: {init} was trained with the tokenizer {own}, but data.tokenizer is "
+                        f"{wanted}, a different tokenizer: the same text gets other ids{same}; {fix} "
+                        "(and prepare the shards with it)")
+    else:
+        found.append(f"model.init_from: its tokenizer {own} = data.tokenizer {wanted}")
+
+
+def _usable_tokenizer(path: Path) -> bool:
+    return path.is_file() or (path / "tokenizer.json").is_file() or (
+        (path / "vocab.json").is_file() and (path / "merges.txt").is_file())
 
 
 def _check_prepare(recipe: Recipe, problems: list[str], found: list[str]) -> set[str]:
@@ -91,9 +142,7 @@ def _check_prepare(recipe: Recipe, problems: list[str], found: list[str]) -> set
 def _check_tokenizer(recipe: Recipe, problems: list[str], found: list[str]) -> None:
     data = recipe.data
     path = Path(str(data.tokenizer)).expanduser()
-    usable = path.is_file() or (path / "tokenizer.json").is_file() or (
-        (path / "vocab.json").is_file() and (path / "merges.txt").is_file())
-    if usable:
+    if _usable_tokenizer(path):
         found.append(f"data.tokenizer: {path}")
     elif data.prepare is not None and data.prepare.tokenizer_vocab_size:
         found.append(f"data.tokenizer: {path} (to be trained: {data.prepare.tokenizer_vocab_size} tokens)")
@@ -127,6 +176,12 @@ def _check_mixtures(recipe: Recipe, prepared_names: set[str], problems: list[str
     contents: dict[Path, set[str]] = {}  # dataset folder -> the names of its sources
     seen_mixtures: set[str] = set()
     datasets = 0
+    wanted = Path(str(recipe.data.tokenizer)).expanduser()
+    tokenizer = None
+    if _usable_tokenizer(wanted):
+        from ettin.data.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(wanted)
     with _environment(recipe.data.vars):
         for i, phase in enumerate(recipe.phases):
             if phase.mixture in seen_mixtures:
@@ -152,7 +207,7 @@ def _check_mixtures(recipe: Recipe, prepared_names: set[str], problems: list[str
                     continue
                 key = path.resolve()
                 if key not in checked:
-                    checked[key], contents[key] = _dataset(path, key == prep_out)
+                    checked[key], contents[key] = _dataset(path, key == prep_out, tokenizer)
                     datasets += checked[key] is None
                     if checked[key]:  # once per folder, however many sources read it
                         problems.append(f"{label}.path: {checked[key]}")
@@ -165,8 +220,9 @@ def _check_mixtures(recipe: Recipe, prepared_names: set[str], problems: list[str
     found.append(f"data.mixtures: {len(seen_mixtures)} mixture(s), {datasets} prepared dataset(s) found")
 
 
-def _dataset(path: Path, to_prepare: bool) -> tuple[str | None, set[str]]:
-    """(problem or None, source names) of a prepared dataset folder; data.prepare finishes its own folder."""
+def _dataset(path: Path, to_prepare: bool, tokenizer=None) -> tuple[str | None, set[str]]:
+    """(problem or None, source names) of a prepared dataset folder; data.prepare finishes its own folder.
+    `tokenizer`: data.tokenizer's TokenizerInfo (None: not checked), which must be the one the shards were made with."""
     from ettin.data.shards import read_manifest
 
     try:
@@ -176,4 +232,23 @@ def _dataset(path: Path, to_prepare: bool) -> tuple[str | None, set[str]]:
     names = {s.get("name") for s in manifest.get("sources", []) if s.get("name")}
     if not manifest.get("complete") and not to_prepare:
         return f"{path}: preparation did not finish; re-run `ettin data prepare` with the same arguments", names
+    if tokenizer is not None and not to_prepare and not _same_tokenizer(manifest.get("tokenizer") or {}, tokenizer):
+        made = manifest.get("tokenizer") or {}
+        return (f"{path}: tokenized with {made.get('path')} (sha256 {str(made.get('sha256'))[:12]}), not with "
+                f"data.tokenizer {tokenizer.path} ({tokenizer.sha256[:12]}): the ids would mean other tokens; "
+                f"prepare the shards with data.tokenizer (`ettin data prepare --tokenizer {tokenizer.path}`)"), names
     return None, names
+
+
+def _same_tokenizer(made: dict, tokenizer) -> bool:
+    """Whether shards made with the tokenizer a manifest records encode as `tokenizer` does: the same file content,
+    or the recorded file (when it is still there) mapping text to the same ids."""
+    if made.get("sha256") in (None, tokenizer.sha256):
+        return True
+    from ettin.data.tokenizer import encoding_sha256
+
+    recorded = Path(str(made.get("path") or ""))
+    try:
+        return recorded.is_file() and encoding_sha256(recorded) == encoding_sha256(tokenizer.tokenizer)
+    except (OSError, ValueError):
+        return False

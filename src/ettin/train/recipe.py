@@ -223,7 +223,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     if unusable:
         raise RecipeError(f"{path}: {unusable[0]}; remove it")
     for text in overrides or []:
-        apply_override(raw, text, str(path))
+        apply_override(raw, text, "command line")
     return recipe_from_dict(raw, str(path))
 
 
@@ -285,6 +285,11 @@ def apply_override(raw: dict[str, Any], text: str, source: str = "<override>") -
     if "=" not in body:
         raise RecipeError(f"{source}: override {text!r}: expected key.path=value")
     key, value_text = body.split("=", 1)
+    from ettin.train.recipe_keys import unknown_key
+
+    problem = unknown_key(key, raw)
+    if problem:
+        raise RecipeError(f"{source}: override {text}: {problem}")
     try:
         value = yaml.safe_load(value_text)
     except yaml.YAMLError:

@@ -17,7 +17,9 @@ now is compared with the stored one, key by key:
                            (start another run folder, or continue this one's checkpoint with model.init_from)
 
 Every start and resume appends one line to `history.jsonl`: the time, the event (start / resume /
-extend), the checkpoint it continued from and each changed key with its old and new value.
+extend), the checkpoint it continued from (a resume: the run's own; a start: `model.init_from`, else null), the
+starting weights (`init_from`: path, kind and what the source says of itself, or null) and each changed key with
+its old and new value.
 """
 
 from __future__ import annotations
@@ -216,8 +218,10 @@ def prepare_run_dir(run_dir: Path, recipe: Recipe, objective: str, tokenizer, re
     current = int(meta["phase_index"]) if meta else -1
     event = "start" if latest is None else (
         "extend" if any(k.startswith(f"phases.{current}.") for k in accepted) else "resume")
+    start = ckpt.describe_start(recipe.model.init_from)  # the weights the run started from (model.init_from)
     append_history(run_dir, {
-        "event": event, "objective": objective, "from_checkpoint": latest.name if latest else None,
+        "event": event, "objective": objective,
+        "from_checkpoint": latest.name if latest else start["path"] if start else None, "init_from": start,
         "changes": {k: {"old": a, "new": b} for k, (a, b) in accepted.items()} if latest else {},
     })
 

@@ -40,7 +40,12 @@ FAMILIES = {
 }
 DEFAULT_TASKS = ("cola", "sst2", "rte", "wnli", "qnli", "stsb", "cranfield", "piqa", "lm", "next_token", "generation",
                  "winogender")
-WITH_ARGUMENT = ("glue", "beir", "mc", "cls")
+WITH_ARGUMENT = {"glue": "NAME (online)", "beir": "PATH", "mc": "PATH", "cls": "PATH"}  # kind -> its argument
+
+
+def task_kinds() -> str:
+    """Every task name and kind a --tasks list takes, for help texts and errors."""
+    return ", ".join([*DEFAULT_TASKS, *(f"{kind}:{arg}" for kind, arg in WITH_ARGUMENT.items())])
 
 
 @dataclass
@@ -50,6 +55,7 @@ class TaskSpec:
     settings: Any  # the family's settings dataclass
     check: Callable[[Path], None]
     run: Callable[[Subject, Path, int], dict]
+    about: Callable[[Path], str] | None = None  # what the task does first that a user would not expect, said before
 
     def settings_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self.settings)))  # as stored (tuples become lists)
@@ -63,8 +69,7 @@ def get_task(name: str) -> TaskSpec:
     """The spec for a task name (see the module docstring)."""
     kind = name.split(":", 1)[0]
     if kind not in FAMILIES or (":" in name) != (kind in WITH_ARGUMENT):
-        raise ValueError(f"unknown task {name!r}; known: {', '.join(DEFAULT_TASKS)}, glue:NAME, beir:PATH, mc:PATH, "
-                         "cls:PATH")
+        raise ValueError(f"unknown task {name!r}; known: {task_kinds()}")
     family = FAMILIES[kind]
     if family == "classification":
         s = classification.ClassificationSettings()
@@ -87,7 +92,8 @@ def get_task(name: str) -> TaskSpec:
             return d / "retrieval" / "cranfield" / "beir" if kind == "cranfield" else _path_arg(name)
 
         return TaskSpec(name, family, s, lambda d: (retrieval.load_beir(folder(d)), pretrain_documents(d, False)),
-                        lambda subj, d, seed: retrieval.run(subj, d, folder(d), s, seed))
+                        lambda subj, d, seed: retrieval.run(subj, d, folder(d), s, seed),
+                        about=lambda d: retrieval.about(s, d))
     if family == "multiple_choice":
         s = multiple_choice.MultipleChoiceSettings()
 

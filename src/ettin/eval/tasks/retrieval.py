@@ -78,6 +78,14 @@ def load_beir(folder: Path, query_limit: int | None = None) -> Collection:
     )
 
 
+def about(settings: RetrievalSettings, data_dir: Path) -> str:
+    """What `run` does before it scores, for the console (the collection's own queries are never trained on)."""
+    f = settings.finetune
+    return (f"fine-tunes the model first: {f.epochs} epoch(s) of contrastive training (in-batch negatives) on "
+            f"{settings.train_limit} (title: description, summary) pairs from the training side of "
+            f"{data_dir / 'pretrain'}/wikipedia*.jsonl, then ranks the collection, beside BM25 and a random ranking")
+
+
 def training_pairs(data_dir: Path, limit: int, seed: int) -> list[tuple[str, str]]:
     """("title: description", summary) from the training side of the Wikipedia file, a seeded sample."""
     pairs = [
