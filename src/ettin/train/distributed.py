@@ -123,10 +123,3 @@ def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The EttinModel inside DDP / torch.compile wrappers (FSDP2 keeps the module itself)."""
-    inner = getattr(model, "_orig_mod", model)
-    inner = getattr(inner, "module", inner)
-    return getattr(inner, "_orig_mod", inner)
