@@ -283,7 +283,7 @@ def test_cached_attention_equals_attention_over_the_whole_sequence(local, static
     for s, e in [(0, 5), (5, P)] + [(P + i, P + i + 1) for i in range(steps)]:
         cache.advance(e - s, valid[:, s:e])
         view = KVCache.step_view(cache.slot, cache.visible, cache.layers) if static and s >= P else cache
-        read.append(view.read)
+        read.append(view.length)  # the slots its keys come from
         outs.append(attend(q[:, s:e], k[:, s:e], v[:, s:e], causal=True, reach=reach, cache=view, layer=1))
     assert read[-1] == (P + steps + 1 if static else P + steps)  # the steps read every slot, or those so far
     got = torch.cat(outs, 1)

@@ -140,7 +140,7 @@ def test_compiled_step_run_eagerly_decodes_like_the_eager_path(monkeypatch):
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)
     monkeypatch.setattr(KVCache, "step_view", classmethod(view))
     got = generate(Decoder(m, compile=True), ids, 24, attention_mask=mask, eos_token_id=eos)
-    assert views and views[0].read == 128  # 11 + 24 slots rounded up to STATIC_ROUND
+    assert views and views[0].length == 128  # 11 + 24 slots rounded up to STATIC_ROUND
     assert torch.equal(got, ref) and (ref == eos).any()
 
 

@@ -222,17 +222,18 @@ class KVCache:
     Slot s of row b holds the s-th token fed for that row, left padding included; `visible` (B, max_len) marks the
     slots written with real tokens (not padding, nor the tokens of a row that already stopped). The caller takes
     each forward's slots with `advance`, before the model's layers; each layer's `attend` then writes its keys and
-    values into them (`write`) and reads the slots under `mask`. Unwritten slots are zeros and never visible.
+    values into them (`write`) and reads the slots `window` names. Unwritten slots are zeros and never visible.
 
-    The slots a forward reads are the first `length` (every slot written so far), or all `max_len` in a cache made
-    by `step_view`: the one-token step compiled for decoding (ettin.inference.Decoder), whose shapes must not grow,
-    receives the cache's tensors as its inputs and reads every slot under the same mask."""
+    A forward reads the slots written so far, from the first one its window reaches, with a mask only where one is
+    needed (several queries, or a slot that is not visible): on CPU, SDPA under a mask takes a slower kernel. A cache
+    made by `step_view` is read whole instead: the one-token step compiled for decoding (ettin.inference.Decoder),
+    whose shapes must not grow, receives the cache's tensors as inputs and reads every slot under the mask."""
 
     def __init__(self, num_layers: int, batch: int, max_len: int, *, device: torch.device | str | None = None):
         self.num_layers, self.batch, self.max_len = num_layers, batch, max_len
         self.start = self.length = 0  # this forward's slots are [start, length)
         self.prompt = True  # this forward is the first (its queries attend over its own tokens)
-        self.read = 0  # slots the layers read: `length`, or `max_len` in a step view
+        self.whole = False  # a step view: every forward reads all max_len slots, under a mask
         self.padded = False  # some slot so far is not visible (the prompt's self-attention then needs a key mask)
         self.slots = torch.arange(max_len, device=device)
         self.slot = torch.zeros((), dtype=torch.long, device=device)  # `start`, as a tensor (a compiled step's input)
@@ -247,7 +248,7 @@ class KVCache:
         as inputs (a cache object's tensors reached through its attributes would be compiled in as constants)."""
         view = cls.__new__(cls)
         view.num_layers, view.batch, view.max_len = len(layers), visible.shape[0], visible.shape[1]
-        view.prompt, view.read = False, view.max_len
+        view.prompt, view.whole, view.start, view.length = False, True, None, view.max_len
         view.slot, view.visible, view.layers, view._masks = slot, visible, layers, {}
         view.slots = torch.arange(view.max_len, device=visible.device)
         return view
@@ -257,35 +258,43 @@ class KVCache:
         if self.length + n > self.max_len:
             raise ValueError(f"KVCache of {self.max_len} slots is full: {self.length} used, {n} more asked")
         self.start, self.length = self.length, self.length + n
-        self.prompt, self.read = self.start == 0, self.length
+        self.prompt = self.start == 0
         self.visible[:, self.start : self.length] = True if valid is None else valid
         self.padded = self.padded or (valid is not None and not bool(valid.all()))
         self.slot.fill_(self.start)
         self._masks = {}
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store this forward's k, v (B, T, h, D) in `layer`'s slots; returns the layer's keys and values of the slots
-        read, (B, h, read, D) views of the buffers."""
+        """Store this forward's k, v (B, T, h, D) in `layer`'s slots; returns the layer's keys and values of every
+        slot up to `length`, (B, h, length, D) views of the buffers."""
         if not self.layers:  # one buffer per layer, written in place (by a compiled step too)
             B, _, h, D = k.shape
             # zeros: a masked slot's weight of 0 times the NaN of uninitialised memory would be NaN
             self.layers = [(k.new_zeros((B, h, self.max_len, D)), k.new_zeros((B, h, self.max_len, D)))
                            for _ in range(self.num_layers)]
         kb, vb = self.layers[layer]
-        index = self.slot + self.slots[: k.shape[1]]
-        kb.index_copy_(2, index, k.transpose(1, 2))
-        vb.index_copy_(2, index, v.transpose(1, 2))
-        return kb[:, :, : self.read], vb[:, :, : self.read]
+        kt, vt = k.transpose(1, 2), v.transpose(1, 2)
+        if self.whole:  # the slot is a tensor
+            index = self.slot + self.slots[: k.shape[1]]
+            kb.index_copy_(2, index, kt)
+            vb.index_copy_(2, index, vt)
+        else:
+            kb[:, :, self.start : self.length].copy_(kt)
+            vb[:, :, self.start : self.length].copy_(vt)
+        return kb[:, :, : self.length], vb[:, :, : self.length]
 
-    def mask(self, reach: tuple[int, int], T: int) -> torch.Tensor:
-        """(B, 1, T, read) bool: the slots this forward's T queries may see under `reach` (left, right) among the
-        visible ones; built once per forward and reach."""
+    def window(self, reach: tuple[int, int], T: int) -> tuple[int, torch.Tensor | None]:
+        """(lo, mask): this forward's T queries see slots lo..length-1 under `reach` (left, right) where the bool
+        mask (B, 1, T, length - lo) says so, everywhere when it is None. Built once per forward and reach."""
         got = self._masks.get(reach)
         if got is None:
             left, right = reach
-            d = (self.slot + self.slots[:T])[:, None] - self.slots[None, : self.read]  # query slot - key slot
-            band = (d <= left) & (d >= -right)
-            got = self._masks[reach] = band[None, None] & self.visible[:, None, None, : self.read]
+            lo = 0 if self.whole else max(0, self.start - left)
+            mask = None
+            if self.whole or self.padded or T > 1:
+                d = (self.slot + self.slots[:T])[:, None] - self.slots[None, lo : self.length]  # query - key slot
+                mask = ((d <= left) & (d >= -right))[None, None] & self.visible[:, None, None, lo : self.length]
+            got = self._masks[reach] = (lo, mask)
         return got
 
 
@@ -365,7 +374,10 @@ def _attend_cached(q, k, v, causal, reach, backend: str, cache: KVCache, layer: 
         valid = cache.visible[:, : cache.length] if cache.padded else None
         own = "cpu" if backend == "cpu" else "sdpa"
         return _self_attention(qt, k.transpose(1, 2), v.transpose(1, 2), causal, reach, valid, 0.0, own).transpose(1, 2)
-    return F.scaled_dot_product_attention(qt, keys, values, attn_mask=cache.mask(reach, q.shape[1])).transpose(1, 2)
+    lo, mask = cache.window(reach, q.shape[1])
+    if lo:
+        keys, values = keys[:, :, lo:], values[:, :, lo:]
+    return F.scaled_dot_product_attention(qt, keys, values, attn_mask=mask).transpose(1, 2)
 
 
 def _attend_flash(q, k, v, causal, reach, varlen, dropout):
