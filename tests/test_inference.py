@@ -210,9 +210,15 @@ def test_compiled_decoding_generates_like_eager_and_recompiles_when_asked():
     other(torch.ones(3))
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs  # still compiled: nothing was reset
     assert torch.equal(generate(copy.deepcopy(m), short, 30), changed)  # a copy decodes eagerly, the same tokens
+    import weakref
+
+    import ettin.inference
+
+    assert not [k for k in vars(ettin.inference) if k.startswith("__compiled_fn")]  # the graphs are dc's own
+    gone = weakref.ref(dc._step.fn)
     del dc
     gc.collect()
-    assert set(m.__dict__) == keys
+    assert set(m.__dict__) == keys and gone() is None
 
 
 def test_left_padded_batch_generates_like_transformers(tmp_path):

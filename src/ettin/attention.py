@@ -5,7 +5,7 @@ Two token layouts reach attention:
 - varlen: (N, heads, D), the real tokens of several documents back to back, with `cu_seqlens` boundaries
           (unpadded / packed input). Attention never crosses a document boundary.
 Cached decoding passes a `KVCache`: each layer writes its new keys and values into the cache's preallocated
-buffers and its queries attend over the cache's slots under its mask.
+buffers and its queries attend over the slots written so far (KVCache.window).
 
 Backends (`ModelConfig.attn_backend`; `resolve_backend` turns "auto" into one of them):
 - "sdpa":  torch.nn.functional.scaled_dot_product_attention, and nothing else. Varlen input is grouped into buckets
@@ -17,7 +17,8 @@ Backends (`ModelConfig.attn_backend`; `resolve_backend` turns "auto" into one of
 - "flash": flash-attn's varlen kernel (CUDA, when installed), window passed as (left, right). What "auto" picks on
            CUDA when flash-attn is installed ("sdpa" otherwise).
 With a cache, the prompt (the first forward into an empty cache) runs as a dense batch, on SDPA or, for "cpu", its
-kernels; every later step is one SDPA call over the cached slots, under the mask of the visible slots in reach.
+kernels; every later step is one SDPA call over the cached slots in reach, masked only where a slot is not visible
+(a compiled step's `step_view`: over every slot, masked).
 A local ("sliding_attention") layer reaches `window = (left, right)` tokens; see ModelConfig.window.
 """
 
