@@ -1,7 +1,7 @@
 """Cached greedy decoding: ettin's `generate` against transformers' `generate` on the same weights, same run.
 
     .venv/bin/python bench/bench_generate.py --padded                      # 17m + 32m, batch 1 + 8 (+ 8 padded), fp32
-    .venv/bin/python bench/bench_generate.py --padded --compiled           # and ettin after model.compile_decoding()
+    .venv/bin/python bench/bench_generate.py --padded --compiled           # and ettin's Decoder(model, compile=True)
     .venv/bin/python bench/bench_generate.py --threads 1                   # both on one intra-op thread
     .venv/bin/python bench/bench_generate.py --sizes 17m --batches 1 --repeats 5
 
@@ -10,19 +10,19 @@ Results and what they mean: bench/README.md ("Cached decoding").
 Each size: a decoder with the real 50,368 vocabulary and random weights, exported to transformers
 (`ModernBertDecoderForCausalLM`, SDPA attention) through `ettin.hf.save_pretrained`. Each batch: prompts of
 `--prompt` random tokens, `--new` tokens generated greedily (no EOS stop: transformers gets `min_new_tokens`), timed
-prompt included. The two implementations alternate call by call, `--repeats` times each; the best time of each
-gives its tokens/s (new tokens of all rows / seconds) and the ratio. Rows with a padded batch (`--padded`) left-pad
-every other prompt. The outputs are compared token for token and the row says whether they were identical (where
+prompt included; ettin decodes through one `ettin.inference.Decoder` kept for the run (its weight copies' buffers
+are made once, as a caller that generates many times keeps them). The two implementations alternate call by call,
+`--repeats` times each; the best time of each gives its tokens/s (new tokens of all rows / seconds) and the ratio.
+Rows with a padded batch (`--padded`) left-pad every other prompt. The outputs are compared token for token and the row says whether they were identical (where
 not: the first new token that differs, and the eager model's margin between its top two logits there, which says
-whether the two fell on opposite sides of a near-tie). With `--compiled`, a copy of the ettin model after
-`compile_decoding()` joins the alternation; its first call of each batch shape (the compile, prompt and steps) is
-timed apart and reported as `compile_s`.
+whether the two fell on opposite sides of a near-tie). With `--compiled`, a `Decoder(model, compile=True)` of the
+same ettin model joins the alternation; its first call of each batch shape (the compile, prompt and steps) is timed
+apart and reported as `compile_s`.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import sys
@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 from ettin.config import preset  # noqa: E402
 from ettin.hf import save_pretrained  # noqa: E402
-from ettin.inference import generate  # noqa: E402
+from ettin.inference import Decoder, generate  # noqa: E402
 from ettin.model import EttinModel  # noqa: E402
 
 V = 50368
@@ -89,7 +89,7 @@ def main() -> None:
     p.add_argument("--padded", action="store_true", help="also a left-padded row for each batch above 1")
     p.add_argument("--std", type=float, default=0.1, help="std of the random weight matrices")
     p.add_argument("--threads", type=int, help="torch intra-op threads for both (default: torch's)")
-    p.add_argument("--compiled", action="store_true", help="also ettin after model.compile_decoding()")
+    p.add_argument("--compiled", action="store_true", help="also ettin's Decoder(model, compile=True)")
     p.add_argument("--json", help="write the rows here")
     args = p.parse_args()
     if args.threads:
@@ -101,7 +101,8 @@ def main() -> None:
     for size in args.sizes:
         with tempfile.TemporaryDirectory() as tmp:
             ours, hf = models(size, tmp, args.std)
-        compiled = copy.deepcopy(ours).compile_decoding() if args.compiled else None
+        eager = Decoder(ours)
+        compiled = Decoder(ours, compile=True) if args.compiled else None
         cases = [(b, False) for b in args.batches]
         if args.padded:
             cases += [(b, True) for b in args.batches if b > 1]
@@ -111,7 +112,7 @@ def main() -> None:
             runs = {
                 "transformers": lambda: hf.generate(ids, max_new_tokens=args.new, min_new_tokens=args.new,  # noqa: B023
                                                     do_sample=False, eos_token_id=None, pad_token_id=PAD, **kw),  # noqa: B023
-                "ettin": lambda: generate(ours, ids, max_new_tokens=args.new, **kw),  # noqa: B023
+                "ettin": lambda: generate(eager, ids, max_new_tokens=args.new, **kw),  # noqa: B023
             }
             row = dict(size=size, batch=batch, padded=padded, threads=torch.get_num_threads())
             if compiled is not None:

@@ -711,7 +711,7 @@ def read_lm(out: Path, checkpoint: Path) -> dict:
     if "loglik" in lm:
         loss = -lm["loglik"]
     else:
-        loss = math.log(lm.get("pseudo_perplexity") or lm["perplexity"])
+        loss = math.log(lm.get("masked_perplexity") or lm["perplexity"])
     scores = (lm.get("per_example") or {}).get("score") or []
     se = statistics.stdev(scores) / math.sqrt(len(scores)) if len(scores) > 1 else math.nan
     res = {
@@ -723,7 +723,7 @@ def read_lm(out: Path, checkpoint: Path) -> dict:
         "result_file": str(found[0]),
         "tokens_trained": data["model"].get("tokens"),
     }
-    for key in ("masked_accuracy", "pseudo_perplexity", "perplexity", "baseline", "baseline_name"):
+    for key in ("masked_accuracy", "masked_perplexity", "perplexity", "baseline", "baseline_name"):
         if key in lm:
             res[key] = lm[key]
     return res

@@ -266,8 +266,9 @@ def test_sdpa_backend_runs_sdpa_and_cpu_backend_its_kernels(monkeypatch, causal,
 @pytest.mark.parametrize("local", [False, True])
 def test_cached_attention_equals_attention_over_the_whole_sequence(local, static):
     """A left-padded batch: the prompt into an empty cache, a chunk of four tokens, then one token a step (one of
-    them a stopped row's padding), through `attend` with a KVCache (growing, or static: every step over all slots,
-    masked): every real query equals causal attention over the whole sequence with the padded keys masked."""
+    them a stopped row's padding), through `attend` with a KVCache (its slots so far, or with `static` the one-token
+    steps through `step_view`, as a compiled step reads it: every slot, unwritten ones included, under the mask):
+    every real query equals causal attention over the whole sequence with the padded keys masked."""
     from ettin.attention import KVCache
 
     torch.manual_seed(0)
@@ -277,12 +278,14 @@ def test_cached_attention_equals_attention_over_the_whole_sequence(local, static
     valid = torch.ones(B, P + steps, dtype=torch.bool)
     valid[1, :4] = False  # left padding
     valid[1, P + 3] = False  # a token the row fed after it stopped
-    cache = KVCache(num_layers=2, batch=B, max_len=P + steps + 1, static=static)
-    outs = []
+    cache = KVCache(num_layers=2, batch=B, max_len=P + steps + 1)
+    outs, read = [], []
     for s, e in [(0, 5), (5, P)] + [(P + i, P + i + 1) for i in range(steps)]:
         cache.advance(e - s, valid[:, s:e])
-        outs.append(attend(q[:, s:e], k[:, s:e], v[:, s:e], causal=True, reach=reach, cache=cache, layer=1))
-    assert cache.stepping == static  # the last step took the static path
+        view = KVCache.step_view(cache.slot, cache.visible, cache.layers) if static and s >= P else cache
+        read.append(view.length)  # the slots its keys come from
+        outs.append(attend(q[:, s:e], k[:, s:e], v[:, s:e], causal=True, reach=reach, cache=view, layer=1))
+    assert read[-1] == (P + steps + 1 if static else P + steps)  # the steps read every slot, or those so far
     got = torch.cat(outs, 1)
     ref = _reference(*(x.transpose(1, 2) for x in (q, k, v)), *reach, key_valid=valid).transpose(1, 2)
     torch.testing.assert_close(got[valid], ref[valid], atol=1e-5, rtol=1e-5)

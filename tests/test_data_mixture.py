@@ -11,7 +11,7 @@ from ettin.data.mixture import (
     Mixture,
     MixtureError,
     MixturePlan,
-    SourceSpec,
+    MixtureSource,
     load_mixture,
     mixture_from_dict,
     permute,
@@ -158,7 +158,7 @@ def test_permute_depends_on_the_key_and_shuffles():
 
 
 def plan(amounts, instances, tokens, kind="weight", total=None, seed=0):
-    sources = [SourceSpec(name=f"s{i}", path="p", **{kind: a}) for i, a in enumerate(amounts)]
+    sources = [MixtureSource(name=f"s{i}", path="p", **{kind: a}) for i, a in enumerate(amounts)]
     return MixturePlan(Mixture("m", sources, total_tokens=total), instances, tokens, seed, "pretrain")
 
 

@@ -43,6 +43,7 @@ class BagBigram(torch.nn.Module):
                                       max_position_embeddings=512, **ids)
         self.E = torch.nn.Parameter(torch.eye(V))
         self.register_buffer("bigram", bigram)
+        self.layers = torch.nn.ModuleList()  # what ettin.inference.Decoder sizes its KV cache by: no past needed
 
     def hidden_states(self, ids, attention_mask=None, position_ids=None):
         x = F.one_hot(ids, V).float() @ self.E  # (B, T, V)
@@ -55,10 +56,11 @@ class BagBigram(torch.nn.Module):
         k = 0 if self.config.objective == "clm" else 1
         return h[..., k * V : (k + 1) * V] @ self.bigram
 
-    def new_cache(self, batch_size, max_len):  # ettin.inference.generate: a bigram needs no past
-        return []
+    @property
+    def decoder_weight(self):  # what the Decoder copies for its steps (unread here)
+        return self.E
 
-    def forward_cached(self, input_ids, cache, positions, attention_mask=None):
+    def forward_cached(self, input_ids, positions, cache, backend=None, weights=None):
         return self.logits_from_hidden(self.hidden_states(input_ids))[:, -1]
 
 

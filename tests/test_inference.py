@@ -1,8 +1,11 @@
+import copy
+import gc
+
 import pytest
 import torch
 
 from ettin.config import preset
-from ettin.inference import embed, fill_mask, generate, pool
+from ettin.inference import Decoder, embed, fill_mask, generate, pool
 from ettin.model import EttinModel
 
 SPECIAL = dict(pad_token_id=3, bos_token_id=1, eos_token_id=2, mask_token_id=4)
@@ -117,55 +120,105 @@ def _padded_prompts():
     return ids, mask
 
 
-def test_static_cache_decodes_like_the_growing_cache(monkeypatch):
-    """The static cache a compiled model decodes with (every step attends over all of its slots under a mask),
-    run eagerly: a left-padded batch that crosses the local window and stops at EOS gives the growing cache's
-    tokens, and the steps take the static path."""
+def test_compiled_step_run_eagerly_decodes_like_the_eager_path(monkeypatch):
+    """A compiled Decoder's step with `torch.compile` left out (every step reads all of the rounded cache's slots
+    under the mask, through `KVCache.step_view`): a left-padded batch that crosses the local window and stops at
+    EOS gives the eager path's tokens, and the steps take the step path."""
     from ettin.attention import KVCache
 
     m = dec()
     ids, mask = _padded_prompts()
     eos = int(generate(m, ids, 6, attention_mask=mask)[0, -1])  # row 0 stops early, the others go on
     ref = generate(m, ids, 24, attention_mask=mask, eos_token_id=eos)
-    made = []
+    views = []
+    real_view = KVCache.step_view.__func__
 
-    def static_cache(batch_size, max_len):
-        made.append(KVCache(m.config.num_layers, batch_size, max_len + 5, static=True))
-        return made[-1]
+    def view(cls, *a):
+        views.append(real_view(cls, *a))
+        return views[-1]
 
-    monkeypatch.setattr(m, "new_cache", static_cache)
-    got = generate(m, ids, 24, attention_mask=mask, eos_token_id=eos)
-    assert made and made[0].stepping
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)
+    monkeypatch.setattr(KVCache, "step_view", classmethod(view))
+    got = generate(Decoder(m, compile=True), ids, 24, attention_mask=mask, eos_token_id=eos)
+    assert views and views[0].length == 128  # 11 + 24 slots rounded up to STATIC_ROUND
     assert torch.equal(got, ref) and (ref == eos).any()
 
 
-@pytest.mark.slow
-def test_compiled_decoding_generates_like_eager_and_follows_new_weights():
-    """`compile_decoding` (inductor, frozen weights): the padded batch with an EOS stop gives the eager tokens;
-    another prompt length in the same rounded cache reuses the one compiled step; after the weights change, the
-    compiled model decodes with the new ones (the frozen step is not served stale)."""
-    import copy
+def _tensor_bytes(objects) -> int:
+    """Bytes of the distinct tensor storages among `objects`."""
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+                for t in objects if isinstance(t, torch.Tensor)}
+    return sum(storages.values())
 
+
+def _copy_bytes(module: torch.nn.Module) -> int:
+    """Bytes of every tensor a deep copy of `module` makes (the copy's memo holds each copied object)."""
+    memo: dict = {}
+    copy.deepcopy(module, memo)
+    return _tensor_bytes(memo.values())
+
+
+def test_decoding_leaves_the_model_as_it_found_it():
+    """The weight copies belong to the Decoder: after a generation (its own Decoder, or one kept and dropped), the
+    model holds no extra attribute or tensor, and a deep copy of it costs what its parameters cost."""
+    m = dec()
+    keys = set(m.__dict__)
+    params = _tensor_bytes(list(m.parameters()) + list(m.buffers()))
+    assert _copy_bytes(m) == params
+    prompt = torch.randint(5, 96, (2, 6))
+    ref = generate(m, prompt, max_new_tokens=20)  # a Decoder for this call
+    assert set(m.__dict__) == keys and _copy_bytes(m) == params
+    d = Decoder(m)
+    assert torch.equal(generate(d, prompt, max_new_tokens=20), ref)
+    assert _tensor_bytes(d._buffers.values()) > 0  # the copies were made, and are the Decoder's
+    del d
+    gc.collect()
+    assert set(m.__dict__) == keys and _copy_bytes(m) == params
+
+
+@pytest.mark.slow
+def test_compiled_decoding_generates_like_eager_and_recompiles_when_asked():
+    """`Decoder(compile=True)` (inductor, frozen weights): the padded batch with an EOS stop gives the eager tokens;
+    another prompt length in the same rounded cache reuses the one compiled step. After the weights change, a
+    change it can see is refused until `recompile()`, which then decodes with the new weights and leaves the
+    process's other compiled graphs compiled; the model holds nothing of it."""
     import torch._dynamo.utils
 
     m = dec()
-    mc = copy.deepcopy(m).compile_decoding()
+    keys = set(m.__dict__)
+    other = torch.compile(lambda x: x * 2 + 1)  # another compiled graph of the process (as the training blocks')
+    other(torch.ones(3))
+    dc = Decoder(m, compile=True)
     ids, mask = _padded_prompts()
     eos = int(generate(m, ids, 6, attention_mask=mask)[0, -1])
     torch._dynamo.utils.counters.clear()
-    got = generate(mc, ids, 24, attention_mask=mask, eos_token_id=eos)
+    got = generate(dc, ids, 24, attention_mask=mask, eos_token_id=eos)
     assert torch.equal(got, generate(m, ids, 24, attention_mask=mask, eos_token_id=eos))
     short = ids[:, 4:]
-    before = generate(mc, short, 30)
+    before = generate(dc, short, 30)
     assert torch.equal(before, generate(m, short, 30))
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
-    for model in (m, mc):  # a different model from here on (a projection's weight, which the compile packs)
-        for block in model.layers:
-            block.mlp.Wi.weight.data.mul_(-1.5)
+    with torch.no_grad():  # a different model from here on (a projection's weight, which the compile packs)
+        for block in m.layers:
+            block.mlp.Wi.weight.mul_(-1.5)
     changed = generate(m, short, 30)
     assert not torch.equal(changed, before)
-    assert torch.equal(generate(mc, short, 30), changed)
-    assert torch.equal(generate(copy.deepcopy(mc), short, 30), changed)  # a copy decodes eagerly, the same tokens
+    with pytest.raises(RuntimeError, match="recompile"):
+        generate(dc, short, 30)
+    assert torch.equal(generate(dc.recompile(), short, 30), changed)
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    other(torch.ones(3))
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs  # still compiled: nothing was reset
+    assert torch.equal(generate(copy.deepcopy(m), short, 30), changed)  # a copy decodes eagerly, the same tokens
+    import weakref
+
+    import ettin.inference
+
+    assert not [k for k in vars(ettin.inference) if k.startswith("__compiled_fn")]  # the graphs are dc's own
+    gone = weakref.ref(dc._step.fn)
+    del dc
+    gc.collect()
+    assert set(m.__dict__) == keys and gone() is None
 
 
 def test_left_padded_batch_generates_like_transformers(tmp_path):
@@ -199,12 +252,13 @@ def test_left_padded_batch_generates_like_transformers(tmp_path):
 
 def test_decoding_weight_copies_follow_the_weights():
     """Cached decoding reads (in, out) copies of the head and the wide projections (made once per cache, into
-    buffers the model keeps): after the weights change, even through `.data`, the next generation follows them."""
+    buffers the Decoder keeps): after the weights change, even through `.data`, the next generation follows them."""
     m = dec()
+    d = Decoder(m)
     prompt = torch.randint(5, 96, (2, 6))
-    generate(m, prompt, max_new_tokens=20)
-    assert m._decode_buffers, "no copies were made"
+    generate(d, prompt, max_new_tokens=20)
+    assert d._buffers, "no copies were made"
     for p in m.parameters():
         if p.dim() > 1:
             p.data.normal_(0, 0.3)
-    assert torch.equal(generate(m, prompt, max_new_tokens=20), generate(m, prompt, max_new_tokens=20, use_cache=False))
+    assert torch.equal(generate(d, prompt, max_new_tokens=20), generate(m, prompt, max_new_tokens=20, use_cache=False))

@@ -71,3 +71,47 @@ def test_atomic_dir_replace(tmp_path):
     finally:
         os.umask(umask)
     assert stat.S_IMODE((tmp_path / "shared").stat().st_mode) == 0o755
+
+
+def test_read_jsonl_names_file_and_line(tmp_path):
+    from ettin.io import UserError, read_jsonl
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"a": 1}\n\n{"a": 2, "b": 3}\n')
+    assert read_jsonl(path, required=("a",)) == [{"a": 1, "_line": 1}, {"a": 2, "b": 3, "_line": 3}]
+    for body, match in [(b'{"a": 1}\n{oops}\n', "rows.jsonl:2: invalid JSON"),
+                        (b"[1]\n", "rows.jsonl:1: expected a JSON object"),
+                        (b'{"a": 1}\n{"b": 1}\n', r"rows.jsonl:2: missing field\(s\) \['a'\]"),
+                        (b'{"a": 1}\n{"a": "\xff"}\n', "rows.jsonl:2: not UTF-8")]:
+        path.write_bytes(body)
+        with pytest.raises(UserError, match=match):
+            read_jsonl(path, required=("a",))
+    path.write_text("[]\n")
+    with pytest.raises(KeyError, match="rows.jsonl:1"):  # the caller's own error type
+        read_jsonl(path, error=KeyError)
+    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+        read_jsonl(tmp_path / "nope.jsonl")
+
+
+def test_read_json_and_tokenizer_errors_name_the_file(tmp_path):
+    from ettin.io import read_json, read_tokenizer
+
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json: invalid JSON"):
+        read_json(tmp_path / "bad.json")
+    with pytest.raises(FileNotFoundError, match="none.json"):
+        read_json(tmp_path / "none.json")
+    (tmp_path / "tok").mkdir()
+    with pytest.raises(FileNotFoundError, match="no tokenizer.json"):
+        read_tokenizer(tmp_path / "tok")
+    (tmp_path / "tok" / "tokenizer.json").write_text("{}")
+    with pytest.raises(ValueError, match="tokenizer.json: not a Hugging Face tokenizer.json"):
+        read_tokenizer(tmp_path / "tok")
+
+
+def test_is_hub_id():
+    from ettin.io import is_hub_id
+
+    assert is_hub_id("jhu-clsp/ettin-encoder-17m")
+    for text in ("gpt2", "./model", "/abs/model", "~/model", "runs/a/b", "a/b c", "a/b--c"):
+        assert not is_hub_id(text), text

@@ -256,3 +256,18 @@ def test_cli_tunes_cpu_allocator_so_repeated_large_tensors_stop_faulting():
         pytest.skip("not glibc")
     assert faults("tuned") < 1000
     assert faults("default") > 10000
+
+
+def test_layer_pattern_has_one_source():
+    """`layer_types` is the pattern (a global layer every third by default); a config saved when the pattern was
+    also stored as `global_every` still loads, its every-N turned into layer_types."""
+    from ettin.config import global_every, periodic_layer_types
+
+    cfg = preset("150m")
+    assert cfg.layer_types == periodic_layer_types(22, 3) and global_every(cfg.layer_types) == 3
+    assert "global_every" not in cfg.to_dict()
+    old = {k: v for k, v in preset("tiny").to_dict().items() if k != "layer_types"} | {"global_every": 2}
+    assert ModelConfig.from_dict(old).layer_types == ["full_attention", "sliding_attention"] * 2
+    kept = preset("tiny").to_dict() | {"global_every": 3}  # both stored: layer_types wins
+    assert ModelConfig.from_dict(kept) == preset("tiny")
+    assert global_every(["full_attention", "full_attention", "sliding_attention"]) is None

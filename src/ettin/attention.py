@@ -5,7 +5,7 @@ Two token layouts reach attention:
 - varlen: (N, heads, D), the real tokens of several documents back to back, with `cu_seqlens` boundaries
           (unpadded / packed input). Attention never crosses a document boundary.
 Cached decoding passes a `KVCache`: each layer writes its new keys and values into the cache's preallocated
-buffers and its queries attend over the slots so far.
+buffers and its queries attend over the slots written so far (KVCache.window).
 
 Backends (`ModelConfig.attn_backend`; `resolve_backend` turns "auto" into one of them):
 - "sdpa":  torch.nn.functional.scaled_dot_product_attention, and nothing else. Varlen input is grouped into buckets
@@ -17,8 +17,8 @@ Backends (`ModelConfig.attn_backend`; `resolve_backend` turns "auto" into one of
 - "flash": flash-attn's varlen kernel (CUDA, when installed), window passed as (left, right). What "auto" picks on
            CUDA when flash-attn is installed ("sdpa" otherwise).
 With a cache, the prompt (the first forward into an empty cache) runs as a dense batch, on SDPA or, for "cpu", its
-kernels; every later step is one SDPA call over the cached slots, without a mask unless a slot is padding (a static
-cache's step: over all slots, masked).
+kernels; every later step is one SDPA call over the cached slots in reach, masked only where a slot is not visible
+(a compiled step's `step_view`: over every slot, masked).
 A local ("sliding_attention") layer reaches `window = (left, right)` tokens; see ModelConfig.window.
 """
 
@@ -142,9 +142,9 @@ def rope_qkv(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, halves:
 
 # ------------------------------------------------------------------------------------------ masks
 @functools.lru_cache(maxsize=64)
-def band_mask(t_q: int, t_k: int, left: int, right: int, device: torch.device, offset: int = 0) -> torch.Tensor:
-    """Bool (t_q, t_k): query i (at absolute slot i + offset) may see key j iff -right <= (i+offset) - j <= left."""
-    i = torch.arange(t_q, device=device)[:, None] + offset
+def band_mask(t_q: int, t_k: int, left: int, right: int, device: torch.device) -> torch.Tensor:
+    """Bool (t_q, t_k): query i may see key j iff -right <= i - j <= left."""
+    i = torch.arange(t_q, device=device)[:, None]
     j = torch.arange(t_k, device=device)[None, :]
     d = i - j
     return (d <= left) & (d >= -right)
@@ -218,40 +218,40 @@ class Varlen:
 
 # ------------------------------------------------------------------------------------------ cache
 class KVCache:
-    """Keys and values of every layer for cached decoding, in buffers allocated once for `max_len` slots.
+    """Keys and values of every layer for cached decoding, in buffers of `max_len` slots allocated once.
 
-    Slot s of row b holds the s-th token fed for that row, left padding included; `key_valid` (kept only once some
-    slot is not real: padding, or tokens of a row that already stopped) marks the real ones. The model calls
-    `advance` once per forward, before its layers; each layer's `attend` then writes its keys and values into the
-    slots that forward took.
+    Slot s of row b holds the s-th token fed for that row, left padding included; `visible` (B, max_len) marks the
+    slots written with real tokens (not padding, nor the tokens of a row that already stopped). The caller takes
+    each forward's slots with `advance`, before the model's layers; each layer's `attend` then writes its keys and
+    values into them (`write`) and reads the slots `window` names. Unwritten slots are zeros and never visible.
 
-    A `static` cache (what a model compiled for decoding makes, `EttinModel.compile_decoding`) keeps a one-token
-    step's shapes fixed: the step's slot is a tensor (`slot`), `visible` (B, max_len) marks the slots written with
-    real tokens, and attention reads every slot under that mask, so one compiled step serves every position."""
+    A forward reads the slots written so far, from the first one its window reaches, with a mask only where one is
+    needed (several queries, or a slot that is not visible): on CPU, SDPA under a mask takes a slower kernel. A cache
+    made by `step_view` is read whole instead: the one-token step compiled for decoding (ettin.inference.Decoder),
+    whose shapes must not grow, receives the cache's tensors as inputs and reads every slot under the mask."""
 
-    def __init__(self, num_layers: int, batch: int, max_len: int, *, static: bool = False,
-                 device: torch.device | str | None = None):
-        self.num_layers, self.batch, self.max_len, self.static = num_layers, batch, max_len, static
-        self.key_valid: torch.Tensor | None = None  # (B, max_len) bool; None while every slot is real
+    def __init__(self, num_layers: int, batch: int, max_len: int, *, device: torch.device | str | None = None):
+        self.num_layers, self.batch, self.max_len = num_layers, batch, max_len
         self.start = self.length = 0  # this forward's slots are [start, length)
-        self.stepping = False  # a static cache's one-token step after the prompt: attention reads `slot`, `visible`
-        self.memo: dict = {}  # what the model derives once per generation (its weights' (in, out) copies)
+        self.prompt = True  # this forward is the first (its queries attend over its own tokens)
+        self.whole = False  # a step view: every forward reads all max_len slots, under a mask
+        self.padded = False  # some slot so far is not visible (the prompt's self-attention then needs a key mask)
+        self.slots = torch.arange(max_len, device=device)
+        self.slot = torch.zeros((), dtype=torch.long, device=device)  # `start`, as a tensor (a compiled step's input)
+        self.visible = torch.zeros(batch, max_len, dtype=torch.bool, device=device)
         self.layers: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer (keys, values), (B, h, max_len, D)
-        self._windows: dict = {}
-        if static:
-            self.slot = torch.zeros((), dtype=torch.long, device=device)
-            self.slots = torch.arange(max_len, device=device)
-            self.visible = torch.zeros(batch, max_len, dtype=torch.bool, device=device)
+        self._masks: dict = {}
 
     @classmethod
-    def step_view(cls, slot: torch.Tensor, visible: torch.Tensor, slots: torch.Tensor,
-                  layers: list[tuple[torch.Tensor, torch.Tensor]]) -> KVCache:
-        """A static cache's one-token step rebuilt from its tensors: what a compiled step receives as inputs (a
-        cache object's tensors reached through its attributes would be compiled in as constants)."""
+    def step_view(cls, slot: torch.Tensor, visible: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]]
+                  ) -> KVCache:
+        """A cache's one-token step rebuilt from its tensors, reading all of its slots: what a compiled step receives
+        as inputs (a cache object's tensors reached through its attributes would be compiled in as constants)."""
         view = cls.__new__(cls)
-        view.static = view.stepping = True
-        view.slot, view.visible, view.slots, view.layers = slot, visible, slots, layers
         view.num_layers, view.batch, view.max_len = len(layers), visible.shape[0], visible.shape[1]
+        view.prompt, view.whole, view.start, view.length = False, True, None, view.max_len
+        view.slot, view.visible, view.layers, view._masks = slot, visible, layers, {}
+        view.slots = torch.arange(view.max_len, device=visible.device)
         return view
 
     def advance(self, n: int, valid: torch.Tensor | None = None) -> None:
@@ -259,60 +259,43 @@ class KVCache:
         if self.length + n > self.max_len:
             raise ValueError(f"KVCache of {self.max_len} slots is full: {self.length} used, {n} more asked")
         self.start, self.length = self.length, self.length + n
-        if valid is not None and (self.key_valid is not None or not bool(valid.all())):
-            if self.key_valid is None:
-                self.key_valid = torch.ones(self.batch, self.max_len, dtype=torch.bool, device=valid.device)
-            self.key_valid[:, self.start : self.length] = valid
-        self._windows = {}
-        if self.static:
-            self.visible[:, self.start : self.length] = True if valid is None else valid
-            self.stepping = n == 1 and self.start > 0
-            self.slot.fill_(self.start)
+        self.prompt = self.start == 0
+        self.visible[:, self.start : self.length] = True if valid is None else valid
+        self.padded = self.padded or (valid is not None and not bool(valid.all()))
+        self.slot.fill_(self.start)
+        self._masks = {}
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store this forward's k, v (B, T, h, D) in `layer`'s slots; returns the layer's keys and values of every
-        slot so far, (B, h, S, D) views of the buffers."""
-        if not self.layers:  # one buffer per layer: a compiled step writes each in place
+        slot up to `length`, (B, h, length, D) views of the buffers."""
+        if not self.layers:  # one buffer per layer, written in place (by a compiled step too)
             B, _, h, D = k.shape
-            # a static step reads every slot, masked: zeros, since a masked slot's weight of 0 times NaN is NaN
-            new = k.new_zeros if self.static else k.new_empty
-            self.layers = [(new((B, h, self.max_len, D)), new((B, h, self.max_len, D))) for _ in range(self.num_layers)]
+            # zeros: a masked slot's weight of 0 times the NaN of uninitialised memory would be NaN
+            self.layers = [(k.new_zeros((B, h, self.max_len, D)), k.new_zeros((B, h, self.max_len, D)))
+                           for _ in range(self.num_layers)]
         kb, vb = self.layers[layer]
-        s, e = self.start, self.length
-        kb[:, :, s:e].copy_(k.transpose(1, 2))
-        vb[:, :, s:e].copy_(v.transpose(1, 2))
-        return kb[:, :, :e], vb[:, :, :e]
+        kt, vt = k.transpose(1, 2), v.transpose(1, 2)
+        if self.whole:  # the slot is a tensor
+            index = self.slot + self.slots[: k.shape[1]]
+            kb.index_copy_(2, index, kt)
+            vb.index_copy_(2, index, vt)
+        else:
+            kb[:, :, self.start : self.length].copy_(kt)
+            vb[:, :, self.start : self.length].copy_(vt)
+        return kb[:, :, : self.length], vb[:, :, : self.length]
 
-    def write_step(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A static cache's one-token step: k, v (B, 1, h, D) into slot `slot`; returns the layer's keys and values
-        of all max_len slots, (B, h, max_len, D) (read them under `step_mask`)."""
-        kb, vb = self.layers[layer]
-        kb.index_copy_(2, self.slot.view(1), k.transpose(1, 2))
-        vb.index_copy_(2, self.slot.view(1), v.transpose(1, 2))
-        return kb, vb
-
-    def step_mask(self, reach: tuple[int, int]) -> torch.Tensor:
-        """(B, 1, 1, max_len) bool: the slots a static cache's one-token step may see under `reach` (left only: no
-        later slot is visible yet)."""
-        mask = self.visible
-        if reach[0] < self.max_len:
-            mask = mask & (self.slots >= self.slot - reach[0])
-        return mask[:, None, None, :]
-
-    def window(self, reach: tuple[int, int], T: int, device: torch.device) -> tuple[int, torch.Tensor | None]:
-        """(first slot, bool mask or None) of the keys this forward's T queries may see under `reach`; built once
-        per forward and reach. One query (a decoding step) sees the slots from its window's start on, all of them
-        unless some are padding: no mask."""
-        got = self._windows.get(reach)
+    def window(self, reach: tuple[int, int], T: int) -> tuple[int, torch.Tensor | None]:
+        """(lo, mask): this forward's T queries see slots lo..length-1 under `reach` (left, right) where the bool
+        mask (B, 1, T, length - lo) says so, everywhere when it is None. Built once per forward and reach."""
+        got = self._masks.get(reach)
         if got is None:
             left, right = reach
-            s, e = self.start, self.length
-            lo = max(0, s - left)
-            mask = band_mask(T, e - lo, min(left, e), min(right, e), device, offset=s - lo)[None, None] if T > 1 else None
-            if self.key_valid is not None:
-                kv = self.key_valid[:, None, None, lo:e]
-                mask = kv if mask is None else mask & kv
-            got = self._windows[reach] = (lo, mask)
+            lo = 0 if self.whole else max(0, self.start - left)
+            mask = None
+            if self.whole or self.padded or T > 1:
+                d = (self.slot + self.slots[:T])[:, None] - self.slots[None, lo : self.length]  # query - key slot
+                mask = ((d <= left) & (d >= -right))[None, None] & self.visible[:, None, None, lo : self.length]
+            got = self._masks[reach] = (lo, mask)
         return got
 
 
@@ -387,15 +370,12 @@ def _attend_varlen(q, k, v, causal, reach, varlen: Varlen, dropout: float, backe
 
 def _attend_cached(q, k, v, causal, reach, backend: str, cache: KVCache, layer: int) -> torch.Tensor:
     qt = q.transpose(1, 2)
-    if cache.stepping:  # a static cache's step: every slot under a mask, so that the shapes never grow
-        keys, values = cache.write_step(layer, k, v)
-        return F.scaled_dot_product_attention(qt, keys, values, attn_mask=cache.step_mask(reach)).transpose(1, 2)
     keys, values = cache.write(layer, k, v)  # (B, h, S, D)
-    if cache.start == 0:  # the prompt: self-attention over its own tokens, as a dense batch
-        valid = None if cache.key_valid is None else cache.key_valid[:, : cache.length]
+    if cache.prompt:  # self-attention over the prompt's own tokens, as a dense batch
+        valid = cache.visible[:, : cache.length] if cache.padded else None
         own = "cpu" if backend == "cpu" else "sdpa"
         return _self_attention(qt, k.transpose(1, 2), v.transpose(1, 2), causal, reach, valid, 0.0, own).transpose(1, 2)
-    lo, mask = cache.window(reach, q.shape[1], q.device)
+    lo, mask = cache.window(reach, q.shape[1])
     if lo:
         keys, values = keys[:, :, lo:], values[:, :, lo:]
     return F.scaled_dot_product_attention(qt, keys, values, attn_mask=mask).transpose(1, 2)

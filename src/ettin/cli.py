@@ -6,12 +6,9 @@ import argparse
 import importlib
 import sys
 
+from ettin.io import UserError  # defined in the bottom layer, which raises it; importable here too
+
 AREAS = ("ettin.data.cli", "ettin.train.cli", "ettin.eval.cli", "ettin.demo", "ettin.downstream.cli")
-
-
-class UserError(ValueError):
-    """Bad input from the user: printed as one clear line, exit code 2 (a ValueError, so that it is caught as one
-    also when this module runs as __main__ and an area raises the class imported as ettin.cli)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +44,5 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-if __name__ == "__main__":  # `python -m ettin.cli`: run the module's importable copy, whose UserError the areas raise
-    from ettin.cli import main as _main
-
-    sys.exit(_main())
+if __name__ == "__main__":
+    sys.exit(main())

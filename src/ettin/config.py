@@ -20,6 +20,7 @@ OBJECTIVES: tuple[str, ...] = typing.get_args(Objective)  # ("mlm", "clm"): mask
 ROLES = {"mlm": "encoder", "clm": "decoder"}  # an objective's display name (a model's native role)
 IGNORE_INDEX = -100  # the label of a position without a target (both objectives; as transformers and torch)
 LAYER_TYPES = ("full_attention", "sliding_attention")
+GLOBAL_EVERY = 3  # the published layer pattern: layer i is global iff i % 3 == 0 (0, 3, 6, ...)
 # The special ids a model config carries; [CLS] doubles as BOS and [SEP] as EOS (ModernBERT, Ettin).
 SPECIAL_TOKEN_FIELDS = ("pad_token_id", "bos_token_id", "eos_token_id", "mask_token_id")
 
@@ -27,6 +28,21 @@ SPECIAL_TOKEN_FIELDS = ("pad_token_id", "bos_token_id", "eos_token_id", "mask_to
 def special_token_ids(pad: int | None, cls: int | None, sep: int | None, mask: int | None) -> dict[str, int | None]:
     """The model config's special-token fields from a tokenizer's [PAD], [CLS], [SEP] and [MASK] ids."""
     return dict(zip(SPECIAL_TOKEN_FIELDS, (pad, cls, sep, mask)))
+
+
+def periodic_layer_types(num_layers: int, every: int = GLOBAL_EVERY) -> list[str]:
+    """The layer pattern with a global layer every `every` layers, from layer 0 on; the others local."""
+    if every < 1:
+        raise ValueError(f"a global layer every {every} layers: expected a whole number >= 1")
+    return [LAYER_TYPES[0] if i % every == 0 else LAYER_TYPES[1] for i in range(num_layers)]
+
+
+def global_every(layer_types: list[str]) -> int | None:
+    """N where `layer_types` is `periodic_layer_types(len, N)` (the smallest such N), None for any other pattern."""
+    n = len(layer_types)
+    full = [i for i, t in enumerate(layer_types) if t == LAYER_TYPES[0]]
+    every = full[1] if len(full) > 1 else max(n, 1)
+    return every if full[:1] == [0] and periodic_layer_types(n, every) == list(layer_types) else None
 
 
 # ModernBERT tokenizer special ids (../shared/data/modernbert_tokenizer)
@@ -41,8 +57,7 @@ class ModelConfig:
     intermediate_size: int = 1152  # GeGLU: per branch (Wi produces 2x this)
     num_layers: int = 22
     num_heads: int = 12
-    global_every: int = 3  # layer i is global iff i % global_every == 0 (0, 3, 6, ...)
-    layer_types: list[str] | None = None  # derived from global_every when None
+    layer_types: list[str] | None = None  # per layer: full_attention | sliding_attention; None: periodic_layer_types
     local_attention: int = 128  # total window of local layers, as transformers' `local_attention`
     global_rope_theta: float = 160_000.0
     local_rope_theta: float = 10_000.0
@@ -69,10 +84,7 @@ class ModelConfig:
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         if self.layer_types is None:
-            self.layer_types = [
-                "full_attention" if i % self.global_every == 0 else "sliding_attention"
-                for i in range(self.num_layers)
-            ]
+            self.layer_types = periodic_layer_types(self.num_layers)
         self.layer_types = list(self.layer_types)
         if len(self.layer_types) != self.num_layers:
             raise ValueError(f"layer_types has {len(self.layer_types)} entries for {self.num_layers} layers")
@@ -111,6 +123,10 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        d = dict(d)
+        every = d.pop("global_every", None)  # configs saved before `layer_types` was the pattern's one source
+        if every is not None and d.get("layer_types") is None:
+            d["layer_types"] = periodic_layer_types(d.get("num_layers", cls.num_layers), every)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:

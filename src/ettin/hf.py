@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from ettin.config import ModelConfig
-from ettin.io import atomic_dir
+from ettin.config import GLOBAL_EVERY, ModelConfig, global_every, periodic_layer_types
+from ettin.io import atomic_dir, is_hub_id, read_json, read_tokenizer
 from ettin.model import EttinModel
 
 HF_MODEL_TYPE = {"mlm": "modernbert", "clm": "modernbert-decoder"}
@@ -90,6 +90,19 @@ def from_hf_state_dict(sd: dict[str, torch.Tensor], objective: str) -> dict[str,
 
 
 # ----------------------------------------------------------------------------------------- config
+# ModelConfig field -> HF key of the fields that travel unchanged, both ways. Required on import:
+_REQUIRED = {"vocab_size": "vocab_size", "hidden_size": "hidden_size", "intermediate_size": "intermediate_size",
+             "num_layers": "num_hidden_layers", "num_heads": "num_attention_heads"}
+# the same name on both sides; ModelConfig's default when a config lacks them:
+_OPTIONAL = ("norm_eps", "max_position_embeddings", "initializer_range", "initializer_cutoff_factor",
+             "attention_dropout")
+# what else export writes (config_to_hf) and import reads; any other key travels through `ModelConfig.extra`
+_KNOWN = {*_REQUIRED.values(), *_OPTIONAL, *_UNSUPPORTED, "model_type", "architectures", "transformers_version",
+          "layer_types", "global_attn_every_n_layers", "rope_parameters", "global_rope_theta", "local_rope_theta",
+          "local_attention", "sliding_window", "pad_token_id", "bos_token_id", "eos_token_id", "cls_token_id",
+          "sep_token_id", "tie_word_embeddings", "torch_dtype", "use_cache"}
+
+
 def config_from_hf(d: dict[str, Any], mask_token_id: int | None = None) -> ModelConfig:
     mtype = d.get("model_type")
     objectives = {v: k for k, v in HF_MODEL_TYPE.items()}
@@ -98,11 +111,12 @@ def config_from_hf(d: dict[str, Any], mask_token_id: int | None = None) -> Model
     for key, expected in _UNSUPPORTED.items():
         if key in d and d[key] != expected:
             raise ValueError(f"config.json: {key}={d[key]!r} is not supported (this architecture uses {expected!r})")
-    n_layers = d["num_hidden_layers"]
-    layer_types = d.get("layer_types")
+    missing = [k for k in _REQUIRED.values() if k not in d]
+    if missing:
+        raise ValueError(f"config.json: missing {', '.join(missing)}")
+    layer_types = d.get("layer_types")  # transformers 5; 4.x configs carry the every-N form alone
     if layer_types is None:
-        every = d.get("global_attn_every_n_layers", 3)
-        layer_types = ["sliding_attention" if i % every else "full_attention" for i in range(n_layers)]
+        layer_types = periodic_layer_types(d["num_hidden_layers"], d.get("global_attn_every_n_layers", GLOBAL_EVERY))
     rope = d.get("rope_parameters") or {}
     global_theta = (rope.get("full_attention") or {}).get("rope_theta", d.get("global_rope_theta", 160_000.0))
     local_theta = (rope.get("sliding_attention") or {}).get("rope_theta")
@@ -113,34 +127,21 @@ def config_from_hf(d: dict[str, Any], mask_token_id: int | None = None) -> Model
     local_attention = d.get("local_attention")
     if local_attention is None and d.get("sliding_window"):
         local_attention = 2 * d["sliding_window"]
-    vocab = d["vocab_size"]
     if mask_token_id is None:
-        mask_token_id = 50284 if vocab > 50284 else None
-    known = {"model_type", "architectures", "transformers_version", "vocab_size", "hidden_size",
-             "intermediate_size", "num_hidden_layers", "num_attention_heads", "layer_types", "rope_parameters",
-             "global_rope_theta", "local_rope_theta", "local_attention", "sliding_window", "norm_eps",
-             "max_position_embeddings", "initializer_range", "initializer_cutoff_factor", "attention_dropout",
-             "pad_token_id", "bos_token_id", "eos_token_id", "global_attn_every_n_layers", *_UNSUPPORTED}
+        mask_token_id = 50284 if d["vocab_size"] > 50284 else None
     return ModelConfig(
         objective=objectives[mtype],
-        vocab_size=vocab,
-        hidden_size=d["hidden_size"],
-        intermediate_size=d["intermediate_size"],
-        num_layers=n_layers,
-        num_heads=d["num_attention_heads"],
+        **{name: d[key] for name, key in _REQUIRED.items()},
+        **{name: d[name] for name in _OPTIONAL if name in d},
         layer_types=list(layer_types),
         local_attention=local_attention or 128,
         global_rope_theta=float(global_theta),
         local_rope_theta=float(local_theta),
-        norm_eps=d.get("norm_eps", 1e-5),
-        max_position_embeddings=d.get("max_position_embeddings", 8192),
-        initializer_range=d.get("initializer_range", 0.02),
-        initializer_cutoff_factor=d.get("initializer_cutoff_factor", 2.0),
         pad_token_id=d.get("pad_token_id"),
         bos_token_id=d.get("bos_token_id", d.get("cls_token_id")),
         eos_token_id=_first(d.get("eos_token_id", d.get("sep_token_id"))),
         mask_token_id=mask_token_id,
-        extra={k: v for k, v in d.items() if k not in known},
+        extra={k: v for k, v in d.items() if k not in _KNOWN},
     )
 
 
@@ -149,15 +150,12 @@ def _first(x):
 
 
 def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
-    d: dict[str, Any] = dict(cfg.extra)
+    d: dict[str, Any] = {k: v for k, v in cfg.extra.items() if k not in _KNOWN}
     d.update(
         architectures=[HF_ARCH[cfg.objective]],
         model_type=HF_MODEL_TYPE[cfg.objective],
-        vocab_size=cfg.vocab_size,
-        hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
+        **{key: getattr(cfg, name) for name, key in _REQUIRED.items()},
+        **{name: getattr(cfg, name) for name in _OPTIONAL},
         layer_types=list(cfg.layer_types),
         local_attention=cfg.local_attention,
         rope_parameters={
@@ -167,12 +165,6 @@ def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
         # older transformers (4.x) read these
         global_rope_theta=cfg.global_rope_theta,
         local_rope_theta=cfg.local_rope_theta,
-        global_attn_every_n_layers=cfg.global_every,
-        norm_eps=cfg.norm_eps,
-        max_position_embeddings=cfg.max_position_embeddings,
-        initializer_range=cfg.initializer_range,
-        initializer_cutoff_factor=cfg.initializer_cutoff_factor,
-        attention_dropout=cfg.attention_dropout,
         pad_token_id=cfg.pad_token_id,
         bos_token_id=cfg.bos_token_id,
         eos_token_id=cfg.eos_token_id,
@@ -182,6 +174,9 @@ def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
         torch_dtype="float32",
         **_UNSUPPORTED,
     )
+    every = global_every(cfg.layer_types)
+    if every is not None:  # 4.x's only form of the pattern; a pattern of no period travels as layer_types alone
+        d["global_attn_every_n_layers"] = every
     if cfg.objective == "clm":
         d["sliding_window"] = cfg.local_attention // 2
         d["use_cache"] = True
@@ -189,15 +184,6 @@ def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------- load/save
-def looks_local(path_or_id: str | os.PathLike) -> bool:
-    """Whether a name that does not exist is a local path rather than a hub id: it starts with . / or ~, it is not
-    exactly owner/name, or its owner is a folder here (runs/does-not-exist)."""
-    text = str(path_or_id)
-    if text.startswith((".", "/", "~")) or text.strip("/").count("/") != 1 or os.sep in text.replace("/", ""):
-        return True
-    return Path(text.split("/", 1)[0]).is_dir()
-
-
 def resolve_path(path_or_id: str | os.PathLike, revision: str | None = None) -> Path:
     """A local folder, or a hub id fetched with huggingface_hub (online users; tests use local folders)."""
     p = Path(path_or_id)
@@ -205,8 +191,8 @@ def resolve_path(path_or_id: str | os.PathLike, revision: str | None = None) -> 
         if not p.is_dir():
             raise FileNotFoundError(f"{p}: expected a folder with config.json and model.safetensors")
         return p
-    if looks_local(path_or_id):
-        raise FileNotFoundError(f"{path_or_id}: no such folder")
+    if not is_hub_id(str(path_or_id)):
+        raise FileNotFoundError(f"{path_or_id}: no such folder (and not a hub id, owner/name)")
     from huggingface_hub import snapshot_download
 
     patterns = ["config.json", "*.safetensors", "*.bin", *TOKENIZER_FILES]
@@ -235,7 +221,7 @@ def _mask_id_from_tokenizer(folder: Path) -> int | None:
     tok = folder / "tokenizer.json"
     if not tok.exists():
         return None
-    for t in json.loads(tok.read_text()).get("added_tokens", []):
+    for t in read_json(tok).get("added_tokens", []):
         if t.get("content") == "[MASK]":
             return int(t["id"])
     return None
@@ -246,14 +232,7 @@ def from_pretrained(path_or_id: str | os.PathLike, revision: str | None = None, 
 
     `overrides` replace runtime config fields (e.g. attn_backend="flex")."""
     folder = resolve_path(path_or_id, revision)
-    cfg_file = folder / "config.json"
-    if not cfg_file.exists():
-        raise FileNotFoundError(f"{cfg_file}: missing")
-    try:
-        raw = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{cfg_file}: invalid JSON ({e})") from e
-    cfg = config_from_hf(raw, mask_token_id=_mask_id_from_tokenizer(folder))
+    cfg = config_from_hf(read_json(folder / "config.json"), mask_token_id=_mask_id_from_tokenizer(folder))
     if overrides:
         cfg = cfg.replace(**overrides)
     model = EttinModel(cfg, init=False)
@@ -336,14 +315,7 @@ def _backend_of(tokenizer: Any):
 
     unk = None
     if isinstance(tokenizer, (str, os.PathLike)):
-        src = Path(tokenizer)
-        file = src / "tokenizer.json" if src.is_dir() else src
-        if not file.is_file():
-            raise FileNotFoundError(f"{src}: no tokenizer.json")
-        try:
-            tokenizer = Tokenizer.from_file(str(file))
-        except Exception as e:  # the library raises a bare Exception on bad JSON
-            raise ValueError(f"{file}: not a Hugging Face tokenizer.json ({e})") from e
+        tokenizer, _ = read_tokenizer(tokenizer)
     elif hasattr(tokenizer, "backend_tokenizer"):  # a transformers fast tokenizer
         unk = tokenizer.unk_token
         tokenizer = tokenizer.backend_tokenizer

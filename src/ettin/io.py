@@ -7,6 +7,10 @@ hidden, so listings that skip dot-files ignore them, and removed when the write 
     with atomic_path(path) as tmp: fig.savefig(tmp)      # any writer that takes a path
     with atomic_dir(folder) as tmp: ...                   # a whole folder, renamed into place at the end
     with atomic_dir(folder, replace=True) as tmp: ...     # the same, replacing a folder already there
+
+Reading what a user hands over, with errors that name the file (and line): `read_json`, `read_jsonl`,
+`read_tokenizer` (a tokenizer.json or its folder), `is_hub_id` (what is taken for a Hugging Face hub id rather than
+a path), and `UserError`, the error type of bad user input (the `ettin` command prints it as one line, exit 2).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +95,81 @@ def atomic_dir(path: str | Path, exist_ok: bool = False, replace: bool = False) 
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------ reading
+class UserError(ValueError):
+    """Bad input from the user: printed by the `ettin` command as one clear line, exit code 2 (a ValueError, so that
+    callers catching ValueError see it too)."""
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file's value; a missing file is a FileNotFoundError and bad JSON a ValueError, both naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: invalid JSON ({e})") from None
+
+
+def read_jsonl(path: str | Path, required: Sequence[str] = (), error: type[Exception] = UserError) -> list[dict]:
+    """The JSON objects of a JSONL file, one per non-blank line, each with its line number under "_line". A line
+    that is not UTF-8, not JSON, not an object or without one of the `required` fields raises `error`, naming the
+    file and line; a missing file is a FileNotFoundError."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    rows = []
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise error(f"{path}:{line_no}: not UTF-8 ({e.reason} at byte {e.start})") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise error(f"{path}:{line_no}: invalid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise error(f"{path}:{line_no}: expected a JSON object")
+            missing = [k for k in required if k not in row]
+            if missing:
+                raise error(f"{path}:{line_no}: missing field(s) {missing}")
+            rows.append(row | {"_line": line_no})
+    return rows
+
+
+def read_tokenizer(path: str | Path):
+    """(`tokenizers.Tokenizer`, the file it came from) of a tokenizer.json, or of a folder holding one."""
+    from tokenizers import Tokenizer
+
+    path = Path(path)
+    file = path / "tokenizer.json" if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"{path}: no tokenizer.json")
+    try:
+        return Tokenizer.from_file(str(file)), file
+    except Exception as e:  # the library raises a bare Exception on bad JSON
+        raise ValueError(f"{file}: not a Hugging Face tokenizer.json ({e})") from e
+
+
+def is_hub_id(text: str) -> bool:
+    """Whether a model argument that is no local path reads as a Hugging Face hub id: `owner/name`, valid by
+    huggingface_hub's own rule, and not path-like (./x, /x, ~/x, or an owner that is a folder here, as in
+    runs/does-not-exist). A bare name is taken for a missing local folder."""
+    text = str(text)
+    if text.startswith((".", "/", "~")) or text.count("/") != 1 or Path(text.split("/", 1)[0]).is_dir():
+        return False
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return False
+    return True

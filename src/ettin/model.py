@@ -11,6 +11,8 @@ Design choices
 - Losses use *aligned* labels (labels[t] is the target of position t, -100 to ignore) for both objectives: the
   CLM collator shifts. The head runs only on positions with a label (sparse prediction) through a fused,
   chunked linear + cross-entropy (ettin.losses), so the (N, V) logits are never held in training.
+- Cached decoding is the same blocks over a KV cache (`forward_cached`); what decoding keeps between steps (the
+  cache, weight copies laid out for it, a compiled step) belongs to ettin.inference.Decoder, not to the model.
 """
 
 from __future__ import annotations
@@ -34,9 +36,6 @@ from ettin.attention import (
 )
 from ettin.config import IGNORE_INDEX, ModelConfig
 from ettin.losses import linear_cross_entropy
-
-_DECODE_COPY_MIN_TOKENS = 16  # tokens still to come that repay EttinModel._decode_weights
-STATIC_CACHE_ROUND = 128  # a compiled decoding step's cache length is a multiple of this (EttinModel.new_cache)
 
 
 @dataclass
@@ -76,7 +75,7 @@ class MLP(nn.Module):
 
 class _Context:
     """Per-forward state shared by all layers: layout, rotary tables, backend; for cached decoding the KV cache and
-    the (in, out) copies of the wide projections (`EttinModel._decode_weights`)."""
+    the (in, out) copies of projections the caller made (`EttinModel.forward_cached`)."""
 
     def __init__(self, cfg: ModelConfig, positions: torch.Tensor, varlen: Varlen | None, backend: str,
                  cache: KVCache | None = None, weights_t: dict | None = None):
@@ -261,24 +260,13 @@ class EttinModel(nn.Module):
         return ModelOutput(loss=loss, num_targets=int(keep.numel()))
 
     # -------------------------------------------------------------------- cached decoding
-    def forward_cached(self, input_ids: torch.Tensor, cache: KVCache, positions: torch.Tensor,
-                       attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Decoder step(s) with a KV cache: input_ids (B, T) take the cache's next T slots; positions (B, T);
-        attention_mask (B, T) marks the real tokens among them (None: all). Returns the last position's logits
-        (B, V). Attention is the same `attend` as training's, with the cache. After `compile_decoding`, a one-token
-        step on the static cache that `new_cache` then makes runs compiled."""
-        cache.advance(input_ids.shape[1], None if attention_mask is None else attention_mask.bool())
-        backend = resolve_backend(self.config.attn_backend, input_ids.device)
-        step = self.__dict__.get("_compiled_step")
-        if cache.stepping and step is not None:
-            return step(input_ids, positions, cache, backend)
-        weights = cache.memo.get("weights_t")
-        if (weights is None and step is None and input_ids.device.type == "cpu"  # measured on CPU only
-                and cache.max_len - cache.length >= _DECODE_COPY_MIN_TOKENS):
-            weights = cache.memo["weights_t"] = self._decode_weights()
-        return self._forward_cached(input_ids, positions, cache, backend, weights)
-
-    def _forward_cached(self, input_ids, positions, cache: KVCache, backend: str, weights: dict | None):
+    def forward_cached(self, input_ids: torch.Tensor, positions: torch.Tensor, cache: KVCache, *,
+                       backend: str | None = None, weights: dict | None = None) -> torch.Tensor:
+        """The decoder's forward with a KV cache (ettin.inference.Decoder drives it): input_ids (B, T) at
+        `positions` (B, T) go into the slots `cache.advance` took; returns the last position's logits (B, V).
+        Attention is the same `attend` as training's, with the cache. `weights`: (in, out) copies of projections,
+        keyed by module (the tied decoder weight by "decoder"), which the matmuls then read instead."""
+        backend = backend or resolve_backend(self.config.attn_backend, input_ids.device)
         ctx = _Context(self.config, positions, None, backend, cache=cache, weights_t=weights)
         x = self.embeddings(input_ids)
         for block in self.layers:
@@ -287,52 +275,6 @@ class EttinModel(nn.Module):
         if weights is None:
             return F.linear(h, self.decoder_weight, self.decoder_bias)
         return (h @ weights["decoder"]).add_(self.decoder_bias)
-
-    def compile_decoding(self, **options) -> EttinModel:
-        """Compile the one-token decoding step (`torch.compile`, inductor's `max_autotune` and `freezing`: the
-        weights are packed for the step's few rows, elementwise work fuses, Python drops out of the step). Later
-        caches from `new_cache` are static (ettin.attention.KVCache), their length rounded up to a multiple of
-        STATIC_CACHE_ROUND, so one compiled step serves every position and most prompt lengths; each new batch size
-        or rounded length compiles once more (tens of seconds on CPU; bench/README.md). Freezing bakes the weights
-        into the compiled step: when they change afterwards (training, loading, a write through `.data`), the next
-        `new_cache` resets torch.compile's caches (`torch.compiler.reset()`, for the whole process) and compiles
-        again. `options` go to torch.compile's inductor options. Returns self."""
-        self.__dict__["_compiled_step"] = _CompiledStep(self, options)
-        return self
-
-    def new_cache(self, batch_size: int, max_len: int) -> KVCache:
-        """An empty KV cache for `batch_size` rows of up to `max_len` tokens (prompt and generated): static, its
-        length rounded up, after `compile_decoding`."""
-        step = self.__dict__.get("_compiled_step")
-        if step is None:
-            return KVCache(len(self.layers), batch_size, max_len)
-        step.refresh()
-        max_len = -(-max_len // STATIC_CACHE_ROUND) * STATIC_CACHE_ROUND
-        return KVCache(len(self.layers), batch_size, max_len, static=True, device=self.decoder_weight.device)
-
-    def _decode_weights(self) -> dict:
-        """(in, out) copies of the tied decoder weight and of every projection wider than its input (Wqkv, Wi), for
-        cached decoding. On a few rows a projection reads its whole weight per step; laid out (in, out) the wide ones
-        stream through the matmul faster on CPU (the head 1.5-2.5x at batch 1-8, Wqkv and Wi about 1.6x at batch 1;
-        bench/README.md). The copies cost about ten decoding steps, so a cache makes them once, and only when at least
-        _DECODE_COPY_MIN_TOKENS more tokens can come. They are re-made from the weights for every cache (never stale),
-        into buffers the model keeps (a fresh 50-MB buffer pays its page faults each time). Keyed by the module
-        (the decoder weight: "decoder")."""
-        wanted = {"decoder": ("decoder", self.decoder_weight)}
-        for name, m in self.layers.named_modules():
-            if isinstance(m, nn.Linear) and m.bias is None and m.out_features > m.in_features:
-                wanted[m] = (name, m.weight)
-        kept = getattr(self, "_decode_buffers", None)
-        if kept is None:
-            kept = self._decode_buffers = {}
-        out = {}
-        for key, (name, w) in wanted.items():
-            w = w.detach()
-            buf = kept.get(name)
-            if buf is None or (buf.shape, buf.dtype, buf.device) != (w.shape[::-1], w.dtype, w.device):
-                buf = kept[name] = torch.empty(w.shape[::-1], dtype=w.dtype, device=w.device)
-            out[key] = buf.copy_(w.t())
-        return out
 
     def compile_blocks(self, **kwargs) -> EttinModel:
         """torch.compile each block in place (elementwise work fuses; layout, loss and cache stay eager)."""
@@ -345,49 +287,3 @@ class EttinModel(nn.Module):
             block.compile(**kwargs)
         return self
 
-
-def _not_compiled() -> None:
-    return None
-
-
-class _CompiledStep:
-    """`EttinModel.compile_decoding`'s step: the compiled `_forward_cached`, and the weights it was frozen with
-    (each parameter's storage, version counter and sum), so that a change to them is not served stale. A copy or a
-    pickle of the model leaves it behind (the copy decodes eagerly until compiled itself)."""
-
-    def __reduce__(self):
-        return _not_compiled, ()
-
-    def __init__(self, model: EttinModel, options: dict):
-        self.model, self.options = model, {"max_autotune": True, **options}
-        self._build()
-
-    def _build(self) -> None:
-        self.fn = torch.compile(self._step, dynamic=False, fullgraph=True, options=self.options)
-        self.weights = self._stamp()
-
-    def __call__(self, input_ids, positions, cache: KVCache, backend: str) -> torch.Tensor:
-        import torch._inductor.config
-
-        with torch._inductor.config.patch(freezing=True):  # read when a graph compiles, not from `options`
-            # contiguous: a view's strides would count as a new shape and compile again
-            return self.fn(input_ids.contiguous(), positions.contiguous(), cache.slot, cache.visible, cache.slots,
-                           cache.layers, backend)
-
-    def _step(self, input_ids, positions, slot, visible, slots, layers, backend: str) -> torch.Tensor:
-        cache = KVCache.step_view(slot, visible, slots, layers)  # the cache's tensors as the step's inputs
-        return self.model._forward_cached(input_ids, positions, cache, backend, None)
-
-    def _stamp(self) -> tuple:
-        """Each parameter's storage, version counter (bumped by in-place updates: optimizer steps, load_state_dict)
-        and sum (which also sees a write through `.data`, which the counter does not); about 5 ms at 32m."""
-        params = list(self.model.parameters())
-        with torch.no_grad():
-            sums = torch.stack([p.detach().sum().float() for p in params]).tolist()
-        return tuple((p.data_ptr(), p._version) for p in params), sums
-
-    def refresh(self) -> None:
-        """Compile again if the weights changed since the step was compiled (frozen weights would be stale)."""
-        if self._stamp() != self.weights:
-            torch.compiler.reset()
-            self._build()

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ettin.io import read_json
+
 _SCALARS = {
     "uint8": np.uint8, "uint16": np.uint16, "uint32": np.uint32, "uint64": np.uint64,
     "int8": np.int8, "int16": np.int16, "int32": np.int32, "int64": np.int64,
@@ -106,10 +108,7 @@ def read_index(folder: str | Path) -> dict:
     index_file = Path(folder) / "index.json"
     if not index_file.exists():
         raise FileNotFoundError(f"{folder}: not an MDS folder (no index.json)")
-    try:
-        index = json.loads(index_file.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{index_file}: malformed index ({e})") from e
+    index = read_json(index_file)
     for i, shard in enumerate(index.get("shards", [])):
         if shard.get("format") != "mds":
             raise ValueError(

@@ -53,7 +53,10 @@ class MixtureError(ValueError):
 
 
 @dataclass
-class SourceSpec:
+class MixtureSource:
+    """One weighted entry of a mixture: a prepared shard folder and its share (ettin.data.sources.SourceSpec is
+    something else: where raw documents come from)."""
+
     name: str
     path: str
     weight: float | None = None
@@ -76,7 +79,7 @@ class SourceSpec:
 @dataclass
 class Mixture:
     name: str
-    sources: list[SourceSpec]
+    sources: list[MixtureSource]
     phase: str | None = None
     total_tokens: float | None = None
     file: str = "<dict>"
@@ -92,7 +95,7 @@ class Mixture:
         amounts = np.array([s.amount for s in self.sources], dtype=np.float64)
         return amounts / amounts.sum()
 
-    def resolved_path(self, source: SourceSpec) -> Path:
+    def resolved_path(self, source: MixtureSource) -> Path:
         return Path(expand_vars(source.path, f"{self.file}: sources[{source.name}].path"))
 
 
@@ -162,7 +165,7 @@ def mixture_from_dict(data: object, file: str = "<dict>", lines: dict[str, int] 
     raw_sources = data.get("sources")
     if not isinstance(raw_sources, list) or not raw_sources:
         raise fail("sources", "must be a non-empty list of sources")
-    sources: list[SourceSpec] = []
+    sources: list[MixtureSource] = []
     for i, raw in enumerate(raw_sources):
         where = f"sources[{i}]"
         if not isinstance(raw, dict):
@@ -194,7 +197,7 @@ def mixture_from_dict(data: object, file: str = "<dict>", lines: dict[str, int] 
             raise fail(f"{where}.{given[0]}", f"must be a positive number, got {value!r}{hint}")
         if any(s.name == raw["name"] for s in sources):
             raise fail(f"{where}.name", f"duplicate source name {raw['name']!r}")
-        sources.append(SourceSpec(**{k: raw.get(k) for k in _SOURCE_KEYS}))
+        sources.append(MixtureSource(**{k: raw.get(k) for k in _SOURCE_KEYS}))
         if sources[0].kind != sources[-1].kind:
             raise fail(
                 f"{where}.{given[0]}", f"mixes `{given[0]}` with `{sources[0].kind}`; use one kind per file"

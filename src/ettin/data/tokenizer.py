@@ -33,7 +33,7 @@ from tokenizers import (
 )
 
 from ettin.config import special_token_ids
-from ettin.io import atomic_write_bytes, atomic_write_json
+from ettin.io import atomic_write_bytes, atomic_write_json, read_tokenizer
 
 _SHARED_DATA = Path(
     os.environ.get("ETTIN_SHARED_DATA", Path(__file__).resolve().parents[4] / "shared" / "data")
@@ -181,21 +181,14 @@ def load_tokenizer(path: str | Path | None = None) -> TokenizerInfo:
     """
     path = Path(path) if path is not None else DEFAULT_TOKENIZER
     folder = path if path.is_dir() else path.parent
-    if path.is_dir() and (path / "tokenizer.json").exists():
-        file = path / "tokenizer.json"
-    elif path.is_file():
-        file = path
-    elif path.is_dir() and (path / "vocab.json").exists() and (path / "merges.txt").exists():
+    if path.is_dir() and not (path / "tokenizer.json").exists():
+        if not ((path / "vocab.json").exists() and (path / "merges.txt").exists()):
+            raise FileNotFoundError(f"{path}: no tokenizer.json (or vocab.json + merges.txt) there")
         from tokenizers import ByteLevelBPETokenizer
 
         bpe = ByteLevelBPETokenizer(str(path / "vocab.json"), str(path / "merges.txt"))
         return tokenizer_info(bpe._tokenizer, str(path), _special_names(folder))
-    else:
-        raise FileNotFoundError(f"{path}: no tokenizer.json (or vocab.json + merges.txt) there")
-    try:
-        tokenizer = Tokenizer.from_file(str(file))
-    except Exception as e:  # the library raises a bare Exception on bad JSON
-        raise ValueError(f"{file}: not a Hugging Face tokenizer.json ({e})") from e
+    tokenizer, file = read_tokenizer(path)
     sha256 = canonical_sha256(file.read_text(encoding="utf-8"))  # of the file: stable across library versions
     return tokenizer_info(tokenizer, str(file), _special_names(folder), sha256)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from ettin.cli import UserError
+from ettin.io import UserError
 
 FINETUNE = {
     "embed": ("embed", "a bi-encoder (sentence-transformers), scored on a BEIR folder beside BM25"),

@@ -33,8 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ettin.cli import UserError
 from ettin.downstream import common
+from ettin.io import UserError
 
 TASK = "colbert"
 HERE = Path(__file__).resolve().parent

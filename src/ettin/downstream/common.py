@@ -30,8 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ettin.cli import UserError
-from ettin.io import atomic_dir
+from ettin.io import UserError, atomic_dir, read_jsonl
 
 EXTRA_HINT = "pip install 'ettin[downstream]'"
 IR_METRICS = ("ndcg@10", "mrr@10", "recall@100")
@@ -190,19 +189,7 @@ def _rows(path: Path) -> list[dict]:
             raise UserError(f"{path}: cannot be read as Parquet ({e})") from None
     if path.suffix not in (".jsonl", ".json"):
         raise UserError(f"{path}: pair files are JSONL (.jsonl) or Parquet (.parquet)")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{line_no}: invalid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{line_no}: expected a JSON object")
-            rows.append(row | {"_line": line_no})
-    return rows
+    return read_jsonl(path)
 
 
 def _beir_pairs(folder: Path, exclude: set[str]) -> list[dict]:
@@ -345,11 +332,8 @@ def evaluate_embeddings(model, col, sparse: bool = False, batch_size: int = 32) 
         files = sorted(Path(tmp).glob("*predictions*.jsonl"))
         if not files:
             raise RuntimeError(f"the IR evaluator wrote no predictions in {tmp}")
-        ranking = {}
-        with open(files[0], encoding="utf-8") as f:
-            for line in f:
-                row = json.loads(line)
-                ranking[str(row["query_id"])] = {str(h["corpus_id"]): float(h["score"]) for h in row["results"]}
+        ranking = {str(row["query_id"]): {str(h["corpus_id"]): float(h["score"]) for h in row["results"]}
+                   for row in read_jsonl(files[0], error=RuntimeError)}
     return ranking_metrics(evaluator, ranking), ranking, {k: float(v) for k, v in reported.items()}
 
 

@@ -46,8 +46,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from ettin.cli import UserError
 from ettin.downstream import common
+from ettin.io import UserError
 
 TASK_DIR = Path(__file__).resolve().parent / "lm_eval_tasks"
 LOCAL = {  # ettin name -> (harness task, main metric, files under --data-dir)

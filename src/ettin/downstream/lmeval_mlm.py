@@ -29,9 +29,8 @@ from ettin.eval.tasks.common import Subject, masked_pll
 
 def load_subject(folder: Path, device: str = "cpu", max_length: int = 512, tokens_per_batch: int = 8192) -> Subject:
     """ettin's evaluation Subject (the model and its `tokenizers` tokenizer) for a Hugging Face folder."""
-    from tokenizers import Tokenizer
-
     from ettin.hf import from_pretrained
+    from ettin.io import read_tokenizer
 
     folder = Path(folder)
     if not (folder / "tokenizer.json").is_file():
@@ -41,7 +40,7 @@ def load_subject(folder: Path, device: str = "cpu", max_length: int = 512, token
         raise ValueError(f"{folder}: ettin-mlm scores encoders (masked LMs); this is a {model.config.objective} "
                          "model (use lm-eval's `hf` model)")
     max_length = min(int(max_length), model.config.max_position_embeddings)
-    return Subject(model, Tokenizer.from_file(str(folder / "tokenizer.json")), torch.device(device),
+    return Subject(model, read_tokenizer(folder)[0], torch.device(device),
                    max_length=max_length, tokens_per_batch=int(tokens_per_batch))
 
 

@@ -25,7 +25,6 @@ main metric, `answer_loglik`; the per-example figures the report resamples), and
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -33,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ettin.cli import UserError
 from ettin.config import IGNORE_INDEX
 from ettin.downstream import common
+from ettin.io import UserError, read_jsonl
 
 TASK = "sft"
 CHAT_TEMPLATE = (
@@ -65,18 +64,8 @@ def load_conversations(path: Path) -> list[dict]:
     if not path.is_file():
         raise UserError(f"--data {path}: no such file")
     out = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{where}: invalid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{where}: expected a JSON object")
-            out.extend(_examples(row, where))
+    for row in read_jsonl(path):
+        out.extend(_examples(row, f"{path}:{row.pop('_line')}"))
     if not out:
         raise UserError(f"--data {path}: no conversations (the file is empty)")
     return out

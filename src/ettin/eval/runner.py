@@ -29,7 +29,7 @@ from ettin.config import ROLES  # a model's default role in a comparison: its na
 from ettin.eval.summary import summary_line
 from ettin.eval.tasks import TaskSpec
 from ettin.eval.tasks.common import Subject
-from ettin.io import atomic_write_json
+from ettin.io import atomic_write_json, is_hub_id, read_tokenizer
 
 
 @dataclass
@@ -97,11 +97,10 @@ def resolve_targets(model_or_run: str, every: int = 1) -> list[Target]:
         raise FileNotFoundError(f"{p}: not a checkpoint (meta.json), a run folder (checkpoints/) or a "
                                 "Hugging Face folder (config.json)")
     text = str(model_or_run)
-    from ettin.hf import looks_local, resolve_path
-
-    if looks_local(text):  # else a hub id: downloaded when online, a clear failure offline
+    if not is_hub_id(text):
         raise FileNotFoundError(f"{model_or_run}: no such folder (not a checkpoint, run folder or model folder; a "
                                 "hub id is owner/name)")
+    from ettin.hf import resolve_path  # a hub id: downloads when online, fails clearly when offline
 
     try:
         folder = resolve_path(text)
@@ -114,9 +113,7 @@ def precheck(target: Target) -> None:
     """Cheap checks before any work: the tokenizer exists and its ids fit the model's vocabulary."""
     if target.tokenizer is None or not Path(target.tokenizer).is_file():
         raise FileNotFoundError(f"{target.path}: no tokenizer.json found for this model")
-    from tokenizers import Tokenizer
-
-    size = Tokenizer.from_file(str(target.tokenizer)).get_vocab_size()
+    size = read_tokenizer(target.tokenizer)[0].get_vocab_size()
     if target.kind == "checkpoint":
         vocab = _checkpoint_api().read_meta(target.path).get("model_config", {}).get("vocab_size")
     else:
@@ -140,11 +137,9 @@ def checkpoint_sha256(path: Path) -> str:
 
 
 def load_subject(target: Target, device: str, max_length: int) -> Subject:
-    from tokenizers import Tokenizer
-
     if target.tokenizer is None or not Path(target.tokenizer).is_file():
         raise FileNotFoundError(f"{target.path}: no tokenizer.json found for this model")
-    tokenizer = Tokenizer.from_file(str(target.tokenizer))
+    tokenizer, _ = read_tokenizer(target.tokenizer)
     if target.kind == "checkpoint":
         model = _checkpoint_api().load_model(target.path)
     else:

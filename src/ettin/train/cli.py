@@ -101,7 +101,7 @@ def _flags(p: argparse.ArgumentParser) -> list[str]:
 def split_extras(args) -> list[str]:
     """The recipe overrides of a command line; anything else (an unknown flag, a stray word) is an error
     naming the valid flags. `args.extra`: what argparse did not recognise (ettin.cli.main)."""
-    from ettin.cli import UserError
+    from ettin.io import UserError
 
     words = [*args.overrides, *getattr(args, "extra", [])]
     top = {"name", "seed", "out_dir"}  # a --key=value without a dot must be one of these (not a flag name)
@@ -349,7 +349,7 @@ def cmd_export(args) -> int:
 def cmd_convert(args) -> int:
     """Same weights, the other objective: an encoder-from-decoder loads as ModernBertForMaskedLM,
     a decoder-from-encoder as ModernBertDecoderForCausalLM. Continue training with a cross recipe."""
-    from ettin.cli import UserError
+    from ettin.io import UserError
     from ettin.train.checkpoint import export_hf, read_meta, resolve_checkpoint
 
     source = resolve_checkpoint(args.checkpoint)

@@ -93,12 +93,13 @@ def register(subparsers, common_flags) -> None:
 
 def resolve_start(model: str, revision: str | None = None) -> Start:
     """What MODEL names, checked: a checkpoint, a run folder's newest checkpoint, a Hugging Face folder or a hub id."""
-    from ettin.hf import config_from_hf, looks_local, resolve_path
+    from ettin.hf import config_from_hf, resolve_path
+    from ettin.io import is_hub_id
     from ettin.train.checkpoint import META, read_meta, resolve_checkpoint
     from ettin.train.preflight import init_tokenizer
 
     path = Path(model).expanduser()
-    if path.exists() or looks_local(model):
+    if path.exists() or not is_hub_id(model):
         if revision:
             raise RecipeError(f"--revision {revision}: for hub ids only; {model} is a local path")
         if not path.exists():

@@ -8,10 +8,11 @@ splits and columns of the hub dataset the original lm-eval task reads, so the ta
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import datasets
+
+from ettin.io import read_jsonl
 
 
 def _data_dir(kwargs: dict) -> Path:
@@ -29,15 +30,8 @@ def _need(path: Path) -> Path:
 def piqa(**kwargs) -> datasets.DatasetDict:
     """{goal, sol1, sol2, label} rows of <data_dir>/piqa/validation.jsonl as the `validation` split."""
     path = _need(_data_dir(kwargs) / "piqa" / "validation.jsonl")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if line.strip():
-                row = json.loads(line)
-                missing = {"goal", "sol1", "sol2", "label"} - row.keys()
-                if missing:
-                    raise ValueError(f"{path}:{line_no}: missing field(s) {sorted(missing)}")
-                rows.append({k: row[k] for k in ("goal", "sol1", "sol2")} | {"label": int(row["label"])})
+    rows = [{k: row[k] for k in ("goal", "sol1", "sol2")} | {"label": int(row["label"])}
+            for row in read_jsonl(path, required=("goal", "sol1", "sol2", "label"))]
     return datasets.DatasetDict({"validation": datasets.Dataset.from_list(rows)})
 
 

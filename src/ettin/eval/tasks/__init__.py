@@ -5,7 +5,7 @@
                      TASK.protocol=published fine-tunes a GLUE task as published (glue_published)
   retrieval          cranfield, and beir:PATH (any BEIR-format folder)
   multiple choice    piqa, and mc:PATH (any lm-eval-style JSONL: {query|context, choices, gold})
-  language model     lm (held-out perplexity / masked accuracy + pseudo-perplexity), next_token (the next
+  language model     lm (held-out perplexity / masked accuracy + masked perplexity), next_token (the next
                      token from its left context only, both objectives, beside a unigram model)
   generation         generation (greedy continuation of held-out prompts)
   bias               winogender

@@ -9,11 +9,11 @@ the unigram baselines).
 from __future__ import annotations
 
 import csv
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from ettin import io
 from ettin.data.holdout import HOLDOUT_FRACTION, held_out_range
 from ettin.eval.tasks.common import TaskDataError
 
@@ -59,24 +59,7 @@ def read_tsv(path: Path, header: bool = True, columns: Sequence[str] | None = No
 
 
 def read_jsonl(path: Path, required: Sequence[str] = ()) -> list[dict]:
-    require_file(path)
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise TaskDataError(f"{path}:{line_no}: invalid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise TaskDataError(f"{path}:{line_no}: expected a JSON object")
-            missing = [k for k in required if k not in obj]
-            if missing:
-                raise TaskDataError(f"{path}:{line_no}: missing field(s) {missing}")
-            obj["_line"] = line_no
-            out.append(obj)
-    return out
+    return io.read_jsonl(require_file(path), required, error=TaskDataError)
 
 
 def pretrain_documents(data_dir: Path, held_out: bool) -> list[dict]:

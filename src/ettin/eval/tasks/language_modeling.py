@@ -5,7 +5,8 @@ max_length - 2 tokens; the same windows serve both objectives, and the token bud
 the pretraining files.
   decoders  perplexity: exp(mean NLL of every window token given [BOS] and the window's earlier tokens)
   encoders  15% of each window's tokens (a fixed seed) are replaced by [MASK] at once; masked-token
-            accuracy (arg-max) and pseudo-perplexity exp(mean NLL of the masked tokens)
+            accuracy (arg-max) and masked perplexity exp(mean NLL of the masked tokens) (not a
+            pseudo-perplexity, which masks one token at a time: tasks/common.py masked_pll)
 Next token: the same held-out documents cut into (left context, next token) pairs, one pair every `context`
 tokens; both objectives see only the left context ([CLS] context [MASK] [SEP] for encoders, [CLS] context for
 decoders), the one likelihood the two can be compared on. Both tasks report, beside every figure, a unigram
@@ -30,7 +31,7 @@ import torch
 from ettin.eval import metrics
 from ettin.eval.tasks.common import Subject, score_positions
 from ettin.eval.tasks.data import PRETRAIN_FILES, pretrain_documents
-from ettin.inference import generate
+from ettin.inference import Decoder, generate
 
 
 @dataclass
@@ -121,8 +122,8 @@ def run_lm(subject: Subject, data_dir: Path, settings: LanguageModelingSettings,
     if subject.is_encoder:
         hits = np.concatenate([b == np.asarray(t) for b, t in zip(best, targets)])
         result |= {"main": "masked_accuracy", "masked_accuracy": float(hits.mean()),
-                   "pseudo_perplexity": metrics.perplexity(float(nll.sum()), nll.size),
-                   "pseudo_perplexity_by_file": ppl_by_file, "mask_probability": settings.mask_probability}
+                   "masked_perplexity": metrics.perplexity(float(nll.sum()), nll.size),
+                   "masked_perplexity_by_file": ppl_by_file, "mask_probability": settings.mask_probability}
     else:
         result |= {"main": "perplexity", "perplexity": metrics.perplexity(float(nll.sum()), nll.size),
                    "perplexity_by_file": ppl_by_file}
@@ -203,13 +204,14 @@ def run_generation(subject: Subject, data_dir: Path, settings: GenerationSetting
     if settings.prompt_tokens + settings.new_tokens + 2 > subject.max_length:
         raise ValueError("generation: prompt_tokens + new_tokens exceed the evaluation max_length")
     outputs = []
+    decoder = None if subject.is_encoder else Decoder(subject.model)  # one for every batch: its copies' buffers
     for start in range(0, len(prompts), 32):
         chunk = prompts[start : start + 32]
         ids = torch.tensor([[subject.cls, *p] for p, _ in chunk], device=subject.device)  # (B, 1 + P)
         if subject.is_encoder:
             new = _mask_fill(subject, ids, settings.new_tokens)
         else:
-            new = generate(subject.model, ids, max_new_tokens=settings.new_tokens, temperature=0.0,
+            new = generate(decoder, ids, max_new_tokens=settings.new_tokens, temperature=0.0,
                            eos_token_id=subject.sep)[:, ids.shape[1] :]
         for row in new.tolist():
             cut = row.index(subject.sep) if subject.sep in row else len(row)
