@@ -39,8 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ettin.cli import UserError
 from ettin.downstream import common
+from ettin.io import UserError
 
 K_VALUES = (10, 100)
 
