@@ -49,6 +49,16 @@ def _finish(proc: subprocess.Popen) -> str:
     return out.decode()
 
 
+def _copy_at(run, to, checkpoint: str):
+    """A copy of a run folder as if it had stopped at `checkpoint` (the later ones and the metrics removed)."""
+    shutil.copytree(run, to)
+    for path in list_checkpoints(to):
+        if path.name != checkpoint:
+            shutil.rmtree(path)
+    (to / "metrics.jsonl").unlink()
+    return to
+
+
 def _losses(run) -> dict:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return {(r["phase"], r["step"]): r["loss"] for r in rows}
@@ -85,12 +95,7 @@ def test_two_processes_match_one(tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
 
     # resume on two ranks from the sharded mid-run checkpoint: the same losses as the uninterrupted run
-    resumed = tmp_path / "fsdp-resumed"
-    shutil.copytree(tmp_path / "fsdp", resumed)
-    for path in list_checkpoints(resumed):
-        if path.name != "pretrain-step0000003":
-            shutil.rmtree(path)
-    (resumed / "metrics.jsonl").unlink()
+    resumed = _copy_at(tmp_path / "fsdp", tmp_path / "fsdp-resumed", "pretrain-step0000003")
     _finish(_start(recipe, resumed, 2, "train.distributed=fsdp", "--resume"))
     original, again = _losses(tmp_path / "fsdp"), _losses(resumed)
     assert sorted(again) == sorted(k for k in original if k[0] == "decay" or k[1] > 3)
@@ -162,12 +167,7 @@ def test_bf16_fsdp2_resumes_bitwise_after_a_kill_and_reshards_to_one_rank(tmp_pa
     assert {(r["phase"], r["step"]) for r in _rows(tmp_path / "killed")} == set(ref)
 
     # reshard: the 2-rank checkpoint at pretrain step 6, resumed by one process
-    one = tmp_path / "one-rank"
-    shutil.copytree(tmp_path / "ref", one)
-    for path in list_checkpoints(one):
-        if path.name != "pretrain-step0000006":
-            shutil.rmtree(path)
-    (one / "metrics.jsonl").unlink()
+    one = _copy_at(tmp_path / "ref", tmp_path / "one-rank", "pretrain-step0000006")
     _finish(subprocess.Popen([sys.executable, "-m", "ettin.cli", "train", str(recipe), "--out", str(one),
                               "train.precision=bf16", "--resume"], env=_env(), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT))
