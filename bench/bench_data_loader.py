@@ -73,18 +73,23 @@ def time_loader(loader: PhaseLoader, steps: int, start: int = 1000) -> dict:
     }
 
 
-def time_workers(loader: PhaseLoader, steps: int, workers: int, start: int = 2000) -> dict:
+def time_workers(loader: PhaseLoader, steps: int, workers: int, start: int = 2000, warmup: int = 20) -> dict:
     """What the training loop receives from `step_batches` with `workers` background processes (0: built in the
-    loop's thread), consumed as fast as it arrives: the loader side's ceiling, workers' start-up included."""
+    loop's thread), consumed as fast as it arrives: the loader side's ceiling. The first `warmup` steps (the workers'
+    start-up and the queue filling) are timed apart."""
     t0 = time.perf_counter()
-    stream = step_batches(loader, start, workers=workers, prefetch=4)
+    stream = step_batches(loader, start, workers=workers, prefetch=8)
+    for _ in range(warmup):
+        next(stream)
+    t1 = time.perf_counter()
     real = 0
     for _ in range(steps):
         batch, tokens = next(stream)
         real += tokens
-    seconds = time.perf_counter() - t0
+    seconds = time.perf_counter() - t1
     stream.close()
-    return {"workers": workers, "steps": steps, "seconds": round(seconds, 3), "tokens_per_s": round(real / seconds)}
+    return {"workers": workers, "steps": steps, "seconds": round(seconds, 3), "startup_s": round(t1 - t0, 3),
+            "tokens_per_s": round(real / seconds)}
 
 
 def data_wait_share(out: Path) -> dict:
@@ -180,7 +185,7 @@ def main() -> None:
         row = time_workers(feed, args.steps * 3, workers)
         results["workers"].append(row)
         print(f"  {workers} worker(s): {row['tokens_per_s']:>10,} real tokens/s ({row['steps']} steps in "
-              f"{row['seconds']:.1f}s, start-up included)")
+              f"{row['seconds']:.2f}s after {row['startup_s']:.2f}s for the first 20)")
     if not args.no_train:
         results["cpu_training_data_wait"] = data_wait_share(out)
         r = results["cpu_training_data_wait"]

@@ -190,6 +190,24 @@ def test_lookup_is_pure_and_positions_can_be_sought_anywhere():
     assert np.bincount(everything[0][p.total : 2 * p.total]).tolist() == p.draws.tolist()
 
 
+def test_per_source_tables_give_the_walked_permutation(monkeypatch):
+    """Small sources read their order from a cached table; it is the same order as walking the permutation."""
+    import ettin.data.mixture as mixture
+
+    args = ([3, 1, 1], [50, 70, 9], [500, 700, 90])
+    positions = np.arange(0, 20 * plan(*args).total, 3)
+    tabled = plan(*args)
+    got = tabled.lookup(positions)
+    assert tabled._tables  # the tables were used
+    monkeypatch.setattr(mixture, "TABLE_MAX", 0)
+    walked = plan(*args)
+    want = walked.lookup(positions)
+    assert not walked._tables and all(np.array_equal(a, b) for a, b in zip(got, want))
+    monkeypatch.setattr(mixture, "TABLES_KEPT", 2)  # a bounded cache drops old tables and still agrees
+    bounded = plan(*args)
+    assert all(np.array_equal(a, b) for a, b in zip(bounded.lookup(positions), want)) and len(bounded._tables) <= 2
+
+
 def test_seed_and_phase_change_the_order():
     base = plan([1, 1], [40, 40], [400, 400], seed=0).lookup(np.arange(80))
     other = plan([1, 1], [40, 40], [400, 400], seed=1).lookup(np.arange(80))

@@ -280,6 +280,10 @@ def permute(x: np.ndarray, n: int, key: int, rounds: int = 6) -> np.ndarray:
 # ------------------------------------------------------------------------------------------ the plan
 
 
+TABLE_MAX = 1 << 22  # sources up to this many instances keep their permutation as a table (32 MB at most)
+TABLES_KEPT = 16  # (source, epoch) tables kept, oldest dropped first
+
+
 class MixturePlan:
     """Draw counts per source and the position -> (source, instance) map of one (seed, phase)."""
 
@@ -302,6 +306,7 @@ class MixturePlan:
         self.starts = np.concatenate([[0], np.cumsum(self.draws)]).astype(np.int64)  # (S + 1,)
         self.total = int(self.starts[-1])  # draws per mixture epoch
         self.epochs_per_source = self.draws / self.instances  # > 1 = upsampled
+        self._tables: dict[tuple[int, int], np.ndarray] = {}  # (source, epoch) -> its whole permutation
 
     def lookup(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Phase positions (int64, >= 0) -> (source index, instance index within that source)."""
@@ -321,10 +326,23 @@ class MixturePlan:
             src_epoch = k // n
             for si, se in {(int(a), int(b)) for a, b in zip(s, src_epoch)}:
                 m = (s == si) & (src_epoch == se)
-                key = derive_key(self.seed, self.phase, "source", self.mixture.sources[si].name, se)
-                instance[sel[m]] = permute(k[m] % n[m], int(self.instances[si]), key).astype(np.int64)
+                instance[sel[m]] = self._source_order(si, se, k[m] % n[m])
             source[sel] = s
         return source, instance
+
+    def _source_order(self, source: int, epoch: int, draws: np.ndarray) -> np.ndarray:
+        """The instances of `source` at its draws `draws` of its epoch `epoch`: the keyed permutation, read from a
+        table when the source is small enough to keep one (the same values, without the per-call cycle walking)."""
+        n = int(self.instances[source])
+        key = derive_key(self.seed, self.phase, "source", self.mixture.sources[source].name, epoch)
+        if n > TABLE_MAX:
+            return permute(draws, n, key).astype(np.int64)
+        table = self._tables.get((source, epoch))
+        if table is None:
+            if len(self._tables) >= TABLES_KEPT:
+                self._tables.pop(next(iter(self._tables)))
+            table = self._tables[source, epoch] = permute(np.arange(n), n, key).astype(np.int64)
+        return table[draws]
 
     def summary(self) -> list[dict]:
         return [
