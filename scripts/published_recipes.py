@@ -12,7 +12,7 @@ clone works too) and writes the values `ettin train --plan` reports, read the wa
 - lr_start is `optimizer.lr` (after warmup), lr_end is `optimizer.lr x alpha_f` when there is a decay;
 - `local_attn_rotary_emb_base` unset or -1 means the global `rotary_emb_base` on local layers too;
 - the model trained: flex_bert and flex_gpt_to_bert are encoders (mlm), flex_gpt and flex_bert_to_gpt decoders
-  (clm); a decoder's mlm_probability is left empty (it masks nothing).
+  (clm); a decoder's mlm_probability is the YAML's 0.0 (it masks nothing).
 tests/test_recipes_published.py checks every preset and cross recipe's `--plan` against the table.
 """
 
@@ -66,7 +66,7 @@ def row(path: str, commit: str, text: str) -> dict:
         "token_unit": "slots" if d.get("count_padding_tokens", True) else "real",
         "warmup_tokens": warmup, "decay_tokens": decay, "decay_shape": shape, "lr": lr, "lr_start": lr,
         "lr_end": lr * float(sched["alpha_f"]) if decay else lr,
-        "mlm_probability": d["mlm_probability"] if objective == "mlm" else "",
+        "mlm_probability": d["mlm_probability"],
         "global_rope_theta": float(mc["rotary_emb_base"]),
         "local_rope_theta": float(mc["rotary_emb_base"] if local in (None, -1) else local),
         "attention_output_dropout": mc["attn_out_dropout_prob"],

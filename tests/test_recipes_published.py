@@ -56,10 +56,9 @@ def test_plan_matches_the_published_yaml(row):
     assert (phase["decay_shape"] or "") == row["decay_shape"], where
     for key in ("lr_start", "lr_end", "global_rope_theta", "local_rope_theta"):
         assert phase[key] == pytest.approx(float(row[key]), rel=1e-9), f"{where}: {key}"
-    if row["objective"] == "mlm":
-        assert phase["mlm_probability"] == pytest.approx(float(row["mlm_probability"])), where
-    else:
-        assert phase["mlm_probability"] is None and row["mlm_probability"] == "", where
+    assert phase["mlm_probability"] == pytest.approx(float(row["mlm_probability"])), where
+    if row["objective"] == "clm":
+        assert phase["mlm_probability"] == 0.0, where  # a decoder masks nothing
     assert plan["objective"] == row["objective"]
     model, opt = plan["model"], plan["optimizer"]
     assert model["attention_output_dropout"] == float(row["attention_output_dropout"]) == 0.1, where

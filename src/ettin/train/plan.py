@@ -35,7 +35,7 @@ class PhasePlan:
     token_unit: str  # "real" | "slots"
     schedule: PhaseSchedule
     save_every_tokens: int  # 0: only at the phase's end
-    mlm_probability: float | None  # None: the objective masks nothing (clm)
+    mlm_probability: float  # 0.0: the objective masks nothing (clm), as the published decoder YAMLs say
     global_rope_theta: float
     local_rope_theta: float
     mixture: str
@@ -142,7 +142,7 @@ def make_plan(recipe: Recipe, objective: str | None = None, world_size: int = 1)
             index=i, name=p.name, seq_len=p.seq_len, global_batch=rows, micro_batch=micro,
             accumulation=accumulation, tokens=p.tokens, token_unit=unit, schedule=phase_schedule(p, p.tokens),
             save_every_tokens=r.train.save_every_tokens,
-            mlm_probability=p.mlm_probability if (objective == "mlm" or r.train.mntp) else None,
+            mlm_probability=p.mlm_probability if (objective == "mlm" or r.train.mntp) else 0.0,
             global_rope_theta=p.global_rope_theta, local_rope_theta=p.local_rope_theta, mixture=p.mixture,
         ))
     return Plan(r, objective, world_size, tuple(phases))
