@@ -218,17 +218,27 @@ def test_low_precision_held_scores_are_as_accurate_as_the_flash_kernel(causal):
     assert (ours <= 1.5 * flash).all(), (ours, flash)
 
 
-def test_backend_names_mean_what_they_say():
-    """"auto" is the CPU kernels on a CPU device; "sdpa" stays SDPA; "cpu" refuses other devices."""
+def test_backend_names_mean_what_they_say(monkeypatch):
+    """"auto" is the CPU kernels on a CPU device, and on CUDA flash-attn only for fp16/bf16 tensors (flash-attn
+    takes no other dtype; fp32 evaluation gets SDPA); "sdpa" stays SDPA; "cpu" refuses other devices."""
+    import ettin.attention as attention
     from ettin.attention import resolve_backend
 
-    cpu = torch.device("cpu")
-    assert resolve_backend("auto", cpu) == "cpu"
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_backend("auto", cpu) == "cpu" and resolve_backend("auto", cpu, torch.bfloat16) == "cpu"
     assert resolve_backend("sdpa", cpu) == "sdpa" and resolve_backend("cpu", cpu) == "cpu"
     with pytest.raises(ValueError, match="CPU tensors only"):
         resolve_backend("cpu", torch.device("meta"))
     with pytest.raises(ValueError, match="unknown attention backend"):
         resolve_backend("fast", cpu)
+    monkeypatch.setattr(attention, "flash_available", lambda: True)  # as on a CUDA machine with flash-attn
+    assert resolve_backend("auto", cuda, torch.bfloat16) == "flash"
+    assert resolve_backend("auto", cuda, torch.float16) == "flash"
+    assert resolve_backend("auto", cuda, torch.float32) == "sdpa"  # was flash: a crash in fp32 evaluation
+    with pytest.raises(ValueError, match="fp16/bf16 tensors only"):
+        resolve_backend("flash", cuda, torch.float32)
+    monkeypatch.setattr(attention, "flash_available", lambda: False)
+    assert resolve_backend("auto", cuda, torch.bfloat16) == "sdpa"
 
 
 @pytest.mark.parametrize("varlen", [False, True])

@@ -99,3 +99,22 @@ def test_a_real_token_budget_ends_within_one_batch(recipe_file, tmp_path):
     crossed = [r["step"] for i, r in enumerate(pre)
                if r["phase_tokens"] // 1000 > (pre[i - 1]["phase_tokens"] if i else 0) // 1000 or r is pre[-1]]
     assert names == [f"pretrain-step{s:07d}" for s in crossed]
+
+
+def test_a_checkpoint_that_names_a_runtime_backend_loads_and_evaluates_anywhere(recipe_file, tmp_path):
+    """Checkpoints written before the attention backend became a runtime setting stored it in their model config: one
+    that says flash (a CUDA-only kernel) loads on a CPU with the setting ignored, and `ettin eval` scores it."""
+    from ettin.train.checkpoint import META, latest_checkpoint, load_model
+
+    out = tmp_path / "run"
+    assert main(["train", str(recipe_file), "--out", str(out)]) == 0
+    ckpt = latest_checkpoint(out)
+    meta = json.loads((ckpt / META).read_text())
+    assert "attn_backend" not in meta["model_config"]  # not written any more
+    meta["model_config"].update(attn_backend="flash", loss_chunk_size=512)  # as older checkpoints have it
+    (ckpt / META).write_text(json.dumps(meta))
+    model = load_model(ckpt)
+    assert model.attn_backend == "auto" and not hasattr(model.config, "attn_backend")
+    assert main(["eval", str(ckpt), "--tasks", "lm", "--limit", "4", "--out", str(tmp_path / "eval")]) == 0
+    results = [json.loads(p.read_text()) for p in (tmp_path / "eval").rglob("*.json")]
+    assert any("lm" in r.get("tasks", {}) for r in results)

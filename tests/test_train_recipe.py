@@ -65,6 +65,7 @@ def test_load_and_overrides(tmp_path):
         ("model.size=7b", "model.size"),
         ("phases.1.warmup_tokens=3k", "warmup_tokens"),
         ("train.micro_batch_size=true", "train.micro_batch_size"),
+        ("train.attn_backend=fastest", "train.attn_backend"),
     ],
 )
 def test_bad_values_name_file_and_field(tmp_path, override, field):
@@ -72,6 +73,18 @@ def test_bad_values_name_file_and_field(tmp_path, override, field):
     with pytest.raises(RecipeError) as err:
         load_recipe(path, [override])
     assert str(path) in str(err.value) and field in str(err.value)
+
+
+def test_the_attention_backend_is_a_setting_of_the_run(tmp_path):
+    """`attn_backend` left the model config: in a recipe file or on the command line it is refused, pointing to
+    train.attn_backend."""
+    with pytest.raises(RecipeError, match=r"override model.overrides.attn_backend=flash: .*set train.attn_backend"):
+        load_recipe(write(tmp_path, BASE), ["model.overrides.attn_backend=flash"])
+    path = write(tmp_path, BASE.replace("model: {size: tiny}", "model: {size: tiny, overrides: {attn_backend: sdpa}}"),
+                 "old.yaml")
+    with pytest.raises(RecipeError, match=r"old\.yaml: model\.overrides\.attn_backend: .*set train\.attn_backend"):
+        load_recipe(path)
+    assert load_recipe(write(tmp_path, BASE), ["train.attn_backend=flex"]).train.attn_backend == "flex"
 
 
 def test_yaml_errors_and_extends(tmp_path):

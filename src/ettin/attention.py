@@ -7,15 +7,17 @@ Two token layouts reach attention:
 Cached decoding passes a `KVCache`: each layer writes its new keys and values into the cache's preallocated
 buffers and its queries attend over the slots written so far (KVCache.window).
 
-Backends (`ModelConfig.attn_backend`; `resolve_backend` turns "auto" into one of them):
+Backends (a setting of the run or the call, not of the architecture: `EttinModel.attn_backend`, `train.attn_backend`;
+`attend` resolves "auto" by the tensors' device and dtype, `resolve_backend`):
 - "sdpa":  torch.nn.functional.scaled_dot_product_attention, and nothing else. Varlen input is grouped into buckets
            of documents of similar length and re-padded per bucket, so little compute goes to padding.
 - "cpu":   the same layouts, with the CPU kernels of ettin.attention_cpu where they beat SDPA (blocked local
            attention on sequences of several windows; in bf16/fp16 attention that keeps its probabilities for
            backward); SDPA everywhere else. What "auto" picks on a CPU device.
-- "flex":  FlexAttention with a BlockMask built from document ids, the causal flag and the window.
-- "flash": flash-attn's varlen kernel (CUDA, when installed), window passed as (left, right). What "auto" picks on
-           CUDA when flash-attn is installed ("sdpa" otherwise).
+- "flex":  FlexAttention, compiled, with a BlockMask built once per forward for each reach (`FlexMasks`) from the
+           document ids, the causal flag and the window. No dropout (an error when asked for).
+- "flash": flash-attn's varlen kernel (CUDA, fp16/bf16, when installed), window passed as (left, right). What
+           "auto" picks for fp16/bf16 CUDA tensors when flash-attn is installed ("sdpa" otherwise).
 With a cache, the prompt (the first forward into an empty cache) runs as a dense batch, on SDPA or, for "cpu", its
 kernels; every later step is one SDPA call over the cached slots in reach, masked only where a slot is not visible
 (a compiled step's `step_view`: over every slot, masked).
@@ -46,16 +48,22 @@ def flash_available() -> bool:
     return torch.cuda.is_available()
 
 
-def resolve_backend(name: str, device: torch.device) -> str:
-    """The backend `name` ("auto" or one of BACKENDS) means for tensors on `device`."""
+def resolve_backend(name: str, device: torch.device, dtype: torch.dtype | None = None) -> str:
+    """The backend `name` ("auto" or one of BACKENDS) means for tensors of `dtype` on `device`. "auto": the CPU
+    kernels on a CPU; on CUDA flash-attn for fp16/bf16 tensors when it is installed (it takes no other dtype), SDPA
+    otherwise (fp32 evaluation, no flash-attn). An explicit choice that cannot run here is an error."""
+    half = dtype in (torch.float16, torch.bfloat16)
     if name == "auto":
         if device.type == "cpu":
             return "cpu"
-        return "flash" if device.type == "cuda" and flash_available() else "sdpa"
+        return "flash" if device.type == "cuda" and half and flash_available() else "sdpa"
     if name not in BACKENDS:
         raise ValueError(f"unknown attention backend {name!r}; expected auto or one of {BACKENDS}")
     if name == "flash" and not flash_available():
         raise RuntimeError("attn_backend='flash' needs flash-attn on a CUDA device (pip install 'ettin[flash]')")
+    if name == "flash" and dtype is not None and not half:
+        raise ValueError(f"attn_backend='flash' takes fp16/bf16 tensors only, not {dtype}; use auto or sdpa (or "
+                         "train.precision=bf16)")
     if name == "cpu" and device.type != "cpu":
         raise ValueError(f"attn_backend='cpu' runs on CPU tensors only, not {device.type}; use auto, sdpa or flex")
     return name
@@ -307,24 +315,30 @@ def attend(
     *,
     causal: bool,
     reach: tuple[int, int],
-    backend: str = "sdpa",
+    backend: str = "auto",
     varlen: Varlen | None = None,
     dropout: float = 0.0,
     cache: KVCache | None = None,
     layer: int = 0,
+    flex_masks: FlexMasks | None = None,
 ) -> torch.Tensor:
     """Scaled dot-product attention over dense (B, T, h, D) or varlen (N, h, D) q/k/v; returns q's shape.
 
-    `reach` = (left, right) from `layer_reach`; for full layers it is unbounded (causal sets right = 0). `backend`
-    is a resolved name (`resolve_backend`). With `cache`, q/k/v are dense, the new tokens of this forward: k and v
-    go into the cache's slots for `layer` and q attends over every slot so far.
+    `reach` = (left, right) from `layer_reach`; for full layers it is unbounded (causal sets right = 0). `backend`:
+    "auto" or one of BACKENDS, resolved here for q's device and dtype. With `cache`, q/k/v are dense, the new tokens
+    of this forward: k and v go into the cache's slots for `layer` and q attends over every slot so far. `flex_masks`:
+    the forward's block masks for the flex backend (one per reach, built on first use; None: built for this call).
     """
+    backend = resolve_backend(backend, q.device, q.dtype)
     if cache is not None:
         return _attend_cached(q, k, v, causal, reach, backend, cache, layer)
     if backend == "flash":
         return _attend_flash(q, k, v, causal, reach, varlen, dropout)
     if backend == "flex":
-        return _attend_flex(q, k, v, causal, reach, varlen)
+        if dropout:
+            raise ValueError("the flex attention backend has no dropout on the attention probabilities "
+                             f"(attention_dropout={dropout}); use sdpa or auto")
+        return _attend_flex(q, k, v, reach, varlen, flex_masks or FlexMasks())
     if varlen is not None:
         return _attend_varlen(q, k, v, causal, reach, varlen, dropout, backend)
     qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
@@ -396,28 +410,64 @@ def _attend_flash(q, k, v, causal, reach, varlen, dropout):
     )
 
 
-def _attend_flex(q, k, v, causal, reach, varlen):
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+_FLEX_BLOCK = 128  # FlexAttention's block; on CPU, sequence lengths are padded to a multiple of it
 
-    left, right = reach
+
+class FlexMasks:
+    """The flex backend's BlockMasks of one forward, one per attention reach: built by the first layer of that reach,
+    reused by the others (building one is a pass over the (T, T) block grid; the layers share the layout). Positions
+    past the documents (padding up to `T`) form a document of their own, whose outputs are dropped."""
+
+    def __init__(self) -> None:
+        self._masks: dict[tuple, object] = {}
+
+    def get(self, reach: tuple[int, int], B: int, T: int, doc: torch.Tensor | None, device: torch.device):
+        key = (reach, B, T, None if doc is None else doc.data_ptr())
+        if key not in self._masks:
+            from torch.nn.attention.flex_attention import create_block_mask
+
+            left, right = reach
+            if doc is not None and len(doc) < T:
+                doc = torch.cat([doc, doc.new_full((T - len(doc),), -1)])
+
+            def mask_mod(b, h, qi, ki):
+                d = qi - ki
+                m = (d <= left) & (d >= -right)
+                if doc is not None:
+                    m = m & (doc[qi] == doc[ki])
+                return m
+
+            # compiled, so the (T, T) grid of the mask is never materialised (PyTorch: `_compile=True`)
+            self._masks[key] = create_block_mask(mask_mod, B, None, T, T, device=device, _compile=True)
+        return self._masks[key]
+
+
+@functools.lru_cache(maxsize=2)
+def _flex_attention(dynamic: bool | None):
+    """flex_attention compiled (PyTorch's documented use: eager flex materialises the whole score matrix). On CUDA
+    with dynamic shapes after the first recompile (the packed length changes with every batch); on CPU with static
+    shapes (torch 2.13's CPU kernel does not compile with dynamic ones), the lengths padded to a multiple of the block
+    so that few shapes occur."""
+    import torch._dynamo
+    from torch.nn.attention.flex_attention import flex_attention
+
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    return torch.compile(flex_attention, dynamic=dynamic)
+
+
+def _attend_flex(q, k, v, reach, varlen, masks: FlexMasks):
+    cpu = q.device.type == "cpu"
     if varlen is None:  # dense batch: every row its own document
         B, T = q.shape[:2]
         doc = None
         qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))  # (B, h, T, D)
     else:
-        B, T = 1, q.shape[0]
+        B, n = 1, q.shape[0]
+        T = -(-n // _FLEX_BLOCK) * _FLEX_BLOCK if cpu else n
         doc = varlen.doc_ids()
-        qt, kt, vt = (x.transpose(0, 1).unsqueeze(0) for x in (q, k, v))  # (1, h, N, D)
-
-    def mask_mod(b, h, qi, ki):
-        d = qi - ki
-        m = (d <= left) & (d >= -right)
-        if doc is not None:
-            m = m & (doc[qi] == doc[ki])
-        return m
-
-    block = create_block_mask(mask_mod, B, None, T, T, device=q.device)
-    out = flex_attention(qt, kt, vt, block_mask=block)
+        qt, kt, vt = (F.pad(x, (0, 0, 0, 0, 0, T - n)).transpose(0, 1).unsqueeze(0) for x in (q, k, v))  # (1, h, T, D)
+    block = masks.get(reach, B, T, doc, q.device)
+    out = _flex_attention(False if cpu else None)(qt, kt, vt, block_mask=block)
     if varlen is None:
         return out.transpose(1, 2)
-    return out.squeeze(0).transpose(0, 1)
+    return out.squeeze(0).transpose(0, 1)[:n]

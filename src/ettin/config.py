@@ -19,6 +19,10 @@ Objective = Literal["mlm", "clm"]
 OBJECTIVES: tuple[str, ...] = typing.get_args(Objective)  # ("mlm", "clm"): masked / causal language modelling
 ROLES = {"mlm": "encoder", "clm": "decoder"}  # an objective's display name (a model's native role)
 IGNORE_INDEX = -100  # the label of a position without a target (both objectives; as transformers and torch)
+# Settings of a run or a call, not of the architecture: a model config never holds them, and configs written before
+# they moved out (checkpoint metas, exports) load with them ignored (`ModelConfig.from_dict`).
+RUNTIME_KEYS = ("attn_backend", "loss_chunk_size")
+LOSS_CHUNK_SIZE = 1024  # tokens per chunk of the fused head + cross-entropy (fp32; twice as many in bf16)
 LAYER_TYPES = ("full_attention", "sliding_attention")
 GLOBAL_EVERY = 3  # the published layer pattern: layer i is global iff i % 3 == 0 (0, 3, 6, ...)
 # The special ids a model config carries; [CLS] doubles as BOS and [SEP] as EOS (ModernBERT, Ettin).
@@ -73,9 +77,6 @@ class ModelConfig:
     bos_token_id: int = MODERNBERT_SPECIAL["bos_token_id"]  # [CLS]; decoders use it as BOS
     eos_token_id: int = MODERNBERT_SPECIAL["eos_token_id"]  # [SEP]
     mask_token_id: int = MODERNBERT_SPECIAL["mask_token_id"]
-    # Runtime choices (not architecture): attention backend and head chunking.
-    attn_backend: str = "auto"  # auto | sdpa | cpu | flex | flash (auto: cpu on a CPU device)
-    loss_chunk_size: int = 1024  # tokens per chunk of the fused head + cross-entropy (fp32; twice as many in bf16)
     extra: dict[str, Any] = field(default_factory=dict)  # unknown HF config keys travel through export
 
     def __post_init__(self) -> None:
@@ -128,6 +129,7 @@ class ModelConfig:
         if every is not None and d.get("layer_types") is None:
             d["layer_types"] = periodic_layer_types(d.get("num_layers", cls.num_layers), every)
         names = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k not in RUNTIME_KEYS}  # how an older run ran, not what it is
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"unknown model config field(s): {unknown}")

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ettin.config import GLOBAL_EVERY, ModelConfig, global_every, periodic_layer_types
+from ettin.config import GLOBAL_EVERY, RUNTIME_KEYS, ModelConfig, global_every, periodic_layer_types
 from ettin.io import atomic_dir, is_hub_id, read_json, read_tokenizer
 from ettin.model import EttinModel
 
@@ -100,7 +100,7 @@ _OPTIONAL = ("norm_eps", "max_position_embeddings", "initializer_range", "initia
 _KNOWN = {*_REQUIRED.values(), *_OPTIONAL, *_UNSUPPORTED, "model_type", "architectures", "transformers_version",
           "layer_types", "global_attn_every_n_layers", "rope_parameters", "global_rope_theta", "local_rope_theta",
           "local_attention", "sliding_window", "pad_token_id", "bos_token_id", "eos_token_id", "cls_token_id",
-          "sep_token_id", "tie_word_embeddings", "torch_dtype", "use_cache"}
+          "sep_token_id", "tie_word_embeddings", "torch_dtype", "use_cache", *RUNTIME_KEYS}  # runtime: dropped
 
 
 def config_from_hf(d: dict[str, Any], mask_token_id: int | None = None) -> ModelConfig:
@@ -227,15 +227,13 @@ def _mask_id_from_tokenizer(folder: Path) -> int | None:
     return None
 
 
-def from_pretrained(path_or_id: str | os.PathLike, revision: str | None = None, **overrides: Any) -> EttinModel:
+def from_pretrained(path_or_id: str | os.PathLike, revision: str | None = None, **runtime: Any) -> EttinModel:
     """Our model from a Hugging Face folder or hub id (model_type modernbert -> mlm, modernbert-decoder -> clm).
 
-    `overrides` replace runtime config fields (e.g. attn_backend="flex")."""
+    `runtime`: how the model runs, `EttinModel`'s keywords (e.g. attn_backend="flex", loss_chunk_size=2048)."""
     folder = resolve_path(path_or_id, revision)
     cfg = config_from_hf(read_json(folder / "config.json"), mask_token_id=_mask_id_from_tokenizer(folder))
-    if overrides:
-        cfg = cfg.replace(**overrides)
-    model = EttinModel(cfg, init=False)
+    model = EttinModel(cfg, init=False, **runtime)
     sd = from_hf_state_dict(_load_state_dict(folder), cfg.objective)
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing or unexpected:

@@ -25,16 +25,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ettin.attention import (
+    FlexMasks,
     KVCache,
     Varlen,
     attend,
     layer_reach,
-    resolve_backend,
     rope_cos_sin,
     rope_halves,
     rope_qkv,
 )
-from ettin.config import IGNORE_INDEX, ModelConfig
+from ettin.config import IGNORE_INDEX, LOSS_CHUNK_SIZE, ModelConfig
 from ettin.losses import linear_cross_entropy
 
 
@@ -80,6 +80,7 @@ class _Context:
     def __init__(self, cfg: ModelConfig, positions: torch.Tensor, varlen: Varlen | None, backend: str,
                  cache: KVCache | None = None, weights_t: dict | None = None):
         self.cfg, self.varlen, self.backend, self.cache, self.weights_t = cfg, varlen, backend, cache, weights_t
+        self.flex_masks = FlexMasks() if backend == "flex" else None  # one block mask per reach, this forward
         theta = {"full_attention": cfg.global_rope_theta, "sliding_attention": cfg.local_rope_theta}
         tables = {t: rope_halves(*rope_cos_sin(positions, cfg.head_dim, t))
                   for t in {theta[k] for k in set(cfg.layer_types)}}
@@ -115,7 +116,7 @@ class Attention(nn.Module):
         q, k, v = rope_qkv(qkv, cos, sin, halves=True)  # each (*lead, h, D)
         drop = cfg.attention_dropout if self.training else 0.0
         out = attend(q, k, v, causal=cfg.causal, reach=self.reach, backend=ctx.backend, varlen=ctx.varlen,
-                     dropout=drop, cache=ctx.cache, layer=self.layer_idx)
+                     dropout=drop, cache=ctx.cache, layer=self.layer_idx, flex_masks=ctx.flex_masks)
         return self.out_drop(self.Wo(out.reshape(*lead, cfg.hidden_size)))
 
 
@@ -143,9 +144,15 @@ class PredictionHead(nn.Module):
 
 
 class EttinModel(nn.Module):
-    def __init__(self, config: ModelConfig, init: bool = True):
+    def __init__(self, config: ModelConfig, init: bool = True, *, attn_backend: str = "auto",
+                 loss_chunk_size: int = LOSS_CHUNK_SIZE):
+        """`attn_backend` and `loss_chunk_size` say how this instance runs, not what it is: they are attributes of
+        the instance (set them at any time), never part of `config`, a checkpoint or an export. "auto" picks the
+        attention kernel by the tensors' device and dtype (ettin.attention.resolve_backend)."""
         super().__init__()
         self.config = config
+        self.attn_backend = attn_backend
+        self.loss_chunk_size = loss_chunk_size
         self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(Block(config, i) for i in range(config.num_layers))
         self.final_norm = _norm(config)
@@ -219,12 +226,11 @@ class EttinModel(nn.Module):
         """Final-norm hidden states (B, T, H); padding positions are zeros."""
         cfg = self.config
         indices, pos, varlen = self._layout(input_ids, attention_mask, position_ids)
-        backend = resolve_backend(cfg.attn_backend, input_ids.device)
         if varlen is not None:
             x = self.embeddings(input_ids.flatten()[indices])  # (N, H)
         else:
             x = self.embeddings(input_ids)  # (B, T, H)
-        ctx = _Context(cfg, pos, varlen, backend)
+        ctx = _Context(cfg, pos, varlen, self.attn_backend)
         for block in self.layers:
             x = block(x, ctx)
         x = self.final_norm(x)
@@ -256,7 +262,7 @@ class EttinModel(nn.Module):
         keep = (flat_labels != IGNORE_INDEX).nonzero().squeeze(1)  # sparse prediction: only positions with a target
         hk, tk = h[keep], flat_labels[keep]
         loss = linear_cross_entropy(self.head(hk), self.decoder_weight, self.decoder_bias, tk,
-                                    chunk_size=self.config.loss_chunk_size)
+                                    chunk_size=self.loss_chunk_size)
         return ModelOutput(loss=loss, num_targets=int(keep.numel()))
 
     # -------------------------------------------------------------------- cached decoding
@@ -266,8 +272,7 @@ class EttinModel(nn.Module):
         `positions` (B, T) go into the slots `cache.advance` took; returns the last position's logits (B, V).
         Attention is the same `attend` as training's, with the cache. `weights`: (in, out) copies of projections,
         keyed by module (the tied decoder weight by "decoder"), which the matmuls then read instead."""
-        backend = backend or resolve_backend(self.config.attn_backend, input_ids.device)
-        ctx = _Context(self.config, positions, None, backend, cache=cache, weights_t=weights)
+        ctx = _Context(self.config, positions, None, backend or self.attn_backend, cache=cache, weights_t=weights)
         x = self.embeddings(input_ids)
         for block in self.layers:
             x = block(x, ctx)

@@ -44,8 +44,7 @@ MAX_SEQ_LEN = 1024  # the published pre-training context; longer rows on request
 RECIPES = Path(__file__).resolve().parents[3] / "recipes"  # the published peaks, in a checkout
 # model config fields the recipe sets elsewhere: the objective, the vocabulary (data.vocab_size), the RoPE thetas (the
 # phase), and how it runs (kernels, not the model). The special ids stay (training sets the tokenizer's over them).
-_NOT_OVERRIDES = {"objective", "vocab_size", "global_rope_theta", "local_rope_theta", "attn_backend",
-                  "loss_chunk_size"}
+_NOT_OVERRIDES = {"objective", "vocab_size", "global_rope_theta", "local_rope_theta"}
 
 
 @dataclass

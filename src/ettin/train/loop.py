@@ -74,21 +74,22 @@ class PhaseResult:
 
 
 def build_model(config, info: D.DistInfo, mode: str, meta_init: bool, seed: int, precision: str = "fp32",
-                activation_checkpointing: bool = False):
-    """Same seed on every rank, so every rank starts from identical weights (or shards of them)."""
+                activation_checkpointing: bool = False, **runtime):
+    """Same seed on every rank, so every rank starts from identical weights (or shards of them). `runtime`:
+    EttinModel's keywords (attn_backend, loss_chunk_size)."""
     from ettin.model import EttinModel
 
     torch.manual_seed(seed)
     if mode == "fsdp" and meta_init:
         with torch.device("meta"):
-            model = EttinModel(config)
+            model = EttinModel(config, **runtime)
         if activation_checkpointing:
             D.apply_activation_checkpointing(model)
         D.apply_fsdp(model, mixed_bf16=precision == "bf16")
         model.to_empty(device=info.device)
         model.init_weights()
         return model, model
-    model = EttinModel(config).to(info.device)
+    model = EttinModel(config, **runtime).to(info.device)
     if activation_checkpointing:
         D.apply_activation_checkpointing(model)
     return model, D.wrap(model, mode, info, precision)
@@ -177,7 +178,8 @@ def train_phase(
     config = recipe.model_config(phase, data.vocab_size, objective, data.special_ids)
     mode = D.strategy(t.distributed, info.world_size)
     model, wrapped = build_model(config, info, mode, t.meta_init, recipe.seed, t.precision,
-                                 t.activation_checkpointing)
+                                 t.activation_checkpointing, attn_backend=t.attn_backend,
+                                 loss_chunk_size=t.loss_chunk_size)
     optimizer = build_optimizer(model, t)
     schedule = pp.schedule
     step, tokens, position = 0, 0, 0  # steps and budget position in this phase; real tokens of the whole run

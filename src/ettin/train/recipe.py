@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from ettin.config import OBJECTIVES, SIZES, ModelConfig
+from ettin.config import LOSS_CHUNK_SIZE, OBJECTIVES, RUNTIME_KEYS, SIZES, ModelConfig
 from ettin.data.holdout import HOLDOUT_FRACTION
 from ettin.data.ready import unusable_keys
 from ettin.data.synthetic import SYNTHETIC_SPECIAL
@@ -69,7 +69,7 @@ def parse_tokens(value: Any) -> int:
 @dataclass
 class ModelSection:
     size: str = "tiny"  # a preset name from ettin.config (17m ... 1b, tiny, demo)
-    overrides: dict[str, Any] = field(default_factory=dict)  # any ModelConfig field, e.g. attn_backend
+    overrides: dict[str, Any] = field(default_factory=dict)  # any ModelConfig field, e.g. attention_output_dropout
     # a local checkpoint folder (meta.json) or Hugging Face folder (config.json) to start phase 1 from
     # (cross-objective); checked to exist before training (ettin.train.preflight), never fetched from the hub
     init_from: str | None = None
@@ -106,6 +106,10 @@ class TrainSection:
     micro_batch_size: int = 8  # sequences per forward on one rank (gradient accumulation fills the rest)
     batch_size_warmup_tokens: int = 0  # published value, recorded; see docs/training.md (not applied)
     cpu_threads: int = 0  # torch intra-op threads on CPU (0: torch's default); 1 is fastest on a busy machine
+    # how the model runs, not what it is (never stored in checkpoints): the attention kernel, auto | sdpa | cpu |
+    # flex | flash (auto: by device and dtype, ettin.attention.resolve_backend), and the fused loss's chunk
+    attn_backend: str = "auto"
+    loss_chunk_size: int = LOSS_CHUNK_SIZE
     # background processes that build batches ahead (None: 1 on a CPU, up to 4 a rank on a GPU host; 0: none)
     data_workers: int | None = None
     precision: str = "fp32"  # fp32 | bf16 (autocast; weights and optimizer stay fp32)
@@ -445,6 +449,9 @@ def validate(r: Recipe) -> None:
     s = r.source_file
     _check(r.objective in OBJECTIVES, s, "objective", f"must be one of {OBJECTIVES}, got {r.objective!r}")
     _check(r.model.size in SIZES, s, "model.size", f"unknown size {r.model.size!r}; known: {', '.join(SIZES)}")
+    runtime = sorted(set(r.model.overrides) & set(RUNTIME_KEYS))
+    _check(not runtime, s, f"model.overrides.{runtime[0] if runtime else ''}",
+           f"how the model runs, not the architecture: set train.{runtime[0] if runtime else ''} instead")
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     bad = sorted(set(r.model.overrides) - fields)
     _check(not bad, s, "model.overrides", f"unknown model config field(s) {bad}")
@@ -469,6 +476,11 @@ def validate(r: Recipe) -> None:
     _check(t.nan_policy in ("stop", "skip"), s, "train.nan_policy", f"stop or skip, got {t.nan_policy!r}")
     _check(t.log_every > 0, s, "train.log_every", "must be positive")
     _check(t.data_workers is None or t.data_workers >= 0, s, "train.data_workers", "must be >= 0 (or null: auto)")
+    from ettin.attention import BACKENDS
+
+    _check(t.attn_backend in ("auto", *BACKENDS), s, "train.attn_backend",
+           f"auto or one of {BACKENDS}, got {t.attn_backend!r}")
+    _check(t.loss_chunk_size > 0, s, "train.loss_chunk_size", "must be positive")
     _check(t.keep_checkpoints >= 0, s, "train.keep_checkpoints", "must be >= 0 (0 keeps all)")
     _check(t.token_unit in TOKEN_UNITS, s, "train.token_unit", f"one of {TOKEN_UNITS}, got {t.token_unit!r}")
     _check(bool(r.phases), s, "phases", "a recipe needs at least one phase")

@@ -29,7 +29,7 @@ def unknown_key(key: str, raw: dict[str, Any]) -> str | None:
     """Why `key` (dotted, as an override names it) is not a recipe setting, with the nearest one; None when it is.
     `raw`: the recipe as read (phases named by index or name). Mappings of free keys (data.mixtures, data.vars) take
     any key; model.overrides takes the fields of ettin.config.ModelConfig."""
-    from ettin.config import ModelConfig
+    from ettin.config import RUNTIME_KEYS, ModelConfig
     from ettin.train.recipe import Recipe
 
     parts = key.split(".")
@@ -48,6 +48,8 @@ def unknown_key(key: str, raw: dict[str, Any]) -> str | None:
             fields = _fields(node)
             if node is ModelConfig:
                 fields = {f.name: f.type for f in dataclasses.fields(ModelConfig)}
+                if part in RUNTIME_KEYS:
+                    return f"{where}.{part}: how the model runs, not the architecture: set train.{part} instead"
             if part not in fields:
                 return _suggest(f"{where} has no field {part!r}", part, list(fields), done, ", ".join(fields))
             node = _unwrap(fields[part])

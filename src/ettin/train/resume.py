@@ -47,7 +47,8 @@ OPERATIONAL = {
     "train.save_every_tokens", "train.keep_checkpoints", "train.log_every", "train.peak_flops",
     "train.tensorboard", "train.wandb", "train.progress", "train.batch_size_warmup_tokens", "train.data_workers",
     "train.precision",  # bf16 autocast or fp32 matmuls: weights and optimizer stay fp32 either way
-    "model.overrides.attn_backend", "model.overrides.loss_chunk_size",  # kernels, not the model
+    "train.attn_backend", "train.loss_chunk_size",  # kernels, not the model
+    "model.overrides.attn_backend", "model.overrides.loss_chunk_size",  # where runs before the move kept them
     "phases.*.micro_batch_size",
 }
 # keys of the phase being trained that may change when the steps already trained keep their learning rates
