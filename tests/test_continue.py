@@ -104,7 +104,7 @@ def test_objectives_decoder_and_mntp(tiny, tmp_path, capsys):
     base = ["--data", str(tiny.notes), "--field", "body", "--out", str(tmp_path / "x"), *FAST, "--plan"]
     assert main(["continue", str(tiny.runs["clm"]), *base]) == 0  # a run folder: its newest checkpoint
     plan = json.loads(capsys.readouterr().out)
-    assert plan["objective"] == "clm" and not plan["mntp"] and plan["phases"][0]["mlm_probability"] is None
+    assert plan["objective"] == "clm" and not plan["mntp"] and plan["phases"][0]["mlm_probability"] == 0.0
     assert plan["model"]["init_from"] == str(tiny.ckpt["clm"])
     assert main(["continue", str(tiny.hf["clm"]), *base, "--mntp"]) == 0  # a decoder continued as an MNTP encoder
     plan = json.loads(capsys.readouterr().out)
