@@ -14,8 +14,8 @@ from ettin.data.mixture import (
     MixtureSource,
     load_mixture,
     mixture_from_dict,
-    permute,
 )
+from ettin.data.keyed import permute
 
 PRESETS = Path(__file__).resolve().parents[1] / "recipes" / "data"
 PUBLISHED = {  # reference section 4: phase -> (sources, total billions of tokens)

@@ -179,7 +179,7 @@ def select_and_replace(
     draws = np.empty((batch, 2, length))
     picks = np.empty((batch, length), dtype=np.int64)
     for b, rng in enumerate(rngs):
-        draws[b] = rng.random((2, length))
+        rng.random(out=draws[b])  # the same stream as rng.random((2, length)), without a temporary
         picks[b] = rng.integers(0, len(pool), length)
     maskable = (framed.segment >= 0) & ~np.isin(ids, special.special_ids)
     selected = maskable & (draws[:, 0] < rate)

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ettin.data.keyed import splitmix64
 from ettin.io import atomic_dir
 
 INDEX_VERSION = 1
@@ -133,10 +134,7 @@ class InstanceIndex:
 def _hash_u64(seed: int, values: np.ndarray) -> np.ndarray:
     """splitmix64 of (seed, value): a cheap deterministic per-document random number."""
     with np.errstate(over="ignore"):
-        x = values.astype(np.uint64) + np.uint64((seed * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return x ^ (x >> np.uint64(31))
+        return splitmix64(values.astype(np.uint64) + np.uint64((seed * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF))
 
 
 def chunk_document(n: int, doc: int, seq_len: int, cfg: InstanceConfig) -> tuple[list[tuple[int, int]], dict]:

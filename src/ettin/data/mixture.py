@@ -30,7 +30,6 @@ Paths expand `${VAR}` and `${VAR:-default}` and are relative to the current dire
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import re
@@ -41,6 +40,7 @@ import numpy as np
 import yaml
 
 from ettin.data.instances import InstanceConfig
+from ettin.data.keyed import derive_key, permute
 
 WEIGHT_KINDS = ("weight", "percent", "tokens")
 _SOURCE_KEYS = {"name", "path", "subset", "raw", "hub", "notes", *WEIGHT_KINDS}
@@ -237,51 +237,12 @@ def mixture_from_dict(data: object, file: str = "<dict>", lines: dict[str, int] 
     )
 
 
-# --------------------------------------------------------------------------------- keyed permutations
-
-
-def derive_key(*parts: object) -> int:
-    """A 64-bit key from any printable parts (seed, phase, purpose, ...)."""
-    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-def permute(x: np.ndarray, n: int, key: int, rounds: int = 6) -> np.ndarray:
-    """A keyed bijection of [0, n) applied to x (values < n): Feistel network on the next even power of
-    two, cycle-walking until the image falls back inside [0, n). O(1) memory; vectorised."""
-    x = np.asarray(x, dtype=np.uint64)
-    if n <= 1:
-        return x.copy()
-    bits = max(2, (n - 1).bit_length())
-    half = (bits + 1) // 2
-    mask = np.uint64((1 << half) - 1)
-    keys = [np.uint64((key + (r + 1) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF) for r in range(rounds)]
-    out = x.copy()
-    todo = np.arange(len(x))
-    cur = x.copy()
-    with np.errstate(over="ignore"):
-        while len(todo):
-            left, right = cur >> np.uint64(half), cur & mask
-            for k in keys:
-                left, right = right, left ^ (_mix(right ^ k) & mask)
-            cur = (left << np.uint64(half)) | right
-            inside = cur < np.uint64(n)
-            out[todo[inside]] = cur[inside]
-            todo, cur = todo[~inside], cur[~inside]
-    return out
-
-
 # ------------------------------------------------------------------------------------------ the plan
 
 
-TABLE_MAX = 1 << 22  # sources up to this many instances keep their permutation as a table (32 MB at most)
-TABLES_KEPT = 16  # (source, epoch) tables kept, oldest dropped first
+TABLE_MAX = 1 << 22  # permutations up to this size (a source's instances, a mixture epoch's draws) are kept as
+# tables (32 MB at most each)
+TABLES_KEPT = 16  # (mixture or source, epoch) tables kept, oldest dropped first
 
 
 class MixturePlan:
@@ -306,7 +267,7 @@ class MixturePlan:
         self.starts = np.concatenate([[0], np.cumsum(self.draws)]).astype(np.int64)  # (S + 1,)
         self.total = int(self.starts[-1])  # draws per mixture epoch
         self.epochs_per_source = self.draws / self.instances  # > 1 = upsampled
-        self._tables: dict[tuple[int, int], np.ndarray] = {}  # (source, epoch) -> its whole permutation
+        self._tables: dict[tuple, np.ndarray] = {}  # ("mix", epoch) | ("source", s, epoch) -> a whole permutation
 
     def lookup(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Phase positions (int64, >= 0) -> (source index, instance index within that source)."""
@@ -316,10 +277,7 @@ class MixturePlan:
         epoch = positions // self.total
         for e in np.unique(epoch):
             sel = np.nonzero(epoch == e)[0]
-            draw = permute(
-                positions[sel] % self.total, self.total, derive_key(self.seed, self.phase, "mix", e)
-            )
-            draw = draw.astype(np.int64)
+            draw = self._mixture_order(int(e), positions[sel] % self.total)
             s = np.searchsorted(self.starts, draw, side="right") - 1
             k = int(e) * self.draws[s] + (draw - self.starts[s])  # k-th draw of source s in this phase
             n = self.instances[s]
@@ -330,19 +288,27 @@ class MixturePlan:
             source[sel] = s
         return source, instance
 
-    def _source_order(self, source: int, epoch: int, draws: np.ndarray) -> np.ndarray:
-        """The instances of `source` at its draws `draws` of its epoch `epoch`: the keyed permutation, read from a
-        table when the source is small enough to keep one (the same values, without the per-call cycle walking)."""
-        n = int(self.instances[source])
-        key = derive_key(self.seed, self.phase, "source", self.mixture.sources[source].name, epoch)
+    def _mixture_order(self, epoch: int, slots: np.ndarray) -> np.ndarray:
+        """The draws at `slots` of mixture epoch `epoch`: the keyed permutation of [0, total), read from a table when
+        the epoch is small enough to keep one (the same values)."""
+        key = derive_key(self.seed, self.phase, "mix", epoch)
+        return self._order(("mix", epoch), self.total, key, slots)
+
+    def _order(self, name: tuple, n: int, key: int, at: np.ndarray) -> np.ndarray:
         if n > TABLE_MAX:
-            return permute(draws, n, key).astype(np.int64)
-        table = self._tables.get((source, epoch))
+            return permute(at, n, key).astype(np.int64)
+        table = self._tables.get(name)
         if table is None:
             if len(self._tables) >= TABLES_KEPT:
                 self._tables.pop(next(iter(self._tables)))
-            table = self._tables[source, epoch] = permute(np.arange(n), n, key).astype(np.int64)
-        return table[draws]
+            table = self._tables[name] = permute(np.arange(n), n, key).astype(np.int64)
+        return table[at]
+
+    def _source_order(self, source: int, epoch: int, draws: np.ndarray) -> np.ndarray:
+        """The instances of `source` at its draws `draws` of its epoch `epoch`: the keyed permutation, read from a
+        table when the source is small enough to keep one (the same values, without the per-call cycle walking)."""
+        key = derive_key(self.seed, self.phase, "source", self.mixture.sources[source].name, epoch)
+        return self._order(("source", source, epoch), int(self.instances[source]), key, draws)
 
     def summary(self) -> list[dict]:
         return [

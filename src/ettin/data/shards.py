@@ -192,7 +192,9 @@ class TokenDataset:
         self._tokens: list[np.ndarray] = []
         self._offsets: list[np.ndarray] = []
         for shard in self.shards:
-            tokens = np.load(self.path / shard.tokens_file, mmap_mode="r")
+            # A plain ndarray view of the memory map: the same pages, without np.memmap's per-slice overhead
+            # (a third of a batch's reads); the view keeps the map open.
+            tokens = np.load(self.path / shard.tokens_file, mmap_mode="r").view(np.ndarray)
             offsets = np.load(self.path / shard.offsets_file)
             if len(offsets) != shard.documents + 1 or not int(offsets[-1]) == len(tokens) == shard.num_tokens:
                 raise ValueError(f"{self.path / shard.tokens_file}: size does not match the manifest")
