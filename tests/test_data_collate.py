@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ettin.data.collate import IGNORE, SpecialTokens, collate, frame, row_generator
+from ettin.data.collate import IGNORE, SpecialTokens, collate, frame, row_keys
 
 SPECIAL = SpecialTokens(cls_id=1, sep_id=2, pad_id=0, mask_id=3, num_tokens=100, special_ids=(4,))
 CONTENT = (5, 100)  # ids a document may hold
@@ -36,8 +36,8 @@ def segments_strategy(seq_len):
     return rows()
 
 
-def rngs_for(n, step=0):
-    return [row_generator(0, "test", step, r) for r in range(n)]
+def keys_for(n, step=0):
+    return row_keys(0, "test", step, np.arange(n))
 
 
 @settings(max_examples=50, deadline=None)
@@ -49,7 +49,7 @@ def rngs_for(n, step=0):
 def test_masking_invariants(rows, rate, objective):
     framed = frame(rows, 40, objective, SPECIAL, packed=True)
     original = torch.from_numpy(framed.input_ids)
-    out = collate(framed, objective, SPECIAL, rngs_for(len(rows)), rate)
+    out = collate(framed, objective, SPECIAL, keys_for(len(rows)), rate)
     ids, labels = out["input_ids"], out["labels"]
     special = torch.isin(original, torch.tensor(SPECIAL.special_ids))
     changed = ids != original
@@ -75,7 +75,7 @@ def test_masking_rate_and_80_10_10_split():
     rows = [[(rng.integers(*CONTENT, size=510).astype(np.uint16), True)] for _ in range(64)]
     for rate in (0.3, 0.15):
         framed = frame(rows, 512, "mlm", SPECIAL, packed=False)
-        out = collate(framed, "mlm", SPECIAL, rngs_for(64, step=int(rate * 100)), rate)
+        out = collate(framed, "mlm", SPECIAL, keys_for(64, step=int(rate * 100)), rate)
         original = torch.from_numpy(framed.input_ids)
         selected = out["labels"] != IGNORE
         maskable = 64 * 510
@@ -88,6 +88,28 @@ def test_masking_rate_and_80_10_10_split():
         assert as_mask == pytest.approx(0.8, abs=0.02)
         assert kept == pytest.approx(0.1 + 0.1 / 95, abs=0.015)  # a random draw may hit the original
         assert randomised == pytest.approx(0.1 - 0.1 / 95, abs=0.015)
+
+
+def test_masking_noise_is_uniform_and_independent_of_the_token():
+    """The counter-based noise: random replacements spread evenly over the pool (chi-square), the selection does
+    not depend on the position in the row or on the token there, and neighbours are selected independently."""
+    from scipy import stats
+
+    rows = [[(np.full(1022, 50 + b % 2, dtype=np.uint16), True)] for b in range(256)]
+    framed = frame(rows, 1024, "mlm", SPECIAL, packed=False)
+    out = collate(framed, "mlm", SPECIAL, keys_for(256), 0.3)
+    ids, selected = out["input_ids"].numpy(), (out["labels"] != IGNORE).numpy()
+    pool = SPECIAL.replacement_ids()
+    replaced = ids[selected & (ids != SPECIAL.mask_id) & (ids != framed.input_ids)]
+    counts = np.bincount(np.searchsorted(pool, replaced), minlength=len(pool))
+    counts = np.delete(counts, np.searchsorted(pool, [50, 51]))  # a draw of the original token counts as kept
+    assert stats.chisquare(counts).pvalue > 1e-3
+    content = selected[:, 1:1023]
+    halves = content[:, :511].mean(), content[:, 511:].mean()
+    assert all(h == pytest.approx(0.3, abs=0.005) for h in halves)  # 130k positions each: ~4 sigma
+    assert content[0::2].mean() == pytest.approx(content[1::2].mean(), abs=0.006)  # token 50 rows vs token 51
+    both = (content[:, :-1] & content[:, 1:]).mean()
+    assert both == pytest.approx(0.09, abs=0.003)  # P(t and t + 1 selected) = 0.3^2
 
 
 @settings(max_examples=50, deadline=None)
@@ -113,7 +135,7 @@ def test_clm_labels_shift_within_documents_only(rows):
 @given(rows=segments_strategy(48), objective=st.sampled_from(["mlm", "clm", "mntp"]))
 def test_packed_position_ids_restart_at_every_document(rows, objective):
     framed = frame(rows, 48, objective, SPECIAL, packed=True)
-    out = collate(framed, objective, SPECIAL, rngs_for(len(rows)), 0.3)
+    out = collate(framed, objective, SPECIAL, keys_for(len(rows)), 0.3)
     pos = out["position_ids"]
     for b in range(len(rows)):
         seg = framed.segment[b]
@@ -130,7 +152,7 @@ def test_encoder_framing_always_ends_with_sep_and_unpacked_rows_have_no_position
     for objective in ("mlm", "mntp"):
         framed = frame(rows, 8, objective, SPECIAL, packed=False)
         assert framed.input_ids[0].tolist() == [1, 7, 8, 9, 2, 0, 0, 0]
-        assert "position_ids" not in collate(framed, objective, SPECIAL, rngs_for(1), 0.3)
+        assert "position_ids" not in collate(framed, objective, SPECIAL, keys_for(1), 0.3)
     assert frame(rows, 8, "clm", SPECIAL, packed=False).input_ids[0].tolist() == [1, 7, 8, 9, 0, 0, 0, 0]
     with pytest.raises(ValueError, match="do not fit"):
         frame(rows, 4, "mlm", SPECIAL, packed=False)
@@ -139,13 +161,13 @@ def test_encoder_framing_always_ends_with_sep_and_unpacked_rows_have_no_position
 def test_masks_are_keyed_by_row_not_by_batch_position():
     rng = np.random.default_rng(1)
     rows = [[(rng.integers(*CONTENT, size=30).astype(np.uint16), True)] for _ in range(4)]
-    full = collate(frame(rows, 32, "mlm", SPECIAL, False), "mlm", SPECIAL, rngs_for(4), 0.3)
-    # rows 1 and 3 alone (a rank of a 2-process run) with their own row generators: same result
-    part_rngs = [row_generator(0, "test", 0, r) for r in (1, 3)]
-    part = collate(frame([rows[1], rows[3]], 32, "mlm", SPECIAL, False), "mlm", SPECIAL, part_rngs, 0.3)
+    full = collate(frame(rows, 32, "mlm", SPECIAL, False), "mlm", SPECIAL, keys_for(4), 0.3)
+    # rows 1 and 3 alone (a rank of a 2-process run) with their own row keys: same result
+    part_keys = row_keys(0, "test", 0, np.array([1, 3]))
+    part = collate(frame([rows[1], rows[3]], 32, "mlm", SPECIAL, False), "mlm", SPECIAL, part_keys, 0.3)
     assert torch.equal(part["input_ids"], full["input_ids"][[1, 3]])
     assert torch.equal(part["labels"], full["labels"][[1, 3]])
-    other_step = collate(frame(rows, 32, "mlm", SPECIAL, False), "mlm", SPECIAL, rngs_for(4, step=1), 0.3)
+    other_step = collate(frame(rows, 32, "mlm", SPECIAL, False), "mlm", SPECIAL, keys_for(4, step=1), 0.3)
     assert not torch.equal(other_step["labels"], full["labels"])
 
 
@@ -180,4 +202,4 @@ def test_special_tokens_from_a_mapping_and_errors():
     with pytest.raises(ValueError, match=r"\[MASK\]"):
         SpecialTokens.coerce(dict(cls_id=1, sep_id=2, pad_id=0, vocab_size=10))
     with pytest.raises(ValueError, match="mlm_probability"):
-        collate(frame([[(np.array([5]), True)]], 4, "mlm", SPECIAL, False), "mlm", SPECIAL, rngs_for(1), 1.5)
+        collate(frame([[(np.array([5]), True)]], 4, "mlm", SPECIAL, False), "mlm", SPECIAL, keys_for(1), 1.5)

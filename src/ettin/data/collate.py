@@ -17,19 +17,21 @@ Objectives (labels are ALIGNED targets, -100 = ignore, as the model contract say
   mntp: masked next-token prediction (LLM2Vec): selection and replacement as mlm, but the label of a
         selected position i sits at i - 1 (predicted from the previous position, causal-style);
         -100 elsewhere. Position 0 of a segment is [CLS], never selected, so i - 1 stays inside it.
-Randomness comes from one generator per *global row*, keyed by (seed, phase, step, row): the masks do
-not depend on the rank, the world size or the worker that builds the row, and a resumed run redraws
-exactly the same ones.
+Randomness comes from one key per *global row*, derived from (seed, phase, step, row) (`row_keys`), and a
+counter-based stream of it (`select_and_replace`): the masks do not depend on the rank, the world size or the
+worker that builds the row, and a resumed run redraws exactly the same ones.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ettin import config
+from ettin.data.keyed import derive_key, stream
 
 OBJECTIVES = (*config.OBJECTIVES, "mntp")  # the models' objectives, and mntp (an mlm model on shifted labels)
 IGNORE = config.IGNORE_INDEX
@@ -156,38 +158,55 @@ def frame(
     return Framed(ids, segment, positions, packed)
 
 
-def row_generator(seed: int, phase: str, step: int, row: int) -> np.random.Generator:
-    """The generator of one global row of one step (counter-based Philox: cheap to create)."""
-    from ettin.data.mixture import derive_key
+def row_keys(seed: int, phase: str, step: int, rows: np.ndarray) -> np.ndarray:
+    """The masking keys of global rows `rows` of batch `step`: (len(rows),) uint64, output `row` of the step's
+    SplitMix64 stream, so a row's key depends on its global index only, never on the rank or batch around it."""
+    step_key = np.array([derive_key(seed, phase, "collate", step)], dtype=np.uint64)
+    return stream(step_key, np.asarray(rows, dtype=np.int64).astype(np.uint64))
 
-    return np.random.Generator(np.random.Philox(key=derive_key(seed, phase, "collate", step, row)))
+
+def _below(p: float) -> np.uint64:
+    """The uint32 threshold t with P(u < t) = p for a uniform 32-bit u (rounded up to the next 2^-32)."""
+    return np.uint64(math.ceil(p * 2**32))
+
+
+_LOW32, _SHIFT32 = np.uint64(0xFFFFFFFF), np.uint64(32)
 
 
 def select_and_replace(
     framed: Framed,
     rate: float,
-    rngs: list[np.random.Generator],
+    keys: np.ndarray,
     special: SpecialTokens,
     replacement_ids: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """BERT masking: -> (corrupted input_ids, selected mask), both (B, T)."""
+    """BERT masking: -> (corrupted input_ids, selected mask), both (B, T).
+
+    Row b's noise is the SplitMix64 stream of keys[b] (`ettin.data.keyed`): output t (t < T) decides position t,
+    its high 32 bits whether it is selected (< rate) and its low 32 bits how it is corrupted (< 0.8 [MASK],
+    < 0.9 a random token, else kept); output T + t picks position t's random token from the pool (multiply-shift
+    of its high 32 bits). Vectorised over the batch: no generator objects, a third of the cost of drawing from
+    one numpy Generator per row."""
     if not 0.0 <= rate < 1.0:
         raise ValueError(f"mlm_probability must be in [0, 1), got {rate}")
     ids = framed.input_ids
     batch, length = ids.shape
+    keys = np.asarray(keys, dtype=np.uint64)
+    if keys.shape != (batch,):
+        raise ValueError(f"mlm/mntp collation needs one key per row: {batch} rows, keys of shape {keys.shape}")
     pool = special.replacement_ids() if replacement_ids is None else replacement_ids
-    draws = np.empty((batch, 2, length))
-    picks = np.empty((batch, length), dtype=np.int64)
-    for b, rng in enumerate(rngs):
-        rng.random(out=draws[b])  # the same stream as rng.random((2, length)), without a temporary
-        picks[b] = rng.integers(0, len(pool), length)
+    noise = stream(keys[:, None], np.arange(length, dtype=np.uint64))  # (B, T)
     maskable = (framed.segment >= 0) & ~np.isin(ids, special.special_ids)
-    selected = maskable & (draws[:, 0] < rate)
-    how = draws[:, 1]
+    selected = maskable & ((noise >> _SHIFT32) < _below(rate))
+    how = np.bitwise_and(noise, _LOW32, out=noise)
+    as_mask = selected & (how < _below(0.8))
+    random_tok = selected & ~as_mask & (how < _below(0.9))
     out = ids.copy()
-    out[selected & (how < 0.8)] = special.mask_id
-    random_tok = selected & (how >= 0.8) & (how < 0.9)
-    out[random_tok] = pool[picks[random_tok]]
+    out[as_mask] = special.mask_id
+    r, t = np.nonzero(random_tok)
+    if len(r):
+        draw = stream(keys[r], (length + t).astype(np.uint64)) >> _SHIFT32  # uniform in [0, 2^32)
+        out[r, t] = pool[(draw * np.uint64(len(pool))) >> _SHIFT32]  # < 2^64: no wrap
     return out, selected
 
 
@@ -203,7 +222,7 @@ def collate(
     framed: Framed,
     objective: str,
     special: SpecialTokens,
-    rngs: list[np.random.Generator] | None = None,
+    keys: np.ndarray | None = None,
     mlm_probability: float = 0.3,
     replacement_ids: np.ndarray | None = None,
 ) -> dict[str, torch.Tensor]:
@@ -211,9 +230,9 @@ def collate(
     if objective == "clm":
         input_ids, labels = framed.input_ids, clm_labels(framed)
     elif objective in ("mlm", "mntp"):
-        if rngs is None or len(rngs) != len(framed.input_ids):
-            raise ValueError("mlm/mntp collation needs one generator per row")
-        input_ids, selected = select_and_replace(framed, mlm_probability, rngs, special, replacement_ids)
+        if keys is None:
+            raise ValueError("mlm/mntp collation needs one key per row (`row_keys`)")
+        input_ids, selected = select_and_replace(framed, mlm_probability, keys, special, replacement_ids)
         original = framed.input_ids
         if objective == "mlm":
             labels = np.where(selected, original, IGNORE)

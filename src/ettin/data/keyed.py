@@ -3,7 +3,7 @@ the same ones without carrying generator state.
 
   derive_key(*parts)        a 64-bit key from printable parts (seed, phase, purpose, step, ...)
   splitmix64(x)             SplitMix64's output function (a 64-bit bijective mixer), vectorised
-  stream(keys, at)          output `at` of the SplitMix64 stream seeded by each key: (B,) keys x (T,) indices
+  stream(keys, at)          output `at` of the SplitMix64 stream seeded by each key (broadcast)
   permute(x, n, key)        a keyed bijection of [0, n): a Feistel network with cycle walking
 
 SplitMix64 (Steele, Lea and Flood, "Fast splittable pseudorandom number generators", OOPSLA 2014) is the
@@ -39,9 +39,10 @@ def splitmix64(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 
 
 def stream(keys: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """uint64 outputs `at` (T,) of the SplitMix64 streams seeded by `keys` (B,): (B, T)."""
+    """uint64 output `at` of the SplitMix64 stream seeded by `key`, for `keys` and `at` broadcast together
+    (keys[:, None] and a (T,) `at`: (B, T))."""
     with np.errstate(over="ignore"):
-        state = np.asarray(keys, dtype=np.uint64)[:, None] + (np.asarray(at, dtype=np.uint64) + np.uint64(1)) * GOLDEN
+        state = np.asarray(keys, dtype=np.uint64) + (np.asarray(at, dtype=np.uint64) + np.uint64(1)) * GOLDEN
     return splitmix64(state, out=state)
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ettin.data.collate import OBJECTIVES, SpecialTokens, collate, frame, row_generator
+from ettin.data.collate import OBJECTIVES, SpecialTokens, collate, frame, row_keys
 from ettin.data.instances import InstanceConfig, InstanceIndex, load_or_build_index
 from ettin.data.mixture import Mixture, MixtureError, MixturePlan, load_mixture, mixture_from_dict
 
@@ -236,10 +236,8 @@ class PhaseLoader:
             self.special,
             self.packed,
         )
-        rngs = None
-        if self.objective != "clm":
-            rngs = [row_generator(self.seed, self.phase, step, int(r)) for r in rows]
-        return collate(framed, self.objective, self.special, rngs, self.mlm_probability, self._pool)
+        keys = None if self.objective == "clm" else row_keys(self.seed, self.phase, step, rows)
+        return collate(framed, self.objective, self.special, keys, self.mlm_probability, self._pool)
 
     def data_position(self, step: int) -> dict:
         """What a checkpoint records to resume this loader exactly (the next step to read)."""

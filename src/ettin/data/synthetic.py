@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ettin.config import special_token_ids
-from ettin.data.collate import SpecialTokens, collate, frame
+from ettin.data.collate import SpecialTokens, collate, frame, row_keys
 
 SYNTHETIC_SPECIAL = special_token_ids(pad=0, cls=1, sep=2, mask=3)
 _FIRST_CONTENT = 4
@@ -45,9 +45,8 @@ class SyntheticSource:
         self.special = SpecialTokens(cls_id=s["bos_token_id"], sep_id=s["eos_token_id"], pad_id=s["pad_token_id"],
                                      mask_id=s["mask_token_id"], num_tokens=self.vocab_size)
 
-    def row(self, step: int, row: int) -> tuple[np.random.Generator, np.ndarray]:
-        """Global row `row` of batch `step`: its generator (masking continues it) and its seq_len - 1 content
-        tokens, the same for every objective."""
+    def row(self, step: int, row: int) -> np.ndarray:
+        """Global row `row` of batch `step`: its seq_len - 1 content tokens, the same for every objective."""
         key = int.from_bytes(hashlib.sha256(f"{self.seed}/{self.phase}/{step}/{row}".encode()).digest()[:8], "little")
         rng = np.random.default_rng(key)
         span = self.vocab_size - _FIRST_CONTENT
@@ -55,16 +54,16 @@ class SyntheticSource:
         walk = (int(rng.integers(common)) + 3 * np.arange(self.seq_len)) % common  # a predictable stride
         noise = rng.random(self.seq_len) < 0.1  # ... with 10% random tokens
         ids = _FIRST_CONTENT + np.where(noise, rng.integers(span, size=self.seq_len), walk)
-        return rng, ids[1:]  # position 0 is the row's [CLS]
+        return ids[1:]  # position 0 is the row's [CLS]
 
     def batch(self, step: int) -> dict[str, torch.Tensor]:
         # rank r of w takes global rows r, r + w, r + 2w, ...: the rule of every source (ettin.data.loader)
-        drawn = [self.row(step, r) for r in range(self.rank, self.global_batch_size, self.world_size)]
+        rows = np.arange(self.rank, self.global_batch_size, self.world_size)
         keep = self.seq_len - (1 if self.objective == "clm" else 2)  # room for [CLS] (and [SEP])
-        framed = frame([[(tokens[:keep], False)] for _, tokens in drawn], self.seq_len, self.objective,
+        framed = frame([[(self.row(step, int(r))[:keep], False)] for r in rows], self.seq_len, self.objective,
                        self.special, packed=False)
-        rngs = None if self.objective == "clm" else [rng for rng, _ in drawn]
-        return collate(framed, self.objective, self.special, rngs, self.mlm_probability)
+        keys = None if self.objective == "clm" else row_keys(self.seed, self.phase, step, rows)
+        return collate(framed, self.objective, self.special, keys, self.mlm_probability)
 
     def global_tokens(self, step: int) -> int:
         """Real tokens of global batch `step`: every row is full."""
@@ -81,5 +80,5 @@ class SyntheticSource:
         ).encode())
         for step in range(min(num_steps, max(1, FINGERPRINT_ROWS // self.global_batch_size))):
             for r in range(self.global_batch_size):
-                digest.update(self.row(step, r)[1].tobytes())
+                digest.update(self.row(step, r).tobytes())
         return digest.hexdigest()

@@ -82,7 +82,7 @@ def held_out_rows(recipe, phase, max_tokens: int = HELD_OUT_TOKENS) -> HeldOut:
 def score(model, held: HeldOut, tokenizer, collate_as: str, seq_len: int, mlm_probability: float, seed: int,
           device: torch.device | str = "cpu") -> dict:
     """{"loss": mean NLL (nats) of the predicted positions, "perplexity", "predicted": their count}."""
-    from ettin.data.collate import SpecialTokens, collate, frame, row_generator
+    from ettin.data.collate import SpecialTokens, collate, frame, row_keys
 
     special = SpecialTokens.coerce(tokenizer)
     was_training = model.training
@@ -91,9 +91,8 @@ def score(model, held: HeldOut, tokenizer, collate_as: str, seq_len: int, mlm_pr
     for first in range(0, len(held.rows), SCORE_ROWS):
         rows = held.rows[first : first + SCORE_ROWS]
         framed = frame(rows, seq_len, collate_as, special, packed=False)
-        rngs = None if collate_as == "clm" else [row_generator(seed, "held-out", 0, first + r)
-                                                  for r in range(len(rows))]
-        batch = collate(framed, collate_as, special, rngs, mlm_probability)
+        keys = None if collate_as == "clm" else row_keys(seed, "held-out", 0, np.arange(first, first + len(rows)))
+        batch = collate(framed, collate_as, special, keys, mlm_probability)
         n = int((batch["labels"] != IGNORE_INDEX).sum())
         if n == 0:
             continue
