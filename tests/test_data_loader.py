@@ -124,11 +124,11 @@ def test_resume_anywhere_without_replay(prepared, tokenizer):
     assert resumed.data_position(251)["next_position"] == 251 * 8
 
 
-def test_background_workers_do_not_change_the_order_or_the_global_rng(prepared, tokenizer):
+def test_background_workers_do_not_change_the_order_or_the_global_rng_and_hand_over_copies(prepared, tokenizer):
     loader = make(prepared, tokenizer, "mlm", "pack")
     state = torch.get_rng_state()
     stream = step_batches(loader, start_step=5, workers=2, prefetch=2)
-    batches = [next(stream) for _ in range(5)]
+    batches = [next(stream) for _ in range(20)]  # kept: more than the workers' shared-memory slots
     stream.close()  # stops the workers
     assert torch.equal(torch.get_rng_state(), state)  # dropout's generator is left alone (bitwise resume)
     for i, (batch, real) in enumerate(batches):

@@ -284,11 +284,14 @@ def step_batches(source, start_step: int = 0, workers: int = 1, pin_memory: bool
     iterating when done (closing the generator stops the workers). The DataLoader gets its own generator, so
     starting one does not draw from torch's global generator (which dropout draws from: resume stays bitwise)."""
     loader = torch.utils.data.DataLoader(
-        _Steps(source), batch_size=None, sampler=_From(start_step), num_workers=workers, pin_memory=pin_memory,
-        prefetch_factor=prefetch if workers else None, generator=torch.Generator().manual_seed(0))
+        _Steps(source, slots=prefetch + 2), batch_size=None, sampler=_From(start_step), num_workers=workers,
+        pin_memory=pin_memory, prefetch_factor=prefetch if workers else None,
+        generator=torch.Generator().manual_seed(0))
     it = iter(loader)
     try:
         for packed, keys, real in it:
+            if workers and not packed.is_pinned():  # a worker's ring slot: copy it out before the worker reuses it
+                packed = packed.clone()
             yield dict(zip(keys, packed.unbind(0))), real
     finally:
         shutdown = getattr(it, "_shutdown_workers", None)
@@ -305,10 +308,29 @@ class _From(torch.utils.data.Sampler):
 
 
 class _Steps(torch.utils.data.Dataset):
-    def __init__(self, source):
-        self.source = source
+    """step -> (the batch's fields stacked as one int32 tensor, their names, the global real-token count).
+
+    In a worker process the tensor is one slot of a ring of `slots` tensors kept in shared memory: handing a batch
+    over then costs no new shared-memory segment (creating, mapping and faulting one in took about as long as
+    building the batch). A worker holds at most `prefetch` unconsumed batches (DataLoader's prefetch_factor), the
+    consumer copies each one out when it arrives (or the pin-memory thread does), so a ring of prefetch + 2 slots
+    is never overwritten while it is read."""
+
+    def __init__(self, source, slots: int):
+        self.source, self.slots = source, slots
+        self._ring: list[torch.Tensor] = []
+        self._turn = 0
 
     def __getitem__(self, step: int) -> tuple[torch.Tensor, tuple[str, ...], int]:
         batch, real = self.source.step_item(step)
         keys = tuple(batch)
-        return torch.stack([batch[k].to(torch.int32) for k in keys]), keys, real
+        if torch.utils.data.get_worker_info() is None:  # built in the consumer's thread: nothing to share
+            return torch.stack([batch[k].to(torch.int32) for k in keys]), keys, real
+        shape = (len(keys), *batch[keys[0]].shape)
+        if not self._ring or self._ring[0].shape != shape:  # the first batch, or a batch-size change
+            self._ring = [torch.empty(shape, dtype=torch.int32).share_memory_() for _ in range(self.slots)]
+        out = self._ring[self._turn % self.slots]
+        self._turn += 1
+        for i, k in enumerate(keys):
+            out[i].copy_(batch[k])
+        return out, keys, real
