@@ -77,7 +77,8 @@ def test_scores_match_a_hand_computed_ranking():
 
 
 def test_write_results_merges_tasks_of_the_same_model(tmp_path):
-    model = {"run": "r", "checkpoint": "c", "sha256": "s", "role": "encoder", "objective": "mlm"}
+    model = {"run": "r", "checkpoint": "c", "sha256": "s", "role": "encoder", "objective": "mlm",
+             "path": str(tmp_path / "pair-a" / "r" / "c")}
     path = common.results_path(tmp_path, model)
     common.write_results(path, model, {"a": {"main": "x", "x": 1.0}})
     common.write_results(path, model, {"b": {"main": "x", "x": 2.0}})
@@ -85,6 +86,12 @@ def test_write_results_merges_tasks_of_the_same_model(tmp_path):
     common.write_results(path, model | {"sha256": "other"}, {"c": {"main": "x", "x": 3.0}})
     assert set(json.loads(path.read_text())["tasks"]) == {"c"}  # another model under the same name: replaced
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["c.json"]  # no temporary left
+    # another run of the same name (another pair's encoder at another path): a file of its own, the first one kept
+    other = model | {"sha256": "t", "path": str(tmp_path / "pair-b" / "r" / "c")}
+    other_path = common.results_path(tmp_path, other)
+    assert other_path != path and other_path.parent.name.startswith("r-")
+    common.write_results(other_path, other, {"d": {"main": "x", "x": 4.0}})
+    assert set(json.loads(path.read_text())["tasks"]) == {"c"} and common.results_path(tmp_path, other) == other_path
 
 
 def test_pairs_from_jsonl_parquet_and_beir(tiny, tmp_path):

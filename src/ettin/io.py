@@ -173,3 +173,21 @@ def is_hub_id(text: str) -> bool:
     except HFValidationError:
         return False
     return True
+
+
+def results_file(out_dir: str | Path, run: str, checkpoint: str, model_path: str | Path) -> Path:
+    """Where one model's results go: <out>/<run>/<checkpoint>.json; when that file holds another model's results (two
+    runs of one name, e.g. the final/ folders of two pairs' encoders), <out>/<run>-<digest of this model's
+    path>/<checkpoint>.json instead, so results of different models never collide."""
+    import hashlib
+
+    path = Path(out_dir) / run / f"{checkpoint}.json"
+    try:
+        held = json.loads(path.read_text()).get("model", {}).get("path") if path.is_file() else None
+    except (OSError, json.JSONDecodeError, AttributeError):
+        held = None  # a damaged file is this model's to rebuild
+    here = Path(model_path).resolve()
+    if held is None or Path(held).resolve() == here:
+        return path
+    digest = hashlib.sha256(str(here).encode()).hexdigest()[:8]
+    return Path(out_dir) / f"{run}-{digest}" / f"{checkpoint}.json"

@@ -136,7 +136,11 @@ def write_marker(folder: Path, command: str, source: str, settings: dict) -> Non
 
 # ------------------------------------------------------------------------------------------------- results
 def results_path(results_dir: Path, model: dict) -> Path:
-    return Path(results_dir) / str(model["run"]) / f"{model['checkpoint']}.json"
+    """<results>/<run>/<checkpoint>.json, or beside it when another model's results hold that name (two fine-tuned
+    runs of one name): results of different models never collide (`ettin.io.results_file`)."""
+    from ettin.io import results_file
+
+    return results_file(results_dir, str(model["run"]), str(model["checkpoint"]), model["path"])
 
 
 def write_results(path: Path, model: dict, tasks: dict[str, dict], settings: dict | None = None) -> dict:

@@ -162,18 +162,10 @@ def _size_name(cfg) -> str:
 
 
 def results_path(out_dir: Path, target: Target) -> Path:
-    """<out>/<run>/<checkpoint>.json; when that file holds another model's results (two runs of one name, e.g. the
-    final/ folders of two pairs' encoders), <out>/<run>-<digest of this model's path>/<checkpoint>.json instead."""
-    path = Path(out_dir) / target.run / f"{target.checkpoint}.json"
-    try:
-        held = json.loads(path.read_text()).get("model", {}).get("path") if path.is_file() else None
-    except (OSError, json.JSONDecodeError, AttributeError):
-        held = None  # a damaged file is this target's to rebuild
-    here = Path(target.path).resolve()
-    if held is None or Path(held).resolve() == here:
-        return path
-    digest = hashlib.sha256(str(here).encode()).hexdigest()[:8]
-    return Path(out_dir) / f"{target.run}-{digest}" / f"{target.checkpoint}.json"
+    """<out>/<run>/<checkpoint>.json, or beside it when another model's results hold that name (`ettin.io.results_file`)."""
+    from ettin.io import results_file
+
+    return results_file(out_dir, target.run, target.checkpoint, target.path)
 
 
 def load_results(out_dir: Path) -> list[dict]:
