@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ettin.data.keyed import permute
 from ettin.data.mixture import (
     Mixture,
     MixtureError,
@@ -15,7 +16,6 @@ from ettin.data.mixture import (
     load_mixture,
     mixture_from_dict,
 )
-from ettin.data.keyed import permute
 
 PRESETS = Path(__file__).resolve().parents[1] / "recipes" / "data"
 PUBLISHED = {  # reference section 4: phase -> (sources, total billions of tokens)
