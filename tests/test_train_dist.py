@@ -177,6 +177,16 @@ def test_bf16_fsdp2_resumes_bitwise_after_a_kill_and_reshards_to_one_rank(tmp_pa
         assert value == pytest.approx(ref[key], rel=2e-2), key
 
 
+def test_fsdp_under_torchrun_with_one_process_shards(tmp_path):
+    """`torchrun --nproc_per_node 1` with train.distributed=fsdp runs FSDP2 over a group of one (what
+    scripts/gpu_check.sh measures on one GPU), not a plain single-process run."""
+    recipe = tmp_path / "dist.yaml"
+    recipe.write_text(RECIPE)
+    out = _finish(_start(recipe, tmp_path / "one", 1, "train.distributed=fsdp", "phases.1.tokens=1"))
+    assert "FSDP2 (sharded weights)" in out and "no data parallelism" not in out
+    assert list_checkpoints(tmp_path / "one")
+
+
 def test_the_bf16_policy_gathers_bf16_weights(tmp_path):
     """A bf16 FSDP2 run computes with bf16 parameters (all-gathered in bf16: half the traffic) while the sharded
     master weights stay fp32."""

@@ -42,8 +42,14 @@ def world_size_from_env() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def launched_by_torchrun() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ
+
+
 def setup(device: str | None = None) -> DistInfo:
-    """Initialise from torchrun's environment (no-op for a single process)."""
+    """Initialise from torchrun's environment: a process group whenever torchrun started the process, one rank
+    included (so `train.distributed=fsdp` under `torchrun --nproc_per_node 1` shards, over a group of one); none
+    for a plain single process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -51,7 +57,7 @@ def setup(device: str | None = None) -> DistInfo:
     dev = torch.device(f"cuda:{local}") if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
+    if (world > 1 or launched_by_torchrun()) and not dist.is_initialized():
         dist.init_process_group(
             backend="nccl" if use_cuda else "gloo", timeout=datetime.timedelta(minutes=30)
         )

@@ -169,7 +169,7 @@ def run_banner(recipe, info) -> str:
     from ettin.train.distributed import strategy
 
     mode = strategy(recipe.train.distributed, info.world_size)
-    if info.world_size == 1:
+    if mode == "none":
         return f"training on 1 process ({info.device.type}); no data parallelism"
     backend = dist.get_backend() if dist.is_available() and dist.is_initialized() else "?"
     name = {"ddp": "DDP (replicated weights)", "fsdp": "FSDP2 (sharded weights)"}.get(mode, mode)
