@@ -47,7 +47,7 @@ import torch
 from ettin.attention import Varlen, attend, flash_available, layer_reach
 torch.manual_seed(0)
 dev = "cuda"
-lengths = [1000, 37, 300, 711]
+lengths = [1000, 37, 300, 700]  # 2037 tokens: not a multiple of any block size
 cu = torch.tensor([0] + torch.tensor(lengths).cumsum(0).tolist(), dtype=torch.int32, device=dev)
 report = {}
 for dt, backends, tol in ((torch.bfloat16, ["sdpa", "flex"] + (["flash"] if flash_available() else []), 2e-2),
@@ -58,8 +58,6 @@ for dt, backends, tol in ((torch.bfloat16, ["sdpa", "flex"] + (["flash"] if flas
             reach = layer_reach(causal, local, (63, 0) if causal else (64, 64))
             q, k, v = (torch.randn(2, 1024, 12, 64, device=dev, dtype=dt) for _ in range(3))
             qv, kv, vv = (torch.randn(sum(lengths), 12, 64, device=dev, dtype=dt) for _ in range(3))
-            mask = torch.ones(2, 1024, dtype=torch.bool, device=dev)
-            mask[1, 700:] = False
             for name, args, kw in (("dense", (q, k, v), {}), ("packed", (qv, kv, vv), {"varlen": Varlen(cu, max(lengths))})):
                 ref = attend(*args, causal=causal, reach=reach, backend="sdpa", **kw).float()
                 for b in backends[1:]:
@@ -115,7 +113,7 @@ json.dump(report, open(f"{out}/cpu_checkpoint.json", "w"), indent=2)
 PYEOF
 
 stamp "3. real data: the pretraining files, ModernBERT tokenizer"
-"$PY" -m ettin.cli data prepare --out "$OUT/data" --workers 8 \
+"$PY" -m ettin.cli data prepare --out "$OUT/data" --workers 8 --tokenizer "$SHARED/modernbert_tokenizer" \
     --source "$SHARED/pretrain/wikipedia_vital_summaries_en.jsonl" --source "$SHARED/pretrain/sotu_addresses.jsonl" \
     --source "$SHARED/pretrain/gutenberg_books.jsonl" --source "$SHARED/pretrain/moby_dick_chapters.jsonl"
 MIX="{pretrain: {name: gpu_check, instances: {mode: chunk}, sources: [{name: all, path: $OUT/data, weight: 1}]}}"
@@ -129,7 +127,7 @@ run() {  # run NAME RECIPE STEPS GLOBAL MICRO [extra overrides...]: a pre-traini
         train.global_batch_size="$global" train.micro_batch_size="$micro" train.save_every_tokens=0 \
         train.tensorboard=false train.log_every=10 train.progress=false \
         "phases=[{name: pretrain, tokens: $tokens, seq_len: 1024, mixture: pretrain, warmup_tokens: $((tokens / 10))}]" \
-        "${EXTRA[@]}"
+        "${EXTRA[@]}" 2>&1 | tee "$OUT/$name.log"
 }
 EXTRA=(train.distributed=none)
 stamp "3a. 17m, one GPU"
@@ -139,6 +137,7 @@ run 150m recipes/150m.yaml "$STEPS150" 144 72 "$PY"
 stamp "4. 17m under FSDP2 (bf16 policy), one process"
 EXTRA=(train.distributed=fsdp)
 run 17m-fsdp recipes/17m.yaml "$((STEPS17 / 2))" 288 144 "$PY" -m torch.distributed.run --standalone --nproc_per_node 1
+grep -q "FSDP2 (sharded weights)" "$OUT/17m-fsdp.log" || { echo "gpu_check: step 4 did not run FSDP2" >&2; exit 1; }
 
 stamp "summary"
 "$PY" - "$OUT" <<'PYEOF'

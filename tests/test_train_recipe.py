@@ -85,6 +85,8 @@ def test_the_attention_backend_is_a_setting_of_the_run(tmp_path):
     with pytest.raises(RecipeError, match=r"old\.yaml: model\.overrides\.attn_backend: .*set train\.attn_backend"):
         load_recipe(path)
     assert load_recipe(write(tmp_path, BASE), ["train.attn_backend=flex"]).train.attn_backend == "flex"
+    with pytest.raises(RecipeError, match=r"train\.attn_backend: flex is compiled on its own"):
+        load_recipe(write(tmp_path, BASE), ["train.attn_backend=flex", "train.compile=true"])
 
 
 def test_yaml_errors_and_extends(tmp_path):

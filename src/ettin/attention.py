@@ -329,7 +329,8 @@ def attend(
     of this forward: k and v go into the cache's slots for `layer` and q attends over every slot so far. `flex_masks`:
     the forward's block masks for the flex backend (one per reach, built on first use; None: built for this call).
     """
-    backend = resolve_backend(backend, q.device, q.dtype)
+    if backend == "auto" or not torch.compiler.is_compiling():  # a compiled block gets the name its forward resolved
+        backend = resolve_backend(backend, q.device, q.dtype)
     if cache is not None:
         return _attend_cached(q, k, v, causal, reach, backend, cache, layer)
     if backend == "flash":

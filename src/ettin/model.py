@@ -30,6 +30,7 @@ from ettin.attention import (
     Varlen,
     attend,
     layer_reach,
+    resolve_backend,
     rope_cos_sin,
     rope_halves,
     rope_qkv,
@@ -78,7 +79,12 @@ class _Context:
     the (in, out) copies of projections the caller made (`EttinModel.forward_cached`)."""
 
     def __init__(self, cfg: ModelConfig, positions: torch.Tensor, varlen: Varlen | None, backend: str,
-                 cache: KVCache | None = None, weights_t: dict | None = None):
+                 cache: KVCache | None = None, weights_t: dict | None = None, dtype: torch.dtype | None = None):
+        device = positions.device
+        if dtype is not None and torch.is_autocast_enabled(device.type):
+            dtype = torch.get_autocast_dtype(device.type)  # what q, k and v will be
+        # resolved once, before the blocks (which may be compiled): they see a plain name
+        backend = resolve_backend(backend, device, dtype) if dtype is not None else backend
         self.cfg, self.varlen, self.backend, self.cache, self.weights_t = cfg, varlen, backend, cache, weights_t
         self.flex_masks = FlexMasks() if backend == "flex" else None  # one block mask per reach, this forward
         theta = {"full_attention": cfg.global_rope_theta, "sliding_attention": cfg.local_rope_theta}
@@ -230,7 +236,7 @@ class EttinModel(nn.Module):
             x = self.embeddings(input_ids.flatten()[indices])  # (N, H)
         else:
             x = self.embeddings(input_ids)  # (B, T, H)
-        ctx = _Context(cfg, pos, varlen, self.attn_backend)
+        ctx = _Context(cfg, pos, varlen, self.attn_backend, dtype=x.dtype)
         for block in self.layers:
             x = block(x, ctx)
         x = self.final_norm(x)

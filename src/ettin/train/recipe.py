@@ -480,6 +480,9 @@ def validate(r: Recipe) -> None:
 
     _check(t.attn_backend in ("auto", *BACKENDS), s, "train.attn_backend",
            f"auto or one of {BACKENDS}, got {t.attn_backend!r}")
+    _check(not (t.compile and t.attn_backend == "flex"), s, "train.attn_backend",
+           "flex is compiled on its own (its block masks are built outside the blocks); with train.compile=true use "
+           "auto, sdpa or flash, or set train.compile=false")
     _check(t.loss_chunk_size > 0, s, "train.loss_chunk_size", "must be positive")
     _check(t.keep_checkpoints >= 0, s, "train.keep_checkpoints", "must be >= 0 (0 keeps all)")
     _check(t.token_unit in TOKEN_UNITS, s, "train.token_unit", f"one of {TOKEN_UNITS}, got {t.token_unit!r}")
