@@ -232,3 +232,24 @@ def test_activation_checkpointing_recomputes_each_block_and_changes_no_number(re
     a = ckpt.load_model(results[False].checkpoint).state_dict()
     b = ckpt.load_model(results[True].checkpoint).state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_checkpoint_from_before_real_token_budgets_resumes_only_in_slots(recipe_file, tmp_path):
+    """A checkpoint without phase_tokens (written before budgets counted real tokens) cannot say how far its phase got
+    in real tokens: resuming it in a real-token phase is refused, naming it and the way on (init_from)."""
+    import shutil
+
+    from ettin.train.recipe import RecipeError
+
+    overrides = ["phases.0.tokens=1536", "phases.1.tokens=1", "phases.2.tokens=1", "train.save_every_tokens=768"]
+    run = tmp_path / "run"
+    loop.train(load_recipe(recipe_file, overrides), run, objective="mlm", log=lambda *_: None)
+    for path in ckpt.list_checkpoints(run):
+        if path.name != "pretrain-step0000002":
+            shutil.rmtree(path)
+    old = run / "checkpoints" / "pretrain-step0000002"
+    meta = json.loads((old / "meta.json").read_text())
+    del meta["phase_tokens"]
+    (old / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(RecipeError, match=r"pretrain-step0000002: written before real-token budgets.*init_from="):
+        loop.train(load_recipe(recipe_file, overrides), run, objective="mlm", resume=True, log=lambda *_: None)

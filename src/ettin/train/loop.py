@@ -186,6 +186,11 @@ def train_phase(
     if resume:
         meta = ckpt.load_checkpoint(init, model, optimizer, restore_rng=True)
         step, tokens = meta["step"], meta["tokens"]
+        if "phase_tokens" not in meta and pp.token_unit == "real":
+            raise RecipeError(
+                f"{init}: written before real-token budgets (its meta has no phase_tokens), so how far phase "
+                f"{phase.name} got in real tokens is unknown and its schedule cannot continue exactly; start a new run "
+                f"from it in another --out with model.init_from={init}")
         position = meta.get("phase_tokens", step * pp.slots_per_step)
     elif init is not None:  # the previous phase's final checkpoint (or a cross-objective start)
         keep_optimizer = not phase.reset_optimizer and ckpt.read_meta(init).get("has_optimizer", True)
