@@ -56,6 +56,8 @@ class HoldoutView:
         return self._ds[i]
 
     def __getattr__(self, name: str):
+        if name == "_ds":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
         return getattr(self._ds, name)
 
 

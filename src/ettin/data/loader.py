@@ -13,8 +13,8 @@ the number of workers, so the encoder and the decoder (and a 1-GPU and an 8-GPU 
 instances in the same batches, and a run resumes at any step by calling batch(step): no replay.
 
 Distributed: rank r of w takes rows r, r + w, r + 2w, ... of the global batch and reads only those
-instances; the ranks together hold exactly the global batch (rows differ by at most one across ranks
-when w does not divide the batch). Masking randomness is keyed per global row, so it does not depend
+instances; the ranks together hold exactly the global batch (training refuses a w that does not divide it,
+`ettin.train.plan`: ranks with different numbers of micro-batches would wait on each other). Masking randomness is keyed per global row, so it does not depend
 on w either.
 
 Batch-size warmup (optional, `BatchWarmup`): the global batch grows linearly in *tokens* from `start`

@@ -297,8 +297,10 @@ class MixturePlan:
     def _order(self, name: tuple, n: int, key: int, at: np.ndarray) -> np.ndarray:
         if n > TABLE_MAX:
             return permute(at, n, key).astype(np.int64)
-        table = self._tables.get(name)
-        if table is None:
+        table = self._tables.pop(name, None)
+        if table is not None:
+            self._tables[name] = table  # the most recently used last: the oldest unused one is dropped first
+        else:
             if len(self._tables) >= TABLES_KEPT:
                 self._tables.pop(next(iter(self._tables)))
             table = self._tables[name] = permute(np.arange(n), n, key).astype(np.int64)

@@ -71,7 +71,7 @@ def held_out_rows(recipe, phase, max_tokens: int = HELD_OUT_TOKENS) -> HeldOut:
             full = len(view[i])
             for start in range(0, len(ids), size):
                 span = ids[start : start + size]
-                held.rows.append([(span, start + size >= full)])
+                held.rows.append([(span, start + len(span) >= full)])  # a document cut short does not end
             used += len(ids)
             held.documents[spec.name] = held.documents.get(spec.name, 0) + 1
         held.tokens += used

@@ -309,8 +309,9 @@ def data_workers(requested: int | None, info: D.DistInfo) -> int:
         return requested
     if info.device.type != "cuda":
         return 1
-    local = max(1, torch.cuda.device_count())
-    return max(1, min(4, (os.cpu_count() or 2) // local - 1))
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", 0)) or max(1, torch.cuda.device_count())  # ranks on this host
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    return max(1, min(4, cores // local - 1))
 
 
 class _Window:
@@ -343,9 +344,11 @@ def micro_counts(labels: torch.Tensor, mask: torch.Tensor | None, micro_batch_si
 def train_step(model, batch: dict[str, torch.Tensor], counts: list[int], micro_batch_size: int, precision: str,
                mode: str, info: D.DistInfo) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward + backward over this rank's slice in micro-batches (`counts`: each one's predicted positions);
-    returns the global-batch loss and the global count of predicted tokens, as device scalars (no host sync)."""
+    returns the global-batch loss and the global count of predicted tokens, as device scalars, not read back (the
+    model's unpadding still reads the layout's sizes)."""
     device = batch["labels"].device
-    n_global = D.all_reduce_sum(torch.tensor(float(sum(counts)), dtype=torch.float64, device=device))
+    # a fill, not a copy from the host: torch.tensor(value, device=cuda) would wait for the stream
+    n_global = D.all_reduce_sum(torch.full((), float(sum(counts)), dtype=torch.float64, device=device))
     denominator = n_global.clamp_min(1.0)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     autocast = torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
