@@ -4,6 +4,7 @@ the pair reads the same batches, and the held-out tail of every source is never 
 import json
 import math
 
+import numpy as np
 import pytest
 
 from ettin.cli import main
@@ -118,3 +119,14 @@ def test_a_checkpoint_that_names_a_runtime_backend_loads_and_evaluates_anywhere(
     assert main(["eval", str(ckpt), "--tasks", "lm", "--limit", "4", "--out", str(tmp_path / "eval")]) == 0
     results = [json.loads(p.read_text()) for p in (tmp_path / "eval").rglob("*.json")]
     assert any("lm" in r.get("tasks", {}) for r in results)
+
+
+def test_held_out_rows_end_a_document_only_at_its_last_token():
+    from ettin.train.heldout import document_rows
+
+    doc = np.arange(100)
+    whole = document_rows(doc, 1000, 64)  # two rows, the second ends the document
+    assert [len(r[0][0]) for r in whole] == [64, 36] and [r[0][1] for r in whole] == [False, True]
+    cut = document_rows(doc, 80, 64)  # cut short by the budget: the last row (64..80) does not end it
+    assert [len(r[0][0]) for r in cut] == [64, 16] and [r[0][1] for r in cut] == [False, False]
+    assert document_rows(doc, 100, 50)[-1][0][1] and not document_rows(doc, 99, 50)[-1][0][1]

@@ -67,15 +67,20 @@ def held_out_rows(recipe, phase, max_tokens: int = HELD_OUT_TOKENS) -> HeldOut:
         for i in range(lo, hi):
             if used >= per_source:
                 break
-            ids = np.asarray(view[i][: per_source - used], dtype=np.int64)
-            full = len(view[i])
-            for start in range(0, len(ids), size):
-                span = ids[start : start + size]
-                held.rows.append([(span, start + len(span) >= full)])  # a document cut short does not end
-            used += len(ids)
+            rows = document_rows(view[i], per_source - used, size)
+            held.rows.extend(rows)
+            used += sum(len(row[0][0]) for row in rows)
             held.documents[spec.name] = held.documents.get(spec.name, 0) + 1
         held.tokens += used
     return held
+
+
+def document_rows(document, budget: int, size: int) -> list[list[tuple[np.ndarray, bool]]]:
+    """The first `budget` tokens of one document as rows of at most `size` tokens: [(span, ends the document)] each.
+    Only a span that reaches the document's last token ends it (a document cut short by the budget does not)."""
+    ids = np.asarray(document[:budget], dtype=np.int64)
+    spans = [ids[start : start + size] for start in range(0, len(ids), size)]
+    return [[(span, start + len(span) == len(document))] for start, span in zip(range(0, len(ids), size), spans)]
 
 
 @torch.no_grad()
