@@ -16,6 +16,7 @@ a path), and `UserError`, the error type of bad user input (the `ettin` command 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -179,8 +180,6 @@ def results_file(out_dir: str | Path, run: str, checkpoint: str, model_path: str
     """Where one model's results go: <out>/<run>/<checkpoint>.json; when that file holds another model's results (two
     runs of one name, e.g. the final/ folders of two pairs' encoders), <out>/<run>-<digest of this model's
     path>/<checkpoint>.json instead, so results of different models never collide."""
-    import hashlib
-
     path = Path(out_dir) / run / f"{checkpoint}.json"
     try:
         held = json.loads(path.read_text()).get("model", {}).get("path") if path.is_file() else None

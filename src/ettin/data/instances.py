@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ettin.data.keyed import splitmix64
+from ettin.data.keyed import GOLDEN, splitmix64
 from ettin.io import atomic_dir
 
 INDEX_VERSION = 1
@@ -134,7 +134,7 @@ class InstanceIndex:
 def _hash_u64(seed: int, values: np.ndarray) -> np.ndarray:
     """splitmix64 of (seed, value): a cheap deterministic per-document random number."""
     with np.errstate(over="ignore"):
-        return splitmix64(values.astype(np.uint64) + np.uint64((seed * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF))
+        return splitmix64(values.astype(np.uint64) + np.uint64((seed * int(GOLDEN)) & 0xFFFFFFFFFFFFFFFF))
 
 
 def chunk_document(n: int, doc: int, seq_len: int, cfg: InstanceConfig) -> tuple[list[tuple[int, int]], dict]:

@@ -14,8 +14,8 @@ instances in the same batches, and a run resumes at any step by calling batch(st
 
 Distributed: rank r of w takes rows r, r + w, r + 2w, ... of the global batch and reads only those
 instances; the ranks together hold exactly the global batch (training refuses a w that does not divide it,
-`ettin.train.plan`: ranks with different numbers of micro-batches would wait on each other). Masking randomness is keyed per global row, so it does not depend
-on w either.
+`ettin.train.plan`: ranks with different numbers of micro-batches would wait on each other). Masking randomness
+is keyed per global row, so it does not depend on w either.
 
 Batch-size warmup (optional, `BatchWarmup`): the global batch grows linearly in *tokens* from `start`
 rows to the full batch over `tokens` tokens (the reference ramps from the device microbatch over e.g.

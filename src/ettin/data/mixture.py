@@ -242,7 +242,7 @@ def mixture_from_dict(data: object, file: str = "<dict>", lines: dict[str, int] 
 
 TABLE_MAX = 1 << 22  # permutations up to this size (a source's instances, a mixture epoch's draws) are kept as
 # tables (32 MB at most each)
-TABLES_KEPT = 16  # (mixture or source, epoch) tables kept, oldest dropped first
+TABLES_KEPT = 16  # (mixture or source, epoch) tables kept, the least recently used dropped first
 
 
 class MixturePlan:
