@@ -225,7 +225,7 @@ def test_progress_line_shows_lr_and_run_eta():
 
 
 def test_parallel_progress_interval_scales_with_the_run():
-    from ettin.train.cli import follow_interval
+    from ettin.jobs import follow_interval
 
     assert follow_interval(0) == 2.0 and follow_interval(15) == 2.0  # short runs: a line every 2 s
     assert follow_interval(600) == 60.0 and follow_interval(300) == 30.0

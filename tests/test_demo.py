@@ -48,6 +48,6 @@ def test_quick_demo_end_to_end(tmp_path):
     again = subprocess.run([sys.executable, "-m", "ettin.cli", "demo", "--quick", "--out", str(out)], cwd=REPO,
                            capture_output=True, text=True, timeout=1800)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    logs = "".join(p.read_text() for p in (out / "eval").glob("*.log"))
+    logs = "".join(p.read_text() for p in (out / "eval").rglob("*.log"))
     assert ": cached" in logs and not re.search(r": \S+ = ", logs)  # nothing recomputed
     assert json.loads((out / "report" / "report.json").read_text())["findings"] == report["findings"]

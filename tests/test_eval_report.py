@@ -128,7 +128,8 @@ def test_findings_table_comes_first_with_every_claim(built):
     md = (out / "report.md").read_text()
     assert md.startswith("# demo pair\n")
     first = _tables(md)[0]
-    assert first[0] == ["#", "claim", "published evidence", "our measurement (95% intervals)", "verdict"]
+    assert first[0] == ["#", "claim", "published evidence",
+                        "our measurement (95% intervals; detectable difference at 80% power)", "verdict"]
     assert [r[0] for r in first[1:]] == ["1", "2", "3", "4", "5"]
     assert [r[1] for r in first[1:]] == [c.text for c in compare.CLAIMS]
     verdicts = {r[0]: r[4] for r in first[1:]}
@@ -136,7 +137,8 @@ def test_findings_table_comes_first_with_every_claim(built):
                         "4": "**not run (no results for these models)**", "5": "**reproduced**"}
     sst2 = next(p for p in first[1][3].split("<br>") if p.startswith("sst2 (probe)"))
     assert re.search(r"encoder [\d.]+ \[[\d.]+, [\d.]+\] vs decoder [\d.]+ \[[\d.]+, [\d.]+\]; "
-                     r"difference \+[\d.]+ \[\+[\d.]+, \+[\d.]+\]: \*reproduced\*", sst2), sst2
+                     r"difference \+[\d.]+ \[\+[\d.]+, \+[\d.]+\]; detectable ±[\d.]+ against a published 0.019 "
+                     r"\(could not have seen it\): \*reproduced\*", sst2), sst2
     assert compare.RULE in md and md.index(compare.RULE) > md.index(first[1][1])
     assert md.index("(findings.png)") > md.index(compare.RULE)
 
@@ -168,17 +170,17 @@ def test_roles_come_from_the_results_not_the_folders(built, tmp_path):
     root, out, data = built
     assert list(data["results"]) == ["encoder", "decoder"]
     assert all(r["model"]["run"] == "decoder" for r in data["results"]["encoder"])  # the lying folder name
-    assert data["training"]["encoder"]["path"].endswith(str(Path("runs", "decoder", "metrics.jsonl")))
-    assert data["training"]["encoder"]["rows"][0]["loss"] == pytest.approx(9.0 / 1.1)
+    assert data["training"]["encoder"][0]["path"].endswith(str(Path("runs", "decoder", "metrics.jsonl")))
+    assert data["training"]["encoder"][0]["rows"][0]["loss"] == pytest.approx(9.0 / 1.1)
     md = (out / "report.md").read_text()
-    assert "- encoder: `" in md and "decoder/metrics.jsonl`, 30 records" in md
+    assert "- encoder, seed 0: `" in md and "decoder/metrics.jsonl`, 30 records" in md
     # an older file without model.role: the objective's native role
     old = json.loads((root / "eval" / "encoder" / "decay-step0000030.json").read_text())
     del old["model"]["role"]
     (tmp_path / "old.json").write_text(json.dumps(old))
     rebuilt = report.build_report([tmp_path / "old.json"], tmp_path / "out")
     assert list(rebuilt["results"]) == ["decoder"]  # its log found beside the evaluated checkpoint (model.path)
-    assert rebuilt["training"]["decoder"]["path"].endswith(str(Path("runs", "encoder", "metrics.jsonl")))
+    assert rebuilt["training"]["decoder"][0]["path"].endswith(str(Path("runs", "encoder", "metrics.jsonl")))
     assert "not run" in (tmp_path / "out" / "report.md").read_text()
 
 
@@ -200,7 +202,7 @@ def test_detail_learning_curves_and_figures(built):
     panels = report._learning_panels(data["results"])
     lm = {p["ylabel"]: p["series"] for p in panels if p["title"] == "lm"}
     assert set(lm) == {"masked_accuracy", "perplexity"}  # one measure per axis
-    assert list(lm["perplexity"]) == ["decoder"] and lm["perplexity"]["decoder"] == ([1000, 3000], [90.0, 70.0])
+    assert list(lm["perplexity"]) == ["decoder"] and lm["perplexity"]["decoder"] == [([1000, 3000], [90.0, 70.0])]
     for name in ("findings.png", "learning-curves.png", "loss-curves.png"):
         png = (out / name).read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
@@ -212,7 +214,9 @@ def test_html_is_made_from_the_markdown_and_self_contained(built):
     _, out, _ = built
     page = (out / "report.html").read_text()
     srcs = re.findall(r'<img[^>]* src="([^"]*)"', page)
-    assert len(srcs) == 3 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert len(srcs) == len(pngs) > 3 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert "claim-1-over-tokens.png" in pngs
     assert "<table>" in page and "<h2>Findings</h2>" in page and "<style>" in page
     assert page.index("<table>") < page.index("Rule.")
 

@@ -33,7 +33,9 @@ from ettin.config import ROLES
 REPO = Path(__file__).resolve().parents[2]
 BASE_MINUTES = 15.0  # what recipes/demo.yaml is sized for on the 2-core development machine
 FIXED_MINUTES = 6.0  # data, evaluation and report: what does not scale with --minutes
-DYNAMICS_TASKS = "lm,next_token"  # cheap tasks on every kept checkpoint (learning curves)
+# the claims' cheap tasks on every kept checkpoint of every seed (each claim over training tokens; learning curves)
+CURVE_TASKS = "sst2,lm,next_token,winogender"
+CURVE_SETTINGS = ["sst2.designs=probe", "sst2.train_limit=4000"]
 NATIVE_TASKS = "sst2,cola,qnli,stsb,cranfield,piqa,lm,next_token,generation,winogender"
 # role: (objective, which native model it starts from, extra overrides, tasks)
 CONTINUED = {
@@ -44,62 +46,32 @@ CONTINUED = {
     "decoder-from-encoder": ("clm", "encoder", [], "lm,next_token"),
 }
 # evaluation settings: the same for every model (paired comparisons need the same examples)
-TASK_SETTINGS = ["sst2.designs=probe,finetune", "sst2.train_limit=4000", "cola.designs=probe", "qnli.designs=probe",
-                 "stsb.designs=probe", "cola.train_limit=4000", "stsb.train_limit=4000"]
+# (the fine-tuning design once per pre-training seed: the seeds carry the spread; PIQA's first 400 items: at chance at
+# every budget measured, and the encoder's pseudo-log-likelihood costs 0.07 s an item on one core)
+TASK_SETTINGS = ["sst2.designs=probe,finetune", "sst2.train_limit=4000", "sst2.seeds=1", "cola.designs=probe",
+                 "qnli.designs=probe", "stsb.designs=probe", "cola.train_limit=4000", "stsb.train_limit=4000",
+                 "piqa.limit=400"]
 CROSS_SETTINGS = ["sst2.designs=probe", "sst2.train_limit=4000"]
 # On CUDA: the 17m shape in bf16 on CUDA_TOKENS times the recipe's tokens (69M a native model). Not yet measured on a
 # GPU; at 0.2-0.5M tokens/s for a 17m model on one current GPU, about 2.5-6 minutes a native model.
 CUDA_TOKENS = 20
 
 
-def _run(cmds: list[list[str]], logs: list[Path] | None = None) -> None:
-    """Run commands side by side (one per core): a single one streams, parallel ones log to files."""
-    _lanes([[c] for c in cmds], logs)
+def _run(cmd: list[str]) -> None:
+    """One command, its output streamed; a failure stops the demo."""
+    print("$ " + shlex.join(cmd), flush=True)
+    if subprocess.call(cmd):
+        sys.exit(f"ettin demo: step failed: {shlex.join(cmd)}")
 
 
-def _lanes(lanes: list[list[list[str]]], logs: list[Path] | None = None) -> None:
-    """Each lane runs its commands in order, the lanes side by side; while they run, each log's latest line
-    is shown. The first failure stops the demo with the tail of its log."""
-    import threading
+def _jobs(jobs: list, lanes: int) -> None:
+    """Commands side by side on `lanes` cores (ettin.jobs), each logging to its file; the first failure stops the
+    demo with the tail of its log."""
+    from ettin.jobs import run_jobs, tail
 
-    failed: list[tuple[list[str], Path | None]] = []
-    printing = threading.Lock()
-
-    def lane(cmds: list[list[str]], log: Path | None) -> None:
-        for cmd in cmds:
-            with printing:
-                print("$ " + shlex.join(cmd), flush=True)
-            if log is None:
-                code = subprocess.call(cmd)
-            else:
-                with open(log, "a") as f:
-                    f.write("$ " + shlex.join(cmd) + "\n")
-                    f.flush()
-                    code = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT)
-            if code:
-                failed.append((cmd, log))
-                return
-
-    for log in logs or []:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        log.write_text("")
-    threads = [threading.Thread(target=lane, args=(cmds, logs[i] if logs else None), daemon=True)
-               for i, cmds in enumerate(lanes)]
-    for t in threads:
-        t.start()
-    shown: dict[Path, str] = {}
-    while any(t.is_alive() for t in threads):
-        for t in threads:
-            t.join(timeout=10 / len(threads))
-        for log in logs or []:
-            lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip() and not ln.startswith("$")]
-            if lines and lines[-1] != shown.get(log):
-                shown[log] = lines[-1]
-                with printing:
-                    print(f"  [{log.stem}] {lines[-1][:150]}", flush=True)
-    for cmd, log in failed:
-        tail = "".join(log.read_text().splitlines(True)[-15:]) if log else ""
-        sys.exit(f"ettin demo: step failed: {shlex.join(cmd)}\n{tail}")
+    failed = run_jobs(jobs, lanes)
+    for job in failed:
+        sys.exit(f"ettin demo: step failed: {shlex.join(job.cmd)}\n{tail(job.log)}")
 
 
 def _scaled(recipe: str, factor: float, extra: list[str]) -> list[str]:
@@ -155,6 +127,9 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--minutes", type=float, default=None,
                    help=f"scale training to fill about N minutes (the recipe is sized for {BASE_MINUTES:g})")
     p.add_argument("--limit", type=int, default=None, help="cap every evaluation example count")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="pre-training seeds: K pairs, and the continued roles of each (default: the recipe's "
+                        "`seeds`)")
     p.add_argument("--size", default=None, help="model size preset (default: the recipe's on CPU, 17m on CUDA)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="training precision on a CPU (default auto: bf16 where this CPU's one-thread bf16 matmul is "
@@ -170,6 +145,11 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.minutes is not None and args.minutes <= FIXED_MINUTES:
         raise ValueError(f"--minutes must exceed {FIXED_MINUTES:g} (data, evaluation and report alone)")
+    if args.seeds is not None and args.seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+    from ettin.jobs import Job, usable_cores
+    from ettin.train.checkpoint import list_checkpoints
+
     recipe = str(REPO / "recipes" / "tiny.yaml") if args.quick else args.recipe
     cont = str(REPO / "recipes" / "demo-continue.yaml")
     limit = args.limit if args.limit is not None else (48 if args.quick else None)
@@ -183,8 +163,12 @@ def run(args: argparse.Namespace) -> int:
         factor *= CUDA_TOKENS  # a GPU trains the 17m shape far faster than two CPU cores train the demo shape
     precision = args.precision if args.precision != "auto" else "bf16" if size else _cpu_precision()
     native_over = ([f"model.size={size}"] if size else []) + [f"train.precision={precision}"]
-    native_over += _scaled(recipe, factor, [])
+    if args.seeds is not None or args.quick:  # the quick run: two seeds, the several-seed layout exercised
+        native_over.append(f"seeds={args.seeds or 2}")
+    native_over += _scaled(recipe, factor, native_over)
     native = _load(recipe, native_over)
+    seeds = [native.seed + i for i in range(native.seeds)]
+    lanes = 1 if cuda else usable_cores()  # one core a run on a CPU; one run at a time on a GPU
     # the continued runs keep the native models' shape and precision
     cont_over = [f"model.size={native.model.size}", f"train.precision={native.train.precision}"]
     if args.quick:
@@ -194,38 +178,56 @@ def run(args: argparse.Namespace) -> int:
         cont_over += _scaled(cont, factor, [])
     t0 = time.time()
 
-    print(f"== 1-2. data and native pre-training ({recipe}) -> {out / 'pair'}", flush=True)
-    _run([ettin + ["pair", recipe, "--parallel", "--resume-if-exists", "--out", str(out / "pair"), *native_over]])
-    final = {sub: _final(out / "pair" / sub) for sub in ROLES.values()}  # the pair's folders: encoder, decoder
+    def pair_dir(seed: int) -> Path:
+        return out / "pair" if len(seeds) == 1 else out / "pair" / f"seed-{seed}"
 
-    print(f"== 3. continued training, the same extra tokens for five models -> {out / 'continue'}", flush=True)
-    jobs = [ettin + ["train", cont, "--objective", objective, "--resume-if-exists", "--out", str(out / "continue" / role),
-                     f"model.init_from={final[source]}", *extra, *cont_over, "train.progress=false"]
-            for role, (objective, source, extra, _) in CONTINUED.items()]
-    logs = [out / "continue" / f"{role}.log" for role in CONTINUED]
-    for i in range(0, len(jobs), 2):  # two at a time, one core each
-        _run(jobs[i : i + 2], logs[i : i + 2])
+    def cont_dir(seed: int, role: str) -> Path:
+        return out / "continue" / role if len(seeds) == 1 else out / "continue" / f"seed-{seed}" / role
+
+    print(f"== 1-2. data and native pre-training ({recipe}), {len(seeds)} pre-training seed(s) -> {out / 'pair'}",
+          flush=True)
+    _run(ettin + ["pair", recipe, "--parallel", "--resume-if-exists", "--out", str(out / "pair"), *native_over])
+    final = {(s, sub): _final(pair_dir(s) / sub) for s in seeds for sub in ROLES.values()}
+
+    print(f"== 3. continued training, the same extra tokens for five models a seed -> {out / 'continue'}", flush=True)
+    jobs = [Job(f"seed-{s}/{role}", ettin + ["train", cont, "--objective", objective, "--resume-if-exists", "--out",
+                                             str(cont_dir(s, role)), f"model.init_from={final[(s, source)]}",
+                                             f"seed={s}", *extra, *cont_over, "train.progress=false"],
+                cont_dir(s, role).parent / f"{role}.log")
+            for s in seeds for role, (objective, source, extra, _) in CONTINUED.items()]
+    _jobs(jobs, lanes)
 
     print(f"== 4. evaluation -> {out / 'eval'}", flush=True)
     lim = ["--limit", str(limit)] if limit else []
 
-    def eval_cmd(target: Path, role: str, tasks: str, settings: list[str]) -> list[str]:
+    def eval_job(name: str, targets: list[Path], role: str, tasks: str, settings: list[str], log: str) -> Job:
         sets = [x for s in settings if s.split(".", 1)[0] in tasks.split(",") for x in ("--set", s)]
-        return ettin + ["eval", str(target), "--role", role, "--tasks", tasks, "--out", str(out / "eval"),
-                        "--threads", "1", *lim, *sets]
+        return Job(name, ettin + ["eval", *map(str, targets), "--role", role, "--tasks", tasks, "--out",
+                                  str(out / "eval"), "--threads", "1", *lim, *sets],
+                   out / "eval" / "logs" / f"{log}.log")
 
-    # two lanes, one core each; a checkpoint's results file is written by one lane only. The encoder's
-    # pseudo-log-likelihood tasks cost the most, so the decoder's lane also takes the continued models.
-    lanes = {sub: [eval_cmd(final[sub], sub, NATIVE_TASKS, TASK_SETTINGS),
-                   eval_cmd(out / "pair" / sub, sub, DYNAMICS_TASKS, [])]  # learning curves: kept checkpoints
-             for sub in ROLES.values()}
-    for role, (_, _, _, tasks) in CONTINUED.items():
-        lanes["decoder"].append(eval_cmd(_final(out / "continue" / role), role, tasks, CROSS_SETTINGS))
-    _lanes(list(lanes.values()), logs=[out / "eval" / f"{lane}.log" for lane in lanes])
+    # The final checkpoints first (the encoders' pseudo-log-likelihood tasks cost the most), then the earlier kept
+    # checkpoints (the claims over training tokens; the final's own results give the last point).
+    jobs = []
+    for sub in ("encoder", "decoder"):
+        for s in seeds:
+            jobs.append(eval_job(f"final/seed-{s}/{sub}", [final[(s, sub)]], sub, NATIVE_TASKS, TASK_SETTINGS,
+                                 f"seed-{s}-{sub}"))
+    for s in seeds:
+        for role, (_, _, _, tasks) in CONTINUED.items():
+            jobs.append(eval_job(f"final/seed-{s}/{role}", [_final(cont_dir(s, role))], role, tasks,
+                                 CROSS_SETTINGS, f"seed-{s}-{role}"))
+    for s in seeds:
+        for sub in ("encoder", "decoder"):
+            kept = [c for c in list_checkpoints(pair_dir(s) / sub) if c != final[(s, sub)]]
+            if kept:
+                jobs.append(eval_job(f"kept/seed-{s}/{sub}", kept, sub, CURVE_TASKS, CURVE_SETTINGS,
+                                     f"seed-{s}-{sub}-kept"))
+    _jobs(jobs, lanes)
 
     print(f"== 5. report -> {out / 'report'}", flush=True)
-    _run([ettin + ["report", str(out / "eval"), str(out / "pair"), str(out / "continue"), "--out",
-                   str(out / "report"), "--title", "ettin demo: paired encoder and decoder"]])
+    _run(ettin + ["report", str(out / "eval"), str(out / "pair"), str(out / "continue"), "--out",
+                  str(out / "report"), "--title", "ettin demo: paired encoder and decoder"])
     print(f"\ndone in {(time.time() - t0) / 60:.1f} min. Report: {out / 'report' / 'report.md'} "
           f"and {out / 'report' / 'report.html'}")
     return 0

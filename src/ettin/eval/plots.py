@@ -21,6 +21,7 @@ VERDICT_STYLE = {  # colour, marker, filled
     "reversed": ("#d62728", "s", True),
     "inconclusive": ("#ff7f0e", "D", True),
     "not testable": ("#9e9e9e", "o", False),
+    "no claim": ("#1f77b4", "^", True),  # a task outside the claims: an interval, no verdict
 }
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
@@ -62,16 +63,18 @@ def forest(rows: list[dict]) -> bytes:
         ax.set_xlabel(f"difference in {metric} (favoured - other), 95% interval", fontsize=9)
         ax.xaxis.set_major_locator(MaxNLocator(6))
         ax.grid(axis="x", alpha=0.3)
+    present = {r["verdict"] for r in rows}
     handles = [Line2D([], [], color=c, marker=m, mfc=c if f else "white", ls="", label=v)
-               for v, (c, m, f) in VERDICT_STYLE.items()]
+               for v, (c, m, f) in VERDICT_STYLE.items() if v in present or v != "no claim"]
     axes[0, 0].legend(handles=handles, fontsize=8, loc="lower left", bbox_to_anchor=(0, 1.02), ncol=4, frameon=False)
     fig.tight_layout()
     return _png(fig)
 
 
 def lines(panels: list[dict], colours: dict[str, str], xlabel: str) -> bytes:
-    """Small panels, one measure each: panels [{title, ylabel, series: {name: (xs, ys)}}]; a line per series,
-    coloured by name; x is a count (tokens). One legend for the figure."""
+    """Small panels, one measure each: panels [{title, ylabel, series: {name: (xs, ys) or [(xs, ys), ...]}}]; a
+    line per series (several for a list: one per seed, the same colour and style), coloured by name; x is a count
+    (tokens). One legend for the figure."""
     names = list(dict.fromkeys(n for p in panels for n in p["series"]))
     style = {n: (MARKERS[i % len(MARKERS)], ("-", "--", "-.", ":")[i % 4]) for i, n in enumerate(names)}
     cols = min(3, len(panels))
@@ -79,9 +82,12 @@ def lines(panels: list[dict], colours: dict[str, str], xlabel: str) -> bytes:
     size = (7.0, 4.0) if len(panels) == 1 else (4.2 * cols, 3.1 * nrows + 0.5)
     fig, axes = plt.subplots(nrows, cols, squeeze=False, figsize=size)
     for ax, panel in zip(axes.flat, panels):
-        for name, (xs, ys) in panel["series"].items():
-            ax.plot(xs, ys, marker=style[name][0] if len(xs) < 30 else None, ls=style[name][1], ms=4, lw=1.5,
-                    color=colours.get(name), label=name)
+        for name, value in panel["series"].items():
+            several = isinstance(value, list)
+            for xs, ys in value if several else [value]:
+                ax.plot(xs, ys, marker=style[name][0] if len(xs) < 30 else None, ls=style[name][1], ms=4,
+                        lw=1.1 if several and len(value) > 1 else 1.5, alpha=0.75 if several and len(value) > 1 else 1,
+                        color=colours.get(name), label=name)
         ax.set_title(panel["title"], fontsize=10)
         ax.set_xlabel(xlabel, fontsize=9)
         ax.set_ylabel(panel["ylabel"], fontsize=9)
@@ -99,4 +105,48 @@ def lines(panels: list[dict], colours: dict[str, str], xlabel: str) -> bytes:
     else:
         fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
         fig.legend(handles=handles, loc="upper center", ncol=min(4, len(names)), fontsize=9, frameon=False)
+    return _png(fig)
+
+
+def claim_curves(curves: list[dict], title: str) -> bytes:
+    """One claim over training tokens: a panel per task row (one measure per axis), the mean difference over
+    pre-training seeds (line), the seeds' range (band), markers filled where the row is testable (both models
+    above their baselines) and open where not, a line at 0 and a dotted line where the row becomes testable.
+    curves: compare.curves' entries of one claim."""
+    cols = min(3, len(curves))
+    nrows = math.ceil(len(curves) / cols)
+    fig, axes = plt.subplots(nrows, cols, squeeze=False, figsize=(3.9 * cols, 2.9 * nrows + 0.4))
+    for ax, c in zip(axes.flat, curves):
+        pts = c["points"]
+        xs = [p["tokens"] for p in pts]
+        ys = [p["difference"] for p in pts]
+        ax.fill_between(xs, [p["band"][0] for p in pts], [p["band"][1] for p in pts], color="#1f77b4", alpha=0.2,
+                        lw=0, label="range over seeds")
+        ax.plot(xs, ys, color="#1f77b4", lw=1.6)
+        for p in pts:
+            ax.plot([p["tokens"]], [p["difference"]], marker="o", ms=6, color="#1f77b4",
+                    mfc="#1f77b4" if p["testable"] else "white")
+        ax.axhline(0.0, color="black", lw=0.8)
+        if c.get("first_testable") is not None:
+            ax.axvline(c["first_testable"], color="#2ca02c", ls=":", lw=1.4)
+        k = max(p.get("seeds", 1) for p in pts)
+        ax.set_title(f"{c['label']} ({k} seed{'s' if k != 1 else ''})", fontsize=9)
+        ax.set_xlabel("training tokens", fontsize=8)
+        ax.set_ylabel(f"{c['favoured']} - {c['other']}\n{c['metric']}", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(4))
+        ax.xaxis.set_major_formatter(FuncFormatter(human))
+        ax.yaxis.set_major_locator(MaxNLocator(5))
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(curves):]:
+        ax.set_visible(False)
+    handles = [Line2D([], [], color="#1f77b4", lw=1.6, label="mean over seeds"),
+               plt.Rectangle((0, 0), 1, 1, color="#1f77b4", alpha=0.2, label="range over seeds"),
+               Line2D([], [], color="#1f77b4", marker="o", ls="", label="testable"),
+               Line2D([], [], color="#1f77b4", marker="o", mfc="white", ls="", label="not testable"),
+               Line2D([], [], color="#2ca02c", ls=":", label="testable from here")]
+    fig.suptitle(title, fontsize=10, y=1.0)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.25 / fig.get_figheight()), ncol=5,
+               fontsize=7, frameon=False)
     return _png(fig)

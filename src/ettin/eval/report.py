@@ -29,7 +29,8 @@ from ettin.eval.runner import load_results
 from ettin.io import atomic_write_bytes
 from ettin.train.progress import read_metrics
 
-FORMAT = "ettin-report/2"
+FORMAT = "ettin-report/3"
+REBUILDS = ("ettin-report/2", FORMAT)  # the results inside are the same; findings are recomputed
 DEFAULT_TITLE = "Encoder versus decoder"
 ROLE_ORDER = ("encoder", "decoder", "encoder-continued", "decoder-continued", "encoder-from-decoder",
               "encoder-from-decoder-mntp", "decoder-from-encoder")
@@ -108,8 +109,23 @@ def _merged(first: dict, other: dict) -> dict:
     return first | {"tasks": tasks}
 
 
+def seed_of(res: dict) -> int:
+    """The pre-training seed of an evaluated model (its run's `seed`; 0 for results that do not record it)."""
+    seed = res.get("model", {}).get("seed")
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
+
+
+def by_seed(rs: list[dict]) -> dict[int, list[dict]]:
+    """One role's results (ordered by seed, then tokens) as {seed: [results by tokens]}."""
+    out: dict[int, list[dict]] = {}
+    for r in rs:
+        out.setdefault(seed_of(r), []).append(r)
+    return out
+
+
 def collect(paths) -> dict:
-    """{title, results: {role: [results, by tokens]}, training: {role: {path, rows}}, unmatched_logs}."""
+    """{title, results: {role: [results, by seed then tokens]}, training: {role: [{seed, path, rows}]},
+    unmatched_logs}."""
     results, given_logs, saved, title, unmatched = [], [], {}, None, []
     for p in map(Path, paths):
         if p.is_dir():
@@ -122,12 +138,13 @@ def collect(paths) -> dict:
         elif p.is_file():
             obj = _read_json(p)
             if isinstance(obj, dict) and str(obj.get("format", "")).startswith("ettin-report/"):
-                if obj["format"] != FORMAT:
-                    raise ReportError(f"{p}: a {obj['format']} report; this version rebuilds {FORMAT} only: "
+                if obj["format"] not in REBUILDS:
+                    raise ReportError(f"{p}: a {obj['format']} report; this version rebuilds {', '.join(REBUILDS)} only: "
                                       "report the results files instead")
                 title = title or obj.get("title")
                 results += [r for rs in obj.get("results", {}).values() for r in rs]
-                saved = obj.get("training", {}) | saved
+                saved = {f"{role}/{log.get('seed', 0)}": log for role, ls in obj.get("training", {}).items()
+                         for log in ([ls] if isinstance(ls, dict) else ls)} | saved
                 unmatched += obj.get("unmatched_logs", [])
             elif isinstance(obj, dict) and {"model", "tasks"} <= obj.keys():
                 results.append(obj | {"_path": str(p)})
@@ -143,29 +160,37 @@ def collect(paths) -> dict:
         same[key] = _merged(same[key], res) if key in same else res
     ordered = {}
     for role in sorted(by_role, key=lambda r: (ROLE_ORDER.index(r) if r in ROLE_ORDER else len(ROLE_ORDER), r)):
-        rs = sorted(by_role[role].values(), key=lambda r: (_number(r["model"].get("tokens"), -1),
+        rs = sorted(by_role[role].values(), key=lambda r: (seed_of(r), _number(r["model"].get("tokens"), -1),
                                                            _number(r["model"].get("step"), -1)))
-        runs = sorted({str(r["model"].get("run")) for r in rs})
-        if len(runs) > 1:
-            raise ReportError(f"role {role}: results of several runs ({', '.join(runs)}); a report compares one run "
-                              "per role (give each its role with `ettin eval --role`)")
+        for seed in dict.fromkeys(map(seed_of, rs)):
+            runs = sorted({str(r["model"].get("run")) for r in rs if seed_of(r) == seed})
+            if len(runs) > 1:
+                raise ReportError(f"role {role}: results of several runs of pre-training seed {seed} "
+                                  f"({', '.join(runs)}); a report compares one run per role and seed (give each its "
+                                  "role with `ettin eval --role`)")
         ordered[role] = rs
-    homes = {role: {d for r in rs if (d := _run_dir(r["model"].get("path")))} for role, rs in ordered.items()}
-    training: dict[str, dict] = {}
+    homes = {(role, seed_of(r)): set() for role, rs in ordered.items() for r in rs}
+    for role, rs in ordered.items():
+        for r in rs:
+            if d := _run_dir(r["model"].get("path")):
+                homes[(role, seed_of(r))].add(d)
+    training: dict[tuple, dict] = {}
     for log in dict.fromkeys(Path(os.path.abspath(f)) for f in given_logs):
-        owners = [role for role, dirs in homes.items() if any(_in_run(log, d) for d in dirs)]
+        owners = [key for key, dirs in homes.items() if any(_in_run(log, d) for d in dirs)]
         if not owners:
             unmatched.append(str(log))
-        for role in owners:
-            training.setdefault(role, _read_log(log))
-    for role, dirs in homes.items():  # a report.json's logs, then the logs beside the evaluated checkpoints
-        if role not in training and role in saved:
-            training[role] = saved[role]
+        for key in owners:
+            training.setdefault(key, _read_log(log))
+    for key, dirs in homes.items():  # a report.json's logs, then the logs beside the evaluated checkpoints
+        if key not in training and f"{key[0]}/{key[1]}" in saved:
+            training[key] = saved[f"{key[0]}/{key[1]}"]
         for d in sorted(dirs):
-            if role not in training and (d / "metrics.jsonl").is_file():
-                training[role] = _read_log(d / "metrics.jsonl")
-    training = {role: training[role] for role in ordered if role in training}
-    return {"title": title, "results": ordered, "training": training, "unmatched_logs": sorted(set(unmatched))}
+            if key not in training and (d / "metrics.jsonl").is_file():
+                training[key] = _read_log(d / "metrics.jsonl")
+    logs: dict[str, list] = {}
+    for (role, seed), log in sorted(training.items(), key=lambda kv: (list(ordered).index(kv[0][0]), kv[0][1])):
+        logs.setdefault(role, []).append(log | {"seed": seed})
+    return {"title": title, "results": ordered, "training": logs, "unmatched_logs": sorted(set(unmatched))}
 
 
 # ---------------------------------------------------------------------------------------------- the numbers
@@ -183,17 +208,24 @@ def metric_name(task: dict, design: str | None) -> str:
     return {"bias": "neutral rate", "language_modeling": "loglik"}.get(task.get("family"), task["main"])
 
 
-def figures(res: dict) -> list[dict]:
-    """Every task (and classification design) of one results file: value, 95% interval, baseline."""
+def figures(by_seed_results: dict[int, dict]) -> list[dict]:
+    """Every task (and classification design) that each seed of one role was evaluated on: value (mean over the
+    seeds), 95% interval (Multi-Bootstrap over seeds and examples), per-seed values, baseline."""
     out = []
-    for name, task in res["tasks"].items():
+    first = next(iter(by_seed_results.values()))
+    paths = [r.get("_path", "?") for r in by_seed_results.values()]
+    for name, task in first["tasks"].items():
+        if not all(name in r["tasks"] for r in by_seed_results.values()):
+            continue
         for design in task.get("designs") or [None]:
             row = {"task": name, "design": design, "label": compare.Measure(name, design).label,
-                   "metric": metric_name(task, design), "main": task["main"], "main_value": task[task["main"]]}
-            if "per_example" in task:
+                   "metric": metric_name(task, design), "main": task["main"],
+                   "main_value": float(sum(_number(r["tasks"][name][task["main"]]) for r in by_seed_results.values())
+                                       / len(by_seed_results))}
+            if all("per_example" in r["tasks"][name] for r in by_seed_results.values()):
                 measure = compare.Measure(name, design)
-                fig = _guarded(row["label"], [res.get("_path", "?")],
-                               lambda t=task, m=measure: compare.model_figure(t, m))
+                tasks = {seed: r["tasks"][name] for seed, r in by_seed_results.items()}
+                fig = _guarded(row["label"], paths, lambda t=tasks, m=measure: compare.model_figure(t, m))
             else:  # an older results file: no intervals
                 row["metric"] = task.get("metric", task["main"]) if design else task["main"]
                 fig = {"value": task["designs"][design]["value"] if design else task[task["main"]],
@@ -202,21 +234,29 @@ def figures(res: dict) -> list[dict]:
     return out
 
 
+def finals_by_seed(results: dict[str, list[dict]]) -> dict[str, dict[int, dict]]:
+    """{role: {seed: the final checkpoint's results}} (final: the most training tokens)."""
+    return {role: {seed: rs_s[-1] for seed, rs_s in by_seed(rs).items()} for role, rs in results.items()}
+
+
 def build(paths, title: str | None = None) -> dict:
     """Everything report.json holds, as it holds it (a rebuild from it renders the same report)."""
     inp = collect(paths)
-    finals = {role: rs[-1] for role, rs in inp["results"].items()}
+    finals = finals_by_seed(inp["results"])
     if not finals:
         raise ReportError(f"no results files found in {', '.join(map(str, paths))}")
-    sources = [r.get("_path", "?") for r in finals.values()]
+    sources = [r.get("_path", "?") for fs in finals.values() for r in fs.values()]
+    checkpoints = {role: by_seed(rs) for role, rs in inp["results"].items()}
     data = {"format": FORMAT, "title": title or inp["title"] or DEFAULT_TITLE, "results": inp["results"],
             "training": inp["training"], "unmatched_logs": inp["unmatched_logs"],
             "findings": _guarded("the findings", sources, lambda: compare.findings(finals)),
+            "curves": _guarded("the claims over training tokens", sources, lambda: compare.curves(checkpoints)),
             "learned": _guarded("the learned-something bar", sources, lambda: compare.learned(finals)),
-            "detail": {role: figures(res) for role, res in finals.items()},
-            "bias": {role: _guarded("the WinoGender profile", [res.get("_path", "?")],
-                                    lambda res=res: compare.bias_profile(res))
-                     for role, res in finals.items() if "per_example" in res["tasks"].get("winogender", {})}}
+            "detail": {role: figures(fs) for role, fs in finals.items()},
+            "bias": {role: _guarded("the WinoGender profile", [r.get("_path", "?") for r in fs.values()],
+                                    lambda fs=fs: compare.bias_profile(fs))
+                     for role, fs in finals.items()
+                     if all("per_example" in r["tasks"].get("winogender", {}) for r in fs.values())}}
     return json.loads(json.dumps(data))
 
 
@@ -245,52 +285,82 @@ def _tokens(res: dict) -> str:
     return plots.human(t) if isinstance(t, (int, float)) else "?"
 
 
-def _measurement(row: dict, finals: dict) -> str:
+def _seeds_text(k: int) -> str:
+    return "1 seed" if k == 1 else f"{k} seeds"
+
+
+def _measurement(row: dict) -> str:
+    """One task row of a claim (or of the encoder - decoder tasks): figures, difference, spread, power, verdict."""
     a, b = row["favoured"], row["other"]
-    metric = metric_name(finals[a]["tasks"][row["task"]], row["design"])
-    text = (f"{row['label']}, {metric}, n = {row['n']}: {a} {_fi(row['models'][a])} vs {b} {_fi(row['models'][b])}; "
-            f"difference {_fi({'value': row['difference'], 'interval': row['interval']}, signed=True)}: ")
+    spread = f", between-seed sd {_f(row['seed_sd'])}" if row.get("seed_sd") is not None else ""
+    text = (f"{row['label']}, {row['metric']}, n = {row['n']}, {_seeds_text(row['seeds'])}: {a} {_fi(row['models'][a])} "
+            f"vs {b} {_fi(row['models'][b])}; difference "
+            f"{_fi({'value': row['difference'], 'interval': row['interval']}, signed=True)}{spread}; "
+            f"detectable ±{_f(row['detectable'])}")
+    if row.get("published_effect") is not None:
+        could = "could have seen it" if row.get("could_detect") else "could not have seen it"
+        text += f" against a published {_f(row['published_effect'])} ({could})"
+    if row.get("verdict") is None:
+        return text
     if row["verdict"] != "not testable":
-        return text + f"*{row['verdict']}*"
+        return text + f": *{row['verdict']}*"
     below = [r for r in (a, b) if not row["models"][r].get("above_baseline")]
     name = row["models"][below[0]].get("baseline_name") or "its baseline"
-    return text + f"*not testable at this scale* ({' and '.join(below)} not shown above the baseline: {name})"
+    return text + f": *not testable at this scale* ({' and '.join(below)} not shown above the baseline: {name})"
 
 
 def _learning_panels(results: dict) -> list[dict]:
+    """Each task's main metric over kept checkpoints: one panel per task, a line per role and seed."""
     panels: dict[tuple, dict] = {}
     for role, rs in results.items():
-        if len(rs) < 2:  # one checkpoint (the continued runs, whose tokens count from their start): no curve
-            continue
-        for res in rs:
-            tokens = _number(res["model"].get("tokens"))
-            for name, task in res["tasks"].items():
-                value = _number(task[task["main"]])
-                if math.isfinite(tokens) and math.isfinite(value):
-                    p = panels.setdefault((name, task["main"]), {"title": name, "ylabel": task["main"], "series": {}})
-                    xs, ys = p["series"].setdefault(role, ([], []))
-                    xs.append(tokens)
-                    ys.append(value)
-    return [p for p in panels.values() if max(len(xs) for xs, _ in p["series"].values()) > 1]
+        for seed, rs_s in by_seed(rs).items():
+            if len(rs_s) < 2:  # one checkpoint (the continued runs, whose tokens count from their start): no curve
+                continue
+            for res in rs_s:
+                tokens = _number(res["model"].get("tokens"))
+                for name, task in res["tasks"].items():
+                    value = _number(task[task["main"]])
+                    if math.isfinite(tokens) and math.isfinite(value):
+                        p = panels.setdefault((name, task["main"]), {"title": name, "ylabel": task["main"],
+                                                                     "series": {}})
+                        lines = p["series"].setdefault(role, {})
+                        xs, ys = lines.setdefault(seed, ([], []))
+                        xs.append(tokens)
+                        ys.append(value)
+    for p in panels.values():
+        p["series"] = {role: list(lines.values()) for role, lines in p["series"].items()}
+    return [p for p in panels.values() if max(len(xs) for ls in p["series"].values() for xs, _ in ls) > 1]
 
 
 def render(data: dict) -> tuple[str, dict[str, bytes]]:
     """(report.md, {png name: bytes}) from report.json's contents."""
     results, findings = data["results"], data["findings"]
-    finals = {role: rs[-1] for role, rs in results.items()}
+    finals = finals_by_seed(results)
     colours = {r: plots.PALETTE[i % len(plots.PALETTE)] for i, r in enumerate(dict.fromkeys([*ROLE_ORDER, *results]))}
     pngs: dict[str, bytes] = {}
     md = [f"# {data['title']}", "", "Final checkpoints compared: " + "; ".join(
-        f"{role} `{res['model'].get('run')}/{res['model'].get('checkpoint')}` ({_tokens(res)} tokens)"
-        for role, res in finals.items()) + ".", "", "## Findings", ""]
-    md += _table(["#", "claim", "published evidence", "our measurement (95% intervals)", "verdict"],
-                 [[c["id"], c["text"], c["published"],
-                   "<br>".join(_measurement(r, finals) for r in c["rows"]) or "not measured",
-                   f"**{VERDICTS.get(c['verdict'], c['verdict'])}**"] for c in findings["claims"]])
+        f"{role}, {_seeds_text(len(fs))} (" + ", ".join(
+            f"seed {seed} `{res['model'].get('run')}/{res['model'].get('checkpoint')}`" for seed, res in fs.items())
+        + f"; {_tokens(next(iter(fs.values())))} tokens)" for role, fs in finals.items()) + ".", "", "## Findings", ""]
+    if findings.get("one_run"):
+        md += [f"**One run per model.** {compare.ONE_RUN_NOTE}", ""]
+    ran = [c for c in findings["claims"] if c["verdict"] != "not run"]
+    if ran or not findings.get("tasks"):
+        md += _table(["#", "claim", "published evidence", "our measurement (95% intervals; detectable difference at "
+                      "80% power)", "verdict"],
+                     [[c["id"], c["text"], c["published"], "<br>".join(_measurement(r) for r in c["rows"])
+                       or "not measured", f"**{VERDICTS.get(c['verdict'], c['verdict'])}**"]
+                      for c in findings["claims"]])
+    if findings.get("tasks"):
+        md += ["### Every other task both models were evaluated on: encoder - decoder", "",
+               "No published claim fixes a direction for these, so they carry an interval and the detectable "
+               "difference but no verdict." + ("" if ran else " None of the published claims' tasks was run."), ""]
+        md += _table(["task", "measurement"], [[r["label"], _measurement(r)] for r in findings["tasks"]])
     md += [f"**Rule.** {findings['rule']}", ""]
-    rows = [r | {"label": f"C{c['id']} {r['label']}: {r['favoured']} - {r['other']}",
-                 "metric": metric_name(finals[r["favoured"]]["tasks"][r["task"]], r["design"])}
+    rows = [r | {"label": f"C{c['id']} {r['label']}: {r['favoured']} - {r['other']}"}
             for c in findings["claims"] for r in c["rows"]]
+    rows += [r | {"label": f"{r['label']}: {r['favoured']} - {r['other']}", "verdict": "no claim"}
+             for r in findings.get("tasks", [])]
     if rows:
         pngs["findings.png"] = plots.forest(rows)
         md += ["![Findings: each task row's difference (favoured - other) with its 95% interval, by verdict]"
@@ -298,24 +368,25 @@ def render(data: dict) -> tuple[str, dict[str, bytes]]:
     missing = [f"claim {c['id']}: {', '.join(c['missing'])}" for c in findings["claims"] if c["missing"]]
     if missing:
         md += ["Not measured (a model or a task missing):", "", *(f"- {m}" for m in missing), ""]
+    md += _claims_over_tokens(data.get("curves") or [], pngs)
 
     gain = inspect.signature(compare.learned).parameters["min_gain"].default
     md += ["## Did each model learn something?", "", f"SST-2 (its better design) at least {gain:.2f} above the "
            "majority class, and held-out loglik (nats per token) above the unigram model's, both on the final "
-           "checkpoint.", ""]
+           "checkpoints (the mean over pre-training seeds).", ""]
     learned_rows = []
     for row in data["learned"]:
         s, lm = row.get("sst2", {}), row.get("lm", {})
         passed = [part["passed"] for part in (s, lm) if part]
-        learned_rows.append([row["role"], s.get("design", "—"), _fi(s) if s else "—", _f(s.get("baseline")),
-                             _f(s.get("gain"), signed=True), _fi(lm) if lm else "—", _f(lm.get("baseline")),
-                             ("yes" if all(passed) else "no") if passed else "not measured"])
-    md += _table(["model", "SST-2 design", "SST-2 accuracy", "majority class", "gain", "held-out loglik",
+        learned_rows.append([row["role"], row.get("seeds", 1), s.get("design", "—"), _fi(s) if s else "—",
+                             _f(s.get("baseline")), _f(s.get("gain"), signed=True), _fi(lm) if lm else "—",
+                             _f(lm.get("baseline")), ("yes" if all(passed) else "no") if passed else "not measured"])
+    md += _table(["model", "seeds", "SST-2 design", "SST-2 accuracy", "majority class", "gain", "held-out loglik",
                   "unigram", "learned something"], learned_rows)
 
     md += ["## Detail", "", "### Final checkpoints, every task", "",
-           "Each cell: the value [95% interval over test examples]; the baseline; for fine-tuning the test "
-           "figure of each seed.", ""]
+           "Each cell: the value (mean over pre-training seeds) [95% interval over seeds and test examples]; the "
+           "baseline; each seed's value and their spread; for fine-tuning the spread over fine-tuning seeds.", ""]
     keys = list(dict.fromkeys((f["label"], f["metric"]) for figs in data["detail"].values() for f in figs))
     cells = {(role, f["label"], f["metric"]): f for role, figs in data["detail"].items() for f in figs}
     table = []
@@ -334,25 +405,28 @@ def render(data: dict) -> tuple[str, dict[str, bytes]]:
     panels = _learning_panels(results)
     if panels:
         pngs["learning-curves.png"] = plots.lines(panels, colours, "training tokens")
-        md += ["Each task's main metric on every kept checkpoint that was evaluated.", "",
-               "![Learning curves: one panel per task, main metric against training tokens](learning-curves.png)", ""]
+        md += ["Each task's main metric on every kept checkpoint that was evaluated (a line per pre-training seed).",
+               "", "![Learning curves: one panel per task, main metric against training tokens](learning-curves.png)",
+               ""]
         if any(r["model"].get("tokens_estimated") for rs in results.values() for r in rs):
             md += ["Hub revisions (`ettin eval HUB_ID --revisions`) carry no token count: their training tokens are "
                    "estimated from their step numbers (ettin.eval.revisions).", ""]
     else:
         md += ["One evaluated checkpoint per role: no learning curves.", ""]
     md += ["### Training loss", ""]
-    series = {role: ([r["tokens"] for r in log["rows"]], [r.get("loss_avg", r.get("loss")) for r in log["rows"]])
-              for role, log in data["training"].items() if log["rows"]}
+    series = {role: [([r["tokens"] for r in log["rows"]], [r.get("loss_avg", r.get("loss")) for r in log["rows"]])
+                     for log in logs if log["rows"]] for role, logs in data["training"].items()}
+    series = {role: lines for role, lines in series.items() if lines}
     native = {k: v for k, v in series.items() if k in ("encoder", "decoder")}  # the rest start from a native model
     panels = [{"title": t, "ylabel": "loss (nats per predicted token)", "series": p}
               for t, p in (("pre-training", native), ("continued training (tokens after the start)",
                                                       {k: v for k, v in series.items() if k not in native})) if p]
     if series:
         pngs["loss-curves.png"] = plots.lines(panels, colours, "training tokens")
-        md += ["Encoders predict masked tokens, decoders the next token: the two losses are not the same task.", "",
-               "![Training loss against tokens, one line per role](loss-curves.png)", ""]
-    md += [f"- {role}: `{log['path']}`, {len(log['rows'])} records" for role, log in data["training"].items()]
+        md += ["Encoders predict masked tokens, decoders the next token: the two losses are not the same task. A line "
+               "per pre-training seed.", "", "![Training loss against tokens, one line per role](loss-curves.png)", ""]
+    md += [f"- {role}, seed {log['seed']}: `{log['path']}`, {len(log['rows'])} records"
+           for role, logs in data["training"].items() for log in logs]
     md += [f"- not matched to any evaluated model: `{p}`" for p in data["unmatched_logs"]]
     md += ["" if data["training"] or data["unmatched_logs"] else "No training logs given.", ""]
 
@@ -361,11 +435,30 @@ def render(data: dict) -> tuple[str, dict[str, bytes]]:
     md += _table(["model", *published.ENCODER_COLUMNS], [[n, *v] for n, v in published.ENCODER_ROWS])
     md += _table(["model", *published.DECODER_COLUMNS], [[n, *v] for n, v in published.DECODER_ROWS])
     md += [f"Decoder columns: {published.DECODER_NOTE}.", "", "### Inputs", ""]
-    md += _table(["role", "checkpoint", "tokens", "sha256", "results file"],
-                 [[role, f"{r['model'].get('run')}/{r['model'].get('checkpoint')}", _f(r["model"].get("tokens"), digits=0),
-                   str(r["model"].get("sha256") or "—")[:12], f"`{r.get('_path', '?')}`"]
-                  for role, rs in results.items() for r in rs])
+    md += _table(["role", "seed", "checkpoint", "tokens", "sha256", "results file"],
+                 [[role, seed_of(r), f"{r['model'].get('run')}/{r['model'].get('checkpoint')}",
+                   _f(r["model"].get("tokens"), digits=0), str(r["model"].get("sha256") or "—")[:12],
+                   f"`{r.get('_path', '?')}`"] for role, rs in results.items() for r in rs])
     return "\n".join(md), pngs
+
+
+def _claims_over_tokens(curves: list[dict], pngs: dict[str, bytes]) -> list[str]:
+    """One small figure per claim: its rows' differences against training tokens, with the seed band."""
+    md = ["### Each claim over training tokens", ""]
+    if not curves:
+        return md + ["No claim's models were evaluated at more than one kept checkpoint: no curves.", ""]
+    md += ["Each panel: the difference (favoured - other) on every kept checkpoint, the mean over pre-training seeds "
+           "(line), their range (band), filled where both models are above their baselines (the row is testable "
+           "there) and open where not; the dotted line marks where the row becomes testable for good.", ""]
+    for claim in dict.fromkeys(c["claim"] for c in curves):
+        group = [c for c in curves if c["claim"] == claim]
+        name = f"claim-{claim}-over-tokens.png"
+        pngs[name] = plots.claim_curves(group, f"claim {claim}")
+        where = "; ".join(f"{c['label']}: " + (f"testable from {plots.human(c['first_testable'])} tokens"
+                                               if c["first_testable"] is not None else "never testable")
+                          for c in group)
+        md += [f"![Claim {claim} over training tokens: {where}]({name})", "", f"Claim {claim}: {where}.", ""]
+    return md
 
 
 def _detail_cell(fig: dict | None) -> str:
@@ -374,8 +467,10 @@ def _detail_cell(fig: dict | None) -> str:
     parts = [_fi(fig)]
     if fig.get("baseline") is not None:
         parts.append(f"baseline {_f(fig['baseline'])}")
-    if fig.get("per_seed"):
-        parts.append(f"seeds {', '.join(_f(s) for s in fig['per_seed'])} (sd {_f(fig.get('seed_std'))})")
+    if fig.get("per_seed") and len(fig["per_seed"]) > 1:
+        parts.append(f"seeds {', '.join(_f(s) for s in fig['per_seed'])} (sd {_f(fig.get('seed_sd'))})")
+    if fig.get("finetune_seeds"):
+        parts.append(f"fine-tuning seeds sd {_f(fig.get('finetune_sd'))}")
     if not fig["design"] and fig["main"] != fig["metric"]:
         parts.append(f"{fig['main']} {_f(fig['main_value'])}")
     return "<br>".join(parts)
@@ -404,12 +499,14 @@ def build_report(paths, out, title: str | None = None) -> dict:
     atomic_write_bytes(out / "report.md", (md + "\n").encode())
     atomic_write_bytes(out / "report.html", page.encode())
     atomic_write_bytes(out / "report.json", (json.dumps(data, indent=1) + "\n").encode())
+    atomic_write_bytes(out / "findings.json", (json.dumps(data["findings"], indent=1) + "\n").encode())
     return data
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     data = build_report(args.inputs, args.out, args.title)
-    roles = ", ".join(f"{role} ({len(rs)} checkpoints)" for role, rs in data["results"].items())
+    roles = ", ".join(f"{role} ({len(rs)} checkpoints, {_seeds_text(len(by_seed(rs)))})"
+                      for role, rs in data["results"].items())
     print(f"report: {Path(args.out) / 'report.md'}, {Path(args.out) / 'report.html'}; {roles}")
     for c in data["findings"]["claims"]:
         print(f"  claim {c['id']} ({c['text']}): {VERDICTS.get(c['verdict'], c['verdict'])}")

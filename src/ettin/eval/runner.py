@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,8 @@ class Target:
 
 def _run_name(run_dir: Path) -> str:
     run_dir = run_dir.resolve()
+    if re.fullmatch(r"seed-\d+", run_dir.parent.name):  # several seeds: <out>/seed-<s>/<run>
+        return f"{run_dir.parent.parent.name}-{run_dir.parent.name}-{run_dir.name}"
     if run_dir.name in ("encoder", "decoder"):  # `ettin pair` layout: runs/<pair>/{encoder,decoder}
         return f"{run_dir.parent.name}-{run_dir.name}"
     return run_dir.name
@@ -64,6 +67,7 @@ def _checkpoint_target(ckpt: Path, run: str) -> Target:
     meta = api.read_meta(ckpt)
     tok = api.find_tokenizer(ckpt)
     info = {k: meta.get(k) for k in ("phase", "step", "tokens")}
+    info["seed"] = (meta.get("data_position") or {}).get("seed")  # the run's seed: init, batch order and masks
     return Target(run=run, checkpoint=ckpt.name, path=ckpt, kind="checkpoint", tokenizer=tok, meta=info)
 
 
@@ -85,6 +89,10 @@ def resolve_targets(model_or_run: str, every: int = 1) -> list[Target]:
     pair = [p / side for side in ("encoder", "decoder") if (p / side / "checkpoints").is_dir()]
     if p.is_dir() and pair and not (p / "checkpoints").is_dir():  # `ettin pair` folder: both runs
         return [t for side in pair for t in resolve_targets(str(side), every)]
+    seeds = sorted((d for d in p.glob("seed-*") if re.fullmatch(r"seed-\d+", d.name) and d.is_dir()),
+                   key=lambda d: int(d.name[5:])) if p.is_dir() else []
+    if seeds and not (p / "checkpoints").is_dir():  # `ettin pair --seeds K` folder: every seed's pair
+        return [t for d in seeds for t in resolve_targets(str(d), every)]
     if p.is_dir() and (p / "config.json").is_file():  # a Hugging Face folder
         info = {}
         if (p / "ettin_checkpoint.json").is_file():  # written by export_hf
@@ -232,6 +240,7 @@ def evaluate_target(target: Target, tasks: list[TaskSpec], data_dir: Path, out_d
         "run": target.run, "role": role or ROLES[cfg.objective], "objective": cfg.objective, "size": _size_name(cfg),
         "checkpoint": target.checkpoint,
         "phase": target.meta.get("phase"), "step": target.meta.get("step"), "tokens": target.meta.get("tokens"),
+        "seed": target.meta.get("seed"),
         "sha256": sha, "num_parameters": subject.model.num_parameters(), "path": str(target.path),
         **target.meta.get("record", {}),  # e.g. a hub revision's name, commit and estimated tokens
     }

@@ -69,9 +69,16 @@ def register(subparsers) -> None:
     text = "train the encoder and the decoder: everything identical but the objective"
     p = subparsers.add_parser("pair", help=text, description=text, **kw)
     _run_flags(p, "pair folder: the runs go to DIR/encoder and DIR/decoder")
+    p.add_argument("--seeds", type=int, metavar="K",
+                   help="train K pairs, pre-training seeds seed .. seed+K-1, into DIR/seed-<s>/{encoder,decoder} "
+                        "(default: the recipe's `seeds`, 1: DIR/encoder and DIR/decoder); within a pair the two "
+                        "share the initialisation seed and the batch order, pairs differ in both and in the masks")
     p.add_argument("--parallel", action="store_true",
-                   help="train the two side by side as two processes (logs in DIR/encoder/train.log and "
-                        "DIR/decoder/train.log); default: one after the other in this process")
+                   help="train the runs side by side as child processes, one CPU core each (logs in "
+                        "<pair>/encoder/train.log and <pair>/decoder/train.log); default: one after the other "
+                        "in this process")
+    p.add_argument("--jobs", type=int, metavar="N",
+                   help="--parallel: at most N runs at once (default: the usable CPU cores)")
     p.set_defaults(func=cmd_pair, takes_overrides=True, flags=_flags(p))
 
     text = "write a Hugging Face folder (config.json, model.safetensors, tokenizer) for a checkpoint"
@@ -104,7 +111,7 @@ def split_extras(args) -> list[str]:
     from ettin.io import UserError
 
     words = [*args.overrides, *getattr(args, "extra", [])]
-    top = {"name", "seed", "out_dir"}  # a --key=value without a dot must be one of these (not a flag name)
+    top = {"name", "seed", "seeds", "out_dir"}  # a --key=value without a dot must be one of these (not a flag name)
     overrides = []
     for word in words:
         key = word.removeprefix("--").split("=", 1)[0]
@@ -192,6 +199,9 @@ def _measured_fills(plan) -> dict[str, float] | None:
 
 def cmd_train(args) -> int:
     recipe, opts, out = _load(args)
+    if recipe.seeds != 1:
+        raise RecipeError(f"{recipe.source_file}: seeds: {recipe.seeds} pre-training seeds are trained by `ettin pair` "
+                          "(OUT/seed-<s>/...); `ettin train` trains one model: give seed=N (and seeds=1)")
     from ettin.train import distributed as D
 
     if opts.plan:
@@ -215,100 +225,111 @@ def cmd_train(args) -> int:
     return 0
 
 
+def pair_seeds(recipe) -> list[int]:
+    """The pre-training seeds of a pair run: seed, seed + 1, ... (`seeds` of them)."""
+    return [recipe.seed + i for i in range(recipe.seeds)]
+
+
+def pair_folder(out: Path, recipe, seed: int) -> Path:
+    """Where one seed's pair goes: OUT itself for a one-seed recipe, else OUT/seed-<s> (its encoder/ and decoder/)."""
+    return out if recipe.seeds == 1 else out / f"seed-{seed}"
+
+
 def cmd_pair(args) -> int:
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise RecipeError(f"--seeds must be at least 1, got {args.seeds}")
+        args.overrides = [*args.overrides, f"seeds={args.seeds}"]
     recipe, opts, out = _load(args)
     if opts.plan:
         return _print_plan(recipe, list(OBJECTIVE_DIRS), _world(opts))
     if opts.dry_run:
         return _dry_run(recipe, list(OBJECTIVE_DIRS), _world(opts), out)
-    _check_resume(opts, [out / sub for sub in OBJECTIVE_DIRS.values()])
+    seeds = pair_seeds(recipe)
+    folders = {s: pair_folder(out, recipe, s) for s in seeds}
+    _check_resume(opts, [f / sub for f in folders.values() for sub in OBJECTIVE_DIRS.values()])
     from ettin.train.preflight import check_inputs
 
     check_inputs(recipe)  # before the data set-up of --parallel (train() checks again in each run)
+    if len(seeds) > 1:
+        print(f"== {recipe.name}: {len(seeds)} pre-training seeds ({', '.join(map(str, seeds))}): a pair each, "
+              f"in {out}/seed-<s>/{{encoder,decoder}}", flush=True)
     if opts.parallel:
-        return _pair_parallel(args, recipe, opts, out)
+        code = _pair_parallel(args, recipe, opts, folders)
+    else:
+        code = _pair_serial(recipe, opts, folders)
+    if code == 0 and len(seeds) > 1:
+        atomic_write_json(out / "seeds.json", {"seeds": seeds, "folders": {s: str(f) for s, f in folders.items()}})
+    return code
+
+
+def _pair_serial(recipe, opts, folders: dict[int, Path]) -> int:
     from ettin.train import distributed as D
     from ettin.train.loop import NonFiniteLoss, train
     from ettin.train.progress import run_banner
 
-    fingerprints = {}
+    code = 0
     try:
         with D.session() as info:
-            if info.is_main:
-                print(run_banner(recipe, info), flush=True)
-            for objective, sub in OBJECTIVE_DIRS.items():
+            for seed, folder in folders.items():
+                one = recipe if len(folders) == 1 else _seeded(recipe, seed)
                 if info.is_main:
-                    print(f"== {recipe.name}: {sub} ({objective}) -> {out / sub}", flush=True)
-                results = train(recipe, out / sub, objective=objective, resume=opts.resume or opts.resume_if_exists)
+                    print(run_banner(one, info), flush=True)
+                fingerprints = {}
+                for objective, sub in OBJECTIVE_DIRS.items():
+                    if info.is_main:
+                        print(f"== {recipe.name}: {sub} ({objective}), seed {seed} -> {folder / sub}", flush=True)
+                    results = train(one, folder / sub, objective=objective,
+                                    resume=opts.resume or opts.resume_if_exists)
+                    if info.is_main:
+                        _print_results(folder / sub, results)
+                    fingerprints[sub] = json.loads((folder / sub / "fingerprints.json").read_text())
                 if info.is_main:
-                    _print_results(out / sub, results)
-                fingerprints[sub] = json.loads((out / sub / "fingerprints.json").read_text())
+                    code = _compare_fingerprints(folder, fingerprints) or code
     except NonFiniteLoss as e:
         print(f"ettin pair: stopped: {e}", file=sys.stderr)
         return 3
-    return _compare_fingerprints(out, fingerprints) if info.is_main else 0
+    return code
 
 
-def _pair_parallel(args, recipe, opts, out: Path) -> int:
-    """Encoder and decoder as two child processes side by side (e.g. one CPU core each); logs in
-    <out>/<encoder|decoder>/train.log. The data set-up runs once, first, in this process."""
-    import subprocess
-    import time
+def _seeded(recipe, seed: int):
+    """One seed's recipe of a several-seed pair run (`seeds` back to 1: each run trains one model)."""
+    from dataclasses import replace
 
+    return replace(recipe, seed=seed, seeds=1, unresolved={**recipe.unresolved, "seed": seed, "seeds": 1})
+
+
+def _pair_parallel(args, recipe, opts, folders: dict[int, Path]) -> int:
+    """Every (seed, objective) run as a child process, as many side by side as there are usable cores (one
+    each; `--jobs` sets it), decoders first (the slower ones); logs in <pair>/<encoder|decoder>/train.log.
+    The data set-up runs once, first, in this process."""
     from ettin.data.ready import ensure_data
+    from ettin.jobs import Job, run_jobs, tail, usable_cores
 
     ensure_data(recipe)
-    procs = {}
     resume = ["--resume-if-exists"] if opts.resume or opts.resume_if_exists else []  # the pair resumes as a whole
-    for objective, sub in OBJECTIVE_DIRS.items():
-        (out / sub).mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "ettin.cli", "train", args.recipe, "--objective", objective,
-               "--out", str(out / sub), *resume, *opts.overrides, "train.progress=false"]
-        log = open(out / sub / "train.log", "a")
-        log.write(f"$ ettin {' '.join(cmd[3:])}  ({time.strftime('%Y-%m-%d %H:%M:%S')})\n")
-        log.flush()
-        print(f"== {recipe.name}: {sub} ({objective}) -> {out / sub} (log: {out / sub / 'train.log'})", flush=True)
-        procs[sub] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log)
-    _follow(procs, out)
-    failed = []
-    for sub, (proc, log) in procs.items():
-        if proc.wait() != 0:
-            failed.append(sub)
-        log.close()
-        print(f"-- {sub}:\n" + "".join((out / sub / "train.log").read_text().splitlines(True)[-6:]), flush=True)
+    jobs = []
+    for seed, folder in folders.items():
+        seeded = [] if len(folders) == 1 else [f"seed={seed}", "seeds=1"]
+        for objective, sub in reversed(OBJECTIVE_DIRS.items()):  # the decoder first: its full-sequence loss
+            cmd = [sys.executable, "-m", "ettin.cli", "train", args.recipe, "--objective", objective,  # is slower
+                   "--out", str(folder / sub), *resume, *opts.overrides, *seeded, "train.progress=false"]
+            name = sub if len(folders) == 1 else f"seed-{seed}/{sub}"
+            jobs.append(Job(name, cmd, folder / sub / "train.log"))
+    lanes = opts.jobs or min(len(jobs), usable_cores())
+    failed = run_jobs(jobs, lanes, show=lambda ln: " step " in ln or ln.startswith("phase "))
+    for job in jobs:
+        if job.log.is_file():
+            print(f"-- {job.name}:\n" + tail(job.log, 6), end="", flush=True)
     if failed:
-        print(f"ettin pair: {', '.join(failed)} failed (see train.log)", file=sys.stderr)
+        print(f"ettin pair: {', '.join(j.name for j in failed)} failed (see train.log)", file=sys.stderr)
         return 1
-    fingerprints = {sub: json.loads((out / sub / "fingerprints.json").read_text()) for sub in procs}
-    return _compare_fingerprints(out, fingerprints)
-
-
-def follow_interval(elapsed_s: float) -> float:
-    """Seconds between the progress lines of `pair --parallel`: 2 s for the first 20 s, then a tenth of the
-    time so far (a 10-minute run prints about every minute at the end), at most 60 s."""
-    return min(60.0, max(2.0, elapsed_s / 10))
-
-
-def _follow(procs: dict, out: Path, poll_s: float = 0.5) -> None:
-    """While the children train, print each one's newest progress line (a phase's start, a step) as it
-    changes, at most every `follow_interval` seconds."""
-    import time
-
-    t0 = time.monotonic()
-    last: dict[str, str] = {}
-    shown_at = 0.0
-    while any(proc.poll() is None for proc, _ in procs.values()):
-        time.sleep(poll_s)
-        now = time.monotonic()
-        if now - shown_at < follow_interval(now - t0):
-            continue
-        for sub in procs:
-            text = (out / sub / "train.log").read_text(errors="replace").splitlines()
-            lines = [ln for ln in text if " step " in ln or ln.startswith("phase ")]
-            if lines and lines[-1] != last.get(sub):
-                last[sub] = lines[-1]
-                shown_at = now
-                print(f"  {sub}: {lines[-1]}", flush=True)
+    code = 0
+    for folder in folders.values():
+        fingerprints = {sub: json.loads((folder / sub / "fingerprints.json").read_text())
+                        for sub in OBJECTIVE_DIRS.values()}
+        code = _compare_fingerprints(folder, fingerprints) or code
+    return code
 
 
 def _compare_fingerprints(out: Path, fingerprints: dict) -> int:

@@ -162,6 +162,7 @@ class Recipe:
     name: str = "run"
     objective: str = "mlm"  # the model `ettin train` builds; `ettin pair` trains both
     seed: int = 0
+    seeds: int = 1  # pre-training seeds `ettin pair` trains: seed .. seed+seeds-1 (OUT/seed-<s>/...); one run: 1
     out_dir: str = "runs"
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
@@ -448,6 +449,7 @@ def validate(r: Recipe) -> None:
     """Every check that can fail before training starts."""
     s = r.source_file
     _check(r.objective in OBJECTIVES, s, "objective", f"must be one of {OBJECTIVES}, got {r.objective!r}")
+    _check(isinstance(r.seeds, int) and r.seeds >= 1, s, "seeds", f"must be an integer >= 1, got {r.seeds!r}")
     _check(r.model.size in SIZES, s, "model.size", f"unknown size {r.model.size!r}; known: {', '.join(SIZES)}")
     runtime = sorted(set(r.model.overrides) & set(RUNTIME_KEYS))
     _check(not runtime, s, f"model.overrides.{runtime[0] if runtime else ''}",

@@ -42,7 +42,7 @@ from ettin.train.schedule import PhaseSchedule
 HISTORY = "history.jsonl"
 # keys (dotted, `phases.*` for any phase) that say how training is executed, not what is trained
 OPERATIONAL = {
-    "name", "out_dir", "data.vars", "data.prepare", "data.tokenizer",  # the tokenizer is compared by content
+    "name", "out_dir", "seeds", "data.vars", "data.prepare", "data.tokenizer",  # the tokenizer is compared by content
     "train.cpu_threads", "train.compile", "train.distributed", "train.meta_init", "train.activation_checkpointing", "train.micro_batch_size",
     "train.save_every_tokens", "train.keep_checkpoints", "train.log_every", "train.peak_flops",
     "train.tensorboard", "train.wandb", "train.progress", "train.batch_size_warmup_tokens", "train.data_workers",
