@@ -323,3 +323,77 @@ def test_report_of_real_eval_results(env, tmp_path):  # noqa: F811  (the fixture
     allowed = {f"**{v}**" for v in ("reproduced", "reversed", "inconclusive", *report.VERDICTS.values())}
     assert {r[4] for r in first[1:]} <= allowed
     assert "### WinoGender" in md and "No training logs given." in md
+
+
+def _seeded_inputs(root: Path, seeds=(0, 1, 2), tasks=None) -> Path:
+    """Three pre-training seeds of each role, two kept checkpoints each; `tasks(role, k, seed)` gives the tasks."""
+    eval_dir = root / "eval"
+    for seed in seeds:
+        for role, objective in (("encoder", "mlm"), ("decoder", "clm")):
+            run = f"pair-seed-{seed}-{role}"
+            for k, (tokens, ckpt) in enumerate(CHECKPOINTS):
+                model = {"run": run, "role": role, "objective": objective, "size": "demo", "checkpoint": ckpt,
+                         "tokens": tokens, "step": tokens // 100, "seed": seed,
+                         "sha256": f"{role}{seed}{k}".ljust(64, "0"),
+                         "path": str(root / "pair" / f"seed-{seed}" / role / "checkpoints" / ckpt)}
+                out = eval_dir / run / f"{ckpt}.json"
+                out.parent.mkdir(parents=True, exist_ok=True)
+                body = tasks(role, k, seed) if tasks else _tasks(role, k + 2 * seed)
+                out.write_text(json.dumps({"model": model, "settings": {"seed": 0}, "tasks": body}))
+    return eval_dir
+
+
+def test_seeds_are_one_role_each_and_every_row_says_so(tmp_path):
+    eval_dir = _seeded_inputs(tmp_path)
+    out = tmp_path / "report"
+    data = report.build_report([eval_dir], out)
+    f = data["findings"]
+    assert f["seeds"] == {"encoder": [0, 1, 2], "decoder": [0, 1, 2]} and f["one_run"] is False
+    rows = [r for c in f["claims"] for r in c["rows"]]
+    assert rows and all(r["seeds"] == 3 and len(r["per_seed_difference"]) == 3 and r["seed_sd"] is not None
+                        and r["detectable"] > 0 for r in rows)
+    saved = json.loads((out / "findings.json").read_text())  # the findings alone, beside the report
+    assert saved == data["findings"]
+    md = (out / "report.md").read_text()
+    assert "3 seeds: encoder" in md and "between-seed sd" in md and "One run per model" not in md
+    assert "encoder, 3 seeds (seed 0 `pair-seed-0-encoder/decay-step0000030`" in md
+    # each claim over training tokens: a figure per claim, from every seed's kept checkpoints
+    assert data["curves"] and all(len(p["per_seed"]) == 3 for c in data["curves"] for p in c["points"])
+    for claim in {c["claim"] for c in data["curves"]}:
+        assert (out / f"claim-{claim}-over-tokens.png").read_bytes()[:4] == b"\x89PNG"
+        assert f"](claim-{claim}-over-tokens.png)" in md
+    # a second run of one role and seed is refused, naming the seed
+    other = eval_dir / "elsewhere" / "x.json"
+    other.parent.mkdir()
+    res = json.loads((eval_dir / "pair-seed-1-encoder" / "decay-step0000030.json").read_text())
+    res["model"] |= {"run": "another", "sha256": "f" * 64}
+    other.write_text(json.dumps(res))
+    with pytest.raises(report.ReportError, match="pre-training seed 1"):
+        report.build_report([eval_dir], tmp_path / "again")
+
+
+def test_one_seed_says_its_intervals_cover_examples_only(built):
+    _, out, data = built
+    assert data["findings"]["one_run"] is True
+    assert compare.ONE_RUN_NOTE in (out / "report.md").read_text()
+
+
+def test_a_users_own_tasks_get_paired_differences_without_verdicts(tmp_path):
+    def own(role, k, seed):
+        rng = np.random.default_rng(100 * seed + 10 * k + (role == "decoder"))
+        reviews = _classification(rng, 0.8 if role == "encoder" else 0.7)
+        return {"cls:reviews.csv": reviews,
+                "beir:mydocs": _scores(rng, 0.3 if role == "encoder" else 0.2, 0.05, "ndcg@10", "retrieval")}
+
+    eval_dir = _seeded_inputs(tmp_path, tasks=own)
+    data = report.build_report([eval_dir], tmp_path / "report")
+    assert all(c["verdict"] == "not run" for c in data["findings"]["claims"])
+    labels = {r["label"]: r for r in data["findings"]["tasks"]}
+    assert {"cls:reviews.csv (probe)", "cls:reviews.csv (finetune)", "beir:mydocs"} <= set(labels)
+    for r in labels.values():
+        assert r["verdict"] is None and r["seeds"] == 3 and r["favoured"] == "encoder" and r["other"] == "decoder"
+        assert r["interval"][0] <= r["difference"] <= r["interval"][1]
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "None of the published claims' tasks was run." in md
+    assert md.index("### Every other task both models") < md.index("**Rule.**")
+    assert "| # | claim |" not in md  # no table of five claims that were not run

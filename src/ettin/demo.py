@@ -206,23 +206,17 @@ def run(args: argparse.Namespace) -> int:
                                   str(out / "eval"), "--threads", "1", *lim, *sets],
                    out / "eval" / "logs" / f"{log}.log")
 
-    # The final checkpoints first (the encoders' pseudo-log-likelihood tasks cost the most), then the earlier kept
-    # checkpoints (the claims over training tokens; the final's own results give the last point).
-    jobs = []
+    # One command a role, over its seeds (one process start and one task-data load for K models): the native finals
+    # first (the encoders' pseudo-log-likelihood tasks cost the most), then the continued models, then the earlier
+    # kept checkpoints (the claims over training tokens; each final's own results give the last point).
+    jobs = [eval_job(f"final/{sub}", [final[(s, sub)] for s in seeds], sub, NATIVE_TASKS, TASK_SETTINGS, sub)
+            for sub in ("encoder", "decoder")]
+    jobs += [eval_job(f"final/{role}", [_final(cont_dir(s, role)) for s in seeds], role, tasks, CROSS_SETTINGS, role)
+             for role, (_, _, _, tasks) in CONTINUED.items()]
     for sub in ("encoder", "decoder"):
-        for s in seeds:
-            jobs.append(eval_job(f"final/seed-{s}/{sub}", [final[(s, sub)]], sub, NATIVE_TASKS, TASK_SETTINGS,
-                                 f"seed-{s}-{sub}"))
-    for s in seeds:
-        for role, (_, _, _, tasks) in CONTINUED.items():
-            jobs.append(eval_job(f"final/seed-{s}/{role}", [_final(cont_dir(s, role))], role, tasks,
-                                 CROSS_SETTINGS, f"seed-{s}-{role}"))
-    for s in seeds:
-        for sub in ("encoder", "decoder"):
-            kept = [c for c in list_checkpoints(pair_dir(s) / sub) if c != final[(s, sub)]]
-            if kept:
-                jobs.append(eval_job(f"kept/seed-{s}/{sub}", kept, sub, CURVE_TASKS, CURVE_SETTINGS,
-                                     f"seed-{s}-{sub}-kept"))
+        kept = [c for s in seeds for c in list_checkpoints(pair_dir(s) / sub) if c != final[(s, sub)]]
+        if kept:
+            jobs.append(eval_job(f"kept/{sub}", kept, sub, CURVE_TASKS, CURVE_SETTINGS, f"{sub}-kept"))
     _jobs(jobs, lanes)
 
     print(f"== 5. report -> {out / 'report'}", flush=True)

@@ -115,7 +115,7 @@ def claim_curves(curves: list[dict], title: str) -> bytes:
     curves: compare.curves' entries of one claim."""
     cols = min(3, len(curves))
     nrows = math.ceil(len(curves) / cols)
-    fig, axes = plt.subplots(nrows, cols, squeeze=False, figsize=(3.9 * cols, 2.9 * nrows + 0.4))
+    fig, axes = plt.subplots(nrows, cols, squeeze=False, figsize=(max(6.4, 3.9 * cols), 2.9 * nrows + 0.9))
     for ax, c in zip(axes.flat, curves):
         pts = c["points"]
         xs = [p["tokens"] for p in pts]
@@ -145,8 +145,8 @@ def claim_curves(curves: list[dict], title: str) -> bytes:
                Line2D([], [], color="#1f77b4", marker="o", ls="", label="testable"),
                Line2D([], [], color="#1f77b4", marker="o", mfc="white", ls="", label="not testable"),
                Line2D([], [], color="#2ca02c", ls=":", label="testable from here")]
-    fig.suptitle(title, fontsize=10, y=1.0)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
-    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.25 / fig.get_figheight()), ncol=5,
-               fontsize=7, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / fig.get_figheight()))
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.3 / fig.get_figheight()),
+               ncol=3 if cols == 1 else 5, fontsize=7, frameon=False)
     return _png(fig)

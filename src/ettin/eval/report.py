@@ -338,10 +338,9 @@ def render(data: dict) -> tuple[str, dict[str, bytes]]:
     finals = finals_by_seed(results)
     colours = {r: plots.PALETTE[i % len(plots.PALETTE)] for i, r in enumerate(dict.fromkeys([*ROLE_ORDER, *results]))}
     pngs: dict[str, bytes] = {}
-    md = [f"# {data['title']}", "", "Final checkpoints compared: " + "; ".join(
-        f"{role}, {_seeds_text(len(fs))} (" + ", ".join(
-            f"seed {seed} `{res['model'].get('run')}/{res['model'].get('checkpoint')}`" for seed, res in fs.items())
-        + f"; {_tokens(next(iter(fs.values())))} tokens)" for role, fs in finals.items()) + ".", "", "## Findings", ""]
+    md = [f"# {data['title']}", "", "Final checkpoints compared (each listed under Inputs): " + "; ".join(
+        f"{role}, {_seeds_text(len(fs))}" + (f" ({', '.join(map(str, fs))})" if len(fs) > 1 else "")
+        + f", {_tokens(next(iter(fs.values())))} tokens" for role, fs in finals.items()) + ".", "", "## Findings", ""]
     if findings.get("one_run"):
         md += [f"**One run per model.** {compare.ONE_RUN_NOTE}", ""]
     ran = [c for c in findings["claims"] if c["verdict"] != "not run"]
@@ -453,7 +452,8 @@ def _claims_over_tokens(curves: list[dict], pngs: dict[str, bytes]) -> list[str]
     for claim in dict.fromkeys(c["claim"] for c in curves):
         group = [c for c in curves if c["claim"] == claim]
         name = f"claim-{claim}-over-tokens.png"
-        pngs[name] = plots.claim_curves(group, f"claim {claim}")
+        text = next((c.text for c in compare.CLAIMS if c.id == claim), "")
+        pngs[name] = plots.claim_curves(group, f"Claim {claim}: {text}")
         where = "; ".join(f"{c['label']}: " + (f"testable from {plots.human(c['first_testable'])} tokens"
                                                if c["first_testable"] is not None else "never testable")
                           for c in group)
