@@ -356,7 +356,7 @@ def test_seeds_are_one_role_each_and_every_row_says_so(tmp_path):
     assert saved == data["findings"]
     md = (out / "report.md").read_text()
     assert "3 seeds: encoder" in md and "between-seed sd" in md and "One run per model" not in md
-    assert "encoder, 3 seeds (seed 0 `pair-seed-0-encoder/decay-step0000030`" in md
+    assert "encoder, 3 seeds (0, 1, 2), 3k tokens" in md and "pair-seed-2-encoder/decay-step0000030" in md
     # each claim over training tokens: a figure per claim, from every seed's kept checkpoints
     assert data["curves"] and all(len(p["per_seed"]) == 3 for c in data["curves"] for p in c["points"])
     for claim in {c["claim"] for c in data["curves"]}:
