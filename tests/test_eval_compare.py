@@ -348,3 +348,17 @@ if __name__ == "__main__":  # the coverage table of docs/statistics.md: python t
             compare._seed_indices = kept
             print(f"{regime:18} sigma_seed {sigma_seed:<5} sigma_ex {sigma_ex:<4} K {k:>2}: Multi-Bootstrap "
                   f"{multi:.3f}, seeds ignored {ignored:.3f}")
+
+
+def test_seeds_that_disagree_in_sign_are_inconclusive_even_when_the_interval_is_not():
+    """Three seeds far ahead and one a little behind: the pooled interval lies above 0, but a seed flips the sign,
+    so the rule says inconclusive; with all four ahead it says reproduced."""
+    def results(accs):
+        return {s: {"tasks": {"sst2": _cls(acc, n=2000, seeds=1, seed=s)}} for s, acc in enumerate(accs)}
+
+    base = results([0.70, 0.70, 0.70, 0.70])
+    mixed = compare._row(results([0.80, 0.80, 0.80, 0.69]), base, PROBE, ("encoder", "decoder"))
+    assert mixed["interval"][0] > 0 and min(mixed["per_seed_difference"]) < 0
+    assert mixed["verdict"] == "inconclusive"
+    agreeing = compare._row(results([0.80, 0.80, 0.80, 0.75]), base, PROBE, ("encoder", "decoder"))
+    assert agreeing["verdict"] == "reproduced" and min(agreeing["per_seed_difference"]) > 0

@@ -33,8 +33,10 @@ RULE = (
     f"{RESAMPLES:,} resamples; with one seed it covers test examples only and the verdict is one run's. A model "
     "is above its baseline on a task when the lower end of the 95% interval of (model - baseline), over the same "
     "resampled seeds and examples, is above 0. A task row is *not testable at this scale* when either model is "
-    "not above its baseline; otherwise it is *reproduced* when the interval of the difference lies above 0, "
-    "*reversed* when it lies below 0, and *inconclusive* when it contains 0. A claim is *not testable* when none "
+    "not above its baseline; otherwise it is *reproduced* when the interval of the difference lies above 0 and "
+    "every pre-training seed's own difference is above 0, *reversed* in the mirror case, and *inconclusive* "
+    "otherwise (the interval contains 0, or the seeds disagree in sign: with few seeds the interval alone "
+    "undercovers, see docs/statistics.md). A claim is *not testable* when none "
     "of its tasks is testable, *reproduced* when at least one testable task is reproduced and none reversed, "
     "*reversed* in the mirror case, and *inconclusive* otherwise. Beside each difference, the detectable "
     f"difference is the smallest true difference this design finds with {POWER:.0%} power: "
@@ -326,11 +328,15 @@ def _row(fav: dict[int, dict], oth: dict[int, dict], measure: Measure, roles: tu
                                                   resamples).get("above_baseline", False)
             fig["baseline_name"] = f"{measure.gate} above its baseline"
     lo, hi = _interval(diff)
+    per_seed = np.asarray(a["per_seed"]) - np.asarray(b["per_seed"])
     if not (a.get("above_baseline") and b.get("above_baseline")):
         verdict = "not testable"
-    else:
-        verdict = "reproduced" if lo > 0 else "reversed" if hi < 0 else "inconclusive"
-    per_seed = np.asarray(a["per_seed"]) - np.asarray(b["per_seed"])
+    elif lo > 0 and bool(np.all(per_seed > 0)):
+        verdict = "reproduced"
+    elif hi < 0 and bool(np.all(per_seed < 0)):
+        verdict = "reversed"
+    else:  # the interval contains 0, or another seed would flip the sign
+        verdict = "inconclusive"
     se = float(np.std(diff, ddof=1))
     metric = measured(ta[0], measure)
     pub = _published(claim, metric)
