@@ -95,10 +95,13 @@ def test_revisions_evaluated_cached_and_drawn_side_by_side(hub, fake_hub, tmp_pa
     piqa = next(p for p in panels if p["title"] == "piqa")
     assert sorted(piqa["series"]) == ["decoder", "encoder"]
     for role, res in (("encoder", "enc"), ("decoder", "dec")):
-        xs, ys = piqa["series"][role]
+        [(xs, ys)] = piqa["series"][role]  # one lineage: one line
         assert xs == [850_000_000_000, 1_700_000_000_000, 2_000_000_000_000]
         assert ys == [files[f"org--{res}/{r}.json"]["tasks"]["piqa"]["acc_norm"] for r in ("step100", "step200", "decay50")]
     assert (tmp_path / "report" / "learning-curves.png").stat().st_size > 0
+    curve = next(c for c in data["curves"] if c["label"] == "piqa")  # claim 3 over the published revisions
+    assert [p["tokens"] for p in curve["points"]] == [850_000_000_000, 1_700_000_000_000, 2_000_000_000_000]
+    assert (tmp_path / "report" / "claim-3-over-tokens.png").stat().st_size > 0
     assert "estimated from their step numbers" in (tmp_path / "report" / "report.md").read_text()
 
 
