@@ -149,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
     from ettin.jobs import Job, usable_cores
     from ettin.train.checkpoint import list_checkpoints
+    from ettin.train.cli import pair_folder
 
     recipe = str(REPO / "recipes" / "tiny.yaml") if args.quick else args.recipe
     cont = str(REPO / "recipes" / "demo-continue.yaml")
@@ -178,11 +179,11 @@ def run(args: argparse.Namespace) -> int:
         cont_over += _scaled(cont, factor, [])
     t0 = time.time()
 
-    def pair_dir(seed: int) -> Path:
-        return out / "pair" if len(seeds) == 1 else out / "pair" / f"seed-{seed}"
+    def pair_dir(seed: int) -> Path:  # `ettin pair`'s layout: OUT/seed-<s> when there are several seeds
+        return pair_folder(out / "pair", native, seed)
 
-    def cont_dir(seed: int, role: str) -> Path:
-        return out / "continue" / role if len(seeds) == 1 else out / "continue" / f"seed-{seed}" / role
+    def cont_dir(seed: int, role: str) -> Path:  # the continued runs of a seed, laid out alike
+        return pair_folder(out / "continue", native, seed) / role
 
     print(f"== 1-2. data and native pre-training ({recipe}), {len(seeds)} pre-training seed(s) -> {out / 'pair'}",
           flush=True)
