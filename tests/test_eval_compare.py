@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from ettin.eval import compare, metrics
+from ettin.eval import compare, curves, metrics
 from ettin.eval.compare import Measure
 
 
@@ -322,7 +322,7 @@ def test_curves_over_training_tokens():
                 runs[role][s].append({"model": {"tokens": 1000 * (k + 1) + s},
                                       "tasks": {"cranfield": _mean_task(score, base), "old": {"main": "x"}}})
     runs["decoder"][0].append(runs["decoder"][0][-1])  # a longer run: paired by position up to the shorter
-    out = compare.curves(runs, resamples=200)
+    out = curves.curves(runs, resamples=200)
     assert len(out) == 1
     curve = out[0]
     assert (curve["claim"], curve["label"], curve["metric"], curve["favoured"]) == (2, "cranfield", "ndcg@10", "encoder")
@@ -334,7 +334,7 @@ def test_curves_over_training_tokens():
         assert p["difference"] == pytest.approx(np.mean(lead[k]), abs=1e-12)
         assert p["interval"][0] <= p["difference"] <= p["interval"][1]
     flat = {role: {s: runs[role][s][:1] for s in range(3)} for role in runs}  # one checkpoint: no curve
-    assert compare.curves(flat) == []
+    assert curves.curves(flat) == []
 
 
 if __name__ == "__main__":  # the coverage table of docs/statistics.md: python tests/test_eval_compare.py [replicates]

@@ -350,10 +350,11 @@ def _row(fav: dict[int, dict], oth: dict[int, dict], measure: Measure, roles: tu
             "could_detect": bool(detectable <= abs(pub.effect)) if pub else None, "verdict": verdict}
 
 
-def task_row(favoured: dict, other: dict, measure: Measure, roles: tuple[str, str], seed: int = 0) -> dict:
+def task_row(favoured: dict, other: dict, measure: Measure, roles: tuple[str, str], seed: int = 0,
+             resamples: int = RESAMPLES) -> dict:
     """A paired comparison of two models (each {seed: results} or one results dict) on one measure, over the
     pre-training seeds both have, with its verdict."""
-    return _row(_seeds(favoured), _seeds(other), measure, roles, seed)
+    return _row(_seeds(favoured), _seeds(other), measure, roles, seed, resamples)
 
 
 def claim_verdict(rows: list[dict]) -> str:
@@ -367,9 +368,14 @@ def claim_verdict(rows: list[dict]) -> str:
     return "inconclusive"
 
 
-def _examples(task: dict, measure: Measure) -> bool:
+def has_examples(result: dict, measure: Measure) -> bool:
+    """The result holds the measure with per-example data (and its gate task's), so a paired figure can be drawn."""
+    if not _has(result, measure):
+        return False
+    task = result["tasks"][measure.task]
     design = task.get("designs", {}).get(measure.design) if measure.design else None
-    return "per_example" in task and (measure.design is None or "per_example" in (design or {}))
+    return ("per_example" in task and (measure.design is None or "per_example" in (design or {}))
+            and (not measure.gate or "per_example" in result["tasks"][measure.gate]))
 
 
 def _task_rows(runs: dict[str, dict[int, dict]], seed: int) -> tuple[list[dict], list[dict]]:
@@ -384,8 +390,7 @@ def _task_rows(runs: dict[str, dict[int, dict]], seed: int) -> tuple[list[dict],
             continue
         designs = dict.fromkeys(d for r in enc.values() for d in r["tasks"].get(name, {}).get("designs") or [])
         for m in [Measure(name, d) for d in designs] or [Measure(name)]:
-            fav, oth = ({s: r for s, r in side.items() if _has(r, m) and _examples(r["tasks"][name], m)}
-                        for side in (enc, dec))
+            fav, oth = ({s: r for s, r in side.items() if has_examples(r, m)} for side in (enc, dec))
             if not fav or not oth:
                 continue
             try:
@@ -463,49 +468,3 @@ def learned(results: dict[str, dict], min_gain: float = 0.15) -> list[dict]:
             row["lm"] = fig | {"passed": fig["above_baseline"]}
         rows.append(row)
     return rows
-
-
-# ---- over training tokens ----------------------------------------------------------------------------------
-def _ready(result: dict, measure: Measure) -> bool:
-    return (_has(result, measure) and _examples(result["tasks"][measure.task], measure)
-            and (not measure.gate or "per_example" in result["tasks"][measure.gate]))
-
-
-def curves(checkpoints: dict[str, dict], resamples: int = 500) -> list[dict]:
-    """Each claim comparison over training tokens, from {role: {seed: [results of that seed's checkpoints,
-    ordered by training tokens]}} (a role's plain list is seed 0's). Checkpoints pair by position within a
-    seed and across seeds (x: the mean of their tokens); a point is testable when both models are above their
-    baselines there; first_testable is the tokens from which every later point is testable."""
-    runs = {role: {0: v} if isinstance(v, list) else dict(sorted((int(s), c) for s, c in v.items()))
-            for role, v in checkpoints.items()}
-    out = []
-    for claim in CLAIMS:
-        for comp in claim.comparisons:
-            fav, oth = runs.get(comp.favoured, {}), runs.get(comp.other, {})
-            seeds = [s for s in fav if s in oth]
-            if not seeds:
-                continue
-            length = min(min(len(fav[s]), len(oth[s])) for s in seeds)
-            if length < 2:
-                continue
-            at = [({s: fav[s][k] for s in seeds}, {s: oth[s][k] for s in seeds}) for k in range(length)]
-            for m in comp.measures:
-                if not all(_ready(r, m) for f, o in at for r in [*f.values(), *o.values()]):
-                    continue
-                points = []
-                for f, o in at:
-                    row = _row(f, o, m, (comp.favoured, comp.other), 0, resamples)
-                    tokens = float(np.mean([r["model"]["tokens"] for r in [*f.values(), *o.values()]]))
-                    points.append({"tokens": tokens, "difference": row["difference"],
-                                   "per_seed": row["per_seed_difference"],
-                                   "band": (min(row["per_seed_difference"]), max(row["per_seed_difference"])),
-                                   "interval": row["interval"], "testable": row["verdict"] != "not testable",
-                                   "seeds": row["seeds"]})
-                first = None
-                for p in reversed(points):
-                    if not p["testable"]:
-                        break
-                    first = p["tokens"]
-                out.append({"claim": claim.id, "label": m.label, "metric": row["metric"], "favoured": comp.favoured,
-                            "other": comp.other, "points": points, "first_testable": first})
-    return out

@@ -71,6 +71,18 @@ def forest(rows: list[dict]) -> bytes:
     return _png(fig)
 
 
+def _count_axes(ax, title: str, xlabel: str, ylabel: str, fontsize: int) -> None:
+    """A panel whose x axis is a count (tokens): title, labels a point smaller, ticks two, a light grid."""
+    ax.set_title(title, fontsize=fontsize)
+    ax.set_xlabel(xlabel, fontsize=fontsize - 1)
+    ax.set_ylabel(ylabel, fontsize=fontsize - 1)
+    ax.xaxis.set_major_locator(MaxNLocator(4))
+    ax.xaxis.set_major_formatter(FuncFormatter(human))
+    ax.yaxis.set_major_locator(MaxNLocator(5))
+    ax.tick_params(labelsize=fontsize - 2)
+    ax.grid(alpha=0.3)
+
+
 def lines(panels: list[dict], colours: dict[str, str], xlabel: str) -> bytes:
     """Small panels, one measure each: panels [{title, ylabel, series: {name: (xs, ys) or [(xs, ys), ...]}}]; a
     line per series (several for a list: one per seed, the same colour and style), coloured by name; x is a count
@@ -88,14 +100,7 @@ def lines(panels: list[dict], colours: dict[str, str], xlabel: str) -> bytes:
                 ax.plot(xs, ys, marker=style[name][0] if len(xs) < 30 else None, ls=style[name][1], ms=4,
                         lw=1.1 if several and len(value) > 1 else 1.5, alpha=0.75 if several and len(value) > 1 else 1,
                         color=colours.get(name), label=name)
-        ax.set_title(panel["title"], fontsize=10)
-        ax.set_xlabel(xlabel, fontsize=9)
-        ax.set_ylabel(panel["ylabel"], fontsize=9)
-        ax.xaxis.set_major_locator(MaxNLocator(4))
-        ax.xaxis.set_major_formatter(FuncFormatter(human))
-        ax.yaxis.set_major_locator(MaxNLocator(5))
-        ax.tick_params(labelsize=8)
-        ax.grid(alpha=0.3)
+        _count_axes(ax, panel["title"], xlabel, panel["ylabel"], fontsize=10)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     handles = [Line2D([], [], color=colours.get(n), ls=style[n][1], lw=2, label=n) for n in names]
@@ -130,14 +135,8 @@ def claim_curves(curves: list[dict], title: str) -> bytes:
         if c.get("first_testable") is not None:
             ax.axvline(c["first_testable"], color="#2ca02c", ls=":", lw=1.4)
         k = max(p.get("seeds", 1) for p in pts)
-        ax.set_title(f"{c['label']} ({k} seed{'s' if k != 1 else ''})", fontsize=9)
-        ax.set_xlabel("training tokens", fontsize=8)
-        ax.set_ylabel(f"{c['favoured']} - {c['other']}\n{c['metric']}", fontsize=8)
-        ax.xaxis.set_major_locator(MaxNLocator(4))
-        ax.xaxis.set_major_formatter(FuncFormatter(human))
-        ax.yaxis.set_major_locator(MaxNLocator(5))
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
+        _count_axes(ax, f"{c['label']} ({k} seed{'s' if k != 1 else ''})", "training tokens",
+                    f"{c['favoured']} - {c['other']}\n{c['metric']}", fontsize=9)
     for ax in axes.flat[len(curves):]:
         ax.set_visible(False)
     handles = [Line2D([], [], color="#1f77b4", lw=1.6, label="mean over seeds"),

@@ -6,8 +6,8 @@ of an earlier report, which holds all of these and rebuilds the same report with
 A model's role comes from its results (model.role; older files: encoder for mlm, decoder for clm); a role's
 final checkpoint is the one with the most training tokens, the earlier ones give its learning curves.
 
-The comparison is ettin.eval.compare's (findings, learned, bias_profile): this module gathers the inputs, lays
-them out as Markdown, converts that to HTML with the PNGs inlined, and writes report.md, report.html, the PNGs
+The comparison is ettin.eval.compare's (findings, learned, bias_profile) and ettin.eval.curves' (each claim over
+training tokens); ettin.eval.inputs gathers the inputs; this module lays them out as Markdown, converts that to HTML with the PNGs inlined, and writes report.md, report.html, the PNGs
 and report.json into --out, each atomically, only once every input has been read.
 """
 
@@ -19,178 +19,18 @@ import html
 import inspect
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
-from ettin.config import ROLES as NATIVE_ROLES
-from ettin.eval import compare, plots, published
-from ettin.eval.runner import load_results
+from ettin.eval import compare, curves, plots, published
+from ettin.eval.inputs import FORMAT, ROLE_ORDER, ReportError, collect, number, seed_groups, seed_of
 from ettin.io import atomic_write_bytes
-from ettin.train.progress import read_metrics
 
-FORMAT = "ettin-report/3"
-REBUILDS = ("ettin-report/2", FORMAT)  # the results inside are the same; findings are recomputed
 DEFAULT_TITLE = "Encoder versus decoder"
-ROLE_ORDER = ("encoder", "decoder", "encoder-continued", "decoder-continued", "encoder-from-decoder",
-              "encoder-from-decoder-mntp", "decoder-from-encoder")
-LOG_KEYS = ("phase", "step", "tokens", "loss", "loss_avg", "lr")
 VERDICTS = {"not testable": "not testable at this scale", "not run": "not run (no results for these models)"}
 CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45}"
        "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #ccc;padding:4px 8px;"
        "vertical-align:top;text-align:left}th{background:#f3f3f3}img{max-width:100%}code{font-size:0.9em}")
-
-
-class ReportError(ValueError):
-    """Bad report input; the message names the file."""
-
-
-# ---------------------------------------------------------------------------------------------------- inputs
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ReportError(f"{path}: cannot be read as JSON ({e})") from e
-
-
-def _number(x, default: float = math.nan) -> float:
-    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else default
-
-
-def _role(res: dict) -> str:
-    """The model's role in the comparison, from its results file (never from folder names)."""
-    where, model, tasks = res.get("_path", "a results file"), res.get("model"), res.get("tasks")
-    if not isinstance(model, dict) or not isinstance(tasks, dict):
-        raise ReportError(f"{where}: not a results file: 'model' and 'tasks' must be objects")
-    for name, task in tasks.items():
-        if not isinstance(task, dict) or task.get("main") not in task:
-            raise ReportError(f"{where}: tasks.{name}: no value for its main metric")
-    role = model.get("role") or NATIVE_ROLES.get(model.get("objective"))
-    if not isinstance(role, str):
-        raise ReportError(f"{where}: no model.role, and model.objective {model.get('objective')!r} is not mlm or clm")
-    return role
-
-
-def _run_dir(model_path) -> Path | None:
-    """The run folder of an evaluated checkpoint (<run>/checkpoints/<ckpt>, or <run>/final)."""
-    if not isinstance(model_path, str) or not model_path:
-        return None
-    p = Path(os.path.normpath(model_path))
-    return p.parent.parent if p.parent.name == "checkpoints" else p.parent
-
-
-def _in_run(log: Path, run: Path) -> bool:
-    here = log.parent.resolve()
-    if run.exists() and run.resolve() == here:
-        return True  # a recorded relative path may have been relative to another folder: match its tail
-    return not run.is_absolute() and ".." not in run.parts and here.parts[-len(run.parts):] == run.parts
-
-
-def _read_log(path: Path) -> dict:
-    try:
-        rows = read_metrics(path)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ReportError(f"{path}: cannot be read as a training log ({e})") from e
-    keep = [{k: r[k] for k in LOG_KEYS if k in r} for r in rows if isinstance(r, dict)]
-    return {"path": str(path), "rows": [r for r in keep if math.isfinite(_number(r.get("tokens")))
-                                        and math.isfinite(_number(r.get("loss_avg", r.get("loss"))))]}
-
-
-def _merged(first: dict, other: dict) -> dict:
-    """One checkpoint's results from several files (`ettin eval`'s and `ettin finetune`'s): their tasks together.
-    A task in both must hold the same record; two different measurements of one task are not merged silently."""
-    tasks = dict(first["tasks"])
-    for name, rec in other["tasks"].items():
-        if name in tasks and tasks[name] != rec:
-            raise ReportError(f"task {name!r} of checkpoint {first['model'].get('checkpoint')} "
-                              f"(run {first['model'].get('run')}) is in {first.get('_path', 'a report.json')} and "
-                              f"{other.get('_path', 'a report.json')} with different results: report one of them")
-        tasks[name] = rec
-    return first | {"tasks": tasks}
-
-
-def seed_of(res: dict) -> int:
-    """The pre-training seed of an evaluated model (its run's `seed`; 0 for results that do not record it)."""
-    seed = res.get("model", {}).get("seed")
-    return seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
-
-
-def by_seed(rs: list[dict]) -> dict[int, list[dict]]:
-    """One role's results (ordered by seed, then tokens) as {seed: [results by tokens]}."""
-    out: dict[int, list[dict]] = {}
-    for r in rs:
-        out.setdefault(seed_of(r), []).append(r)
-    return out
-
-
-def collect(paths) -> dict:
-    """{title, results: {role: [results, by seed then tokens]}, training: {role: [{seed, path, rows}]},
-    unmatched_logs}."""
-    results, given_logs, saved, title, unmatched = [], [], {}, None, []
-    for p in map(Path, paths):
-        if p.is_dir():
-            for f in sorted(p.rglob("*.json")):
-                _read_json(f)  # load_results skips a damaged file: name it instead
-            results += load_results(p)
-            given_logs += sorted(p.rglob("metrics.jsonl"))
-        elif p.is_file() and p.name.endswith(".jsonl"):
-            given_logs.append(p)
-        elif p.is_file():
-            obj = _read_json(p)
-            if isinstance(obj, dict) and str(obj.get("format", "")).startswith("ettin-report/"):
-                if obj["format"] not in REBUILDS:
-                    raise ReportError(f"{p}: a {obj['format']} report; this version rebuilds {', '.join(REBUILDS)} only: "
-                                      "report the results files instead")
-                title = title or obj.get("title")
-                results += [r for rs in obj.get("results", {}).values() for r in rs]
-                saved = {f"{role}/{log.get('seed', 0)}": log for role, ls in obj.get("training", {}).items()
-                         for log in ([ls] if isinstance(ls, dict) else ls)} | saved
-                unmatched += obj.get("unmatched_logs", [])
-            elif isinstance(obj, dict) and {"model", "tasks"} <= obj.keys():
-                results.append(obj | {"_path": str(p)})
-            else:
-                raise ReportError(f"{p}: neither a results file ('model' and 'tasks') nor a report.json")
-        else:
-            raise ReportError(f"{p}: no such file or folder")
-    by_role: dict[str, dict] = {}
-    for res in results:
-        m = res["model"] if isinstance(res.get("model"), dict) else {}
-        key = (m.get("run"), m.get("checkpoint"), m["sha256"]) if m.get("sha256") else res.get("_path")
-        same = by_role.setdefault(_role(res), {})
-        same[key] = _merged(same[key], res) if key in same else res
-    ordered = {}
-    for role in sorted(by_role, key=lambda r: (ROLE_ORDER.index(r) if r in ROLE_ORDER else len(ROLE_ORDER), r)):
-        rs = sorted(by_role[role].values(), key=lambda r: (seed_of(r), _number(r["model"].get("tokens"), -1),
-                                                           _number(r["model"].get("step"), -1)))
-        for seed in dict.fromkeys(map(seed_of, rs)):
-            runs = sorted({str(r["model"].get("run")) for r in rs if seed_of(r) == seed})
-            if len(runs) > 1:
-                raise ReportError(f"role {role}: results of several runs of pre-training seed {seed} "
-                                  f"({', '.join(runs)}); a report compares one run per role and seed (give each its "
-                                  "role with `ettin eval --role`)")
-        ordered[role] = rs
-    homes = {(role, seed_of(r)): set() for role, rs in ordered.items() for r in rs}
-    for role, rs in ordered.items():
-        for r in rs:
-            if d := _run_dir(r["model"].get("path")):
-                homes[(role, seed_of(r))].add(d)
-    training: dict[tuple, dict] = {}
-    for log in dict.fromkeys(Path(os.path.abspath(f)) for f in given_logs):
-        owners = [key for key, dirs in homes.items() if any(_in_run(log, d) for d in dirs)]
-        if not owners:
-            unmatched.append(str(log))
-        for key in owners:
-            training.setdefault(key, _read_log(log))
-    for key, dirs in homes.items():  # a report.json's logs, then the logs beside the evaluated checkpoints
-        if key not in training and f"{key[0]}/{key[1]}" in saved:
-            training[key] = saved[f"{key[0]}/{key[1]}"]
-        for d in sorted(dirs):
-            if key not in training and (d / "metrics.jsonl").is_file():
-                training[key] = _read_log(d / "metrics.jsonl")
-    logs: dict[str, list] = {}
-    for (role, seed), log in sorted(training.items(), key=lambda kv: (list(ordered).index(kv[0][0]), kv[0][1])):
-        logs.setdefault(role, []).append(log | {"seed": seed})
-    return {"title": title, "results": ordered, "training": logs, "unmatched_logs": sorted(set(unmatched))}
 
 
 # ---------------------------------------------------------------------------------------------- the numbers
@@ -220,7 +60,7 @@ def figures(by_seed_results: dict[int, dict]) -> list[dict]:
         for design in task.get("designs") or [None]:
             row = {"task": name, "design": design, "label": compare.Measure(name, design).label,
                    "metric": metric_name(task, design), "main": task["main"],
-                   "main_value": float(sum(_number(r["tasks"][name][task["main"]]) for r in by_seed_results.values())
+                   "main_value": float(sum(number(r["tasks"][name][task["main"]]) for r in by_seed_results.values())
                                        / len(by_seed_results))}
             if all("per_example" in r["tasks"][name] for r in by_seed_results.values()):
                 measure = compare.Measure(name, design)
@@ -236,21 +76,21 @@ def figures(by_seed_results: dict[int, dict]) -> list[dict]:
 
 def finals_by_seed(results: dict[str, list[dict]]) -> dict[str, dict[int, dict]]:
     """{role: {seed: the final checkpoint's results}} (final: the most training tokens)."""
-    return {role: {seed: rs_s[-1] for seed, rs_s in by_seed(rs).items()} for role, rs in results.items()}
+    return {role: {seed: rs_s[-1] for seed, rs_s in seed_groups(rs).items()} for role, rs in results.items()}
 
 
 def build(paths, title: str | None = None) -> dict:
     """Everything report.json holds, as it holds it (a rebuild from it renders the same report)."""
     inp = collect(paths)
+    checkpoints = {role: seed_groups(rs) for role, rs in inp["results"].items()}
     finals = finals_by_seed(inp["results"])
     if not finals:
         raise ReportError(f"no results files found in {', '.join(map(str, paths))}")
     sources = [r.get("_path", "?") for fs in finals.values() for r in fs.values()]
-    checkpoints = {role: by_seed(rs) for role, rs in inp["results"].items()}
     data = {"format": FORMAT, "title": title or inp["title"] or DEFAULT_TITLE, "results": inp["results"],
             "training": inp["training"], "unmatched_logs": inp["unmatched_logs"],
             "findings": _guarded("the findings", sources, lambda: compare.findings(finals)),
-            "curves": _guarded("the claims over training tokens", sources, lambda: compare.curves(checkpoints)),
+            "curves": _guarded("the claims over training tokens", sources, lambda: curves.curves(checkpoints)),
             "learned": _guarded("the learned-something bar", sources, lambda: compare.learned(finals)),
             "detail": {role: figures(fs) for role, fs in finals.items()},
             "bias": {role: _guarded("the WinoGender profile", [r.get("_path", "?") for r in fs.values()],
@@ -313,13 +153,13 @@ def _learning_panels(results: dict) -> list[dict]:
     """Each task's main metric over kept checkpoints: one panel per task, a line per role and seed."""
     panels: dict[tuple, dict] = {}
     for role, rs in results.items():
-        for seed, rs_s in by_seed(rs).items():
+        for seed, rs_s in seed_groups(rs).items():
             if len(rs_s) < 2:  # one checkpoint (the continued runs, whose tokens count from their start): no curve
                 continue
             for res in rs_s:
-                tokens = _number(res["model"].get("tokens"))
+                tokens = number(res["model"].get("tokens"))
                 for name, task in res["tasks"].items():
-                    value = _number(task[task["main"]])
+                    value = number(task[task["main"]])
                     if math.isfinite(tokens) and math.isfinite(value):
                         p = panels.setdefault((name, task["main"]), {"title": name, "ylabel": task["main"],
                                                                      "series": {}})
@@ -441,16 +281,16 @@ def render(data: dict) -> tuple[str, dict[str, bytes]]:
     return "\n".join(md), pngs
 
 
-def _claims_over_tokens(curves: list[dict], pngs: dict[str, bytes]) -> list[str]:
+def _claims_over_tokens(rows: list[dict], pngs: dict[str, bytes]) -> list[str]:
     """One small figure per claim: its rows' differences against training tokens, with the seed band."""
     md = ["### Each claim over training tokens", ""]
-    if not curves:
+    if not rows:
         return md + ["No claim's models were evaluated at more than one kept checkpoint: no curves.", ""]
     md += ["Each panel: the difference (favoured - other) on every kept checkpoint, the mean over pre-training seeds "
            "(line), their range (band), filled where both models are above their baselines (the row is testable "
            "there) and open where not; the dotted line marks where the row becomes testable for good.", ""]
-    for claim in dict.fromkeys(c["claim"] for c in curves):
-        group = [c for c in curves if c["claim"] == claim]
+    for claim in dict.fromkeys(c["claim"] for c in rows):
+        group = [c for c in rows if c["claim"] == claim]
         name = f"claim-{claim}-over-tokens.png"
         text = next((c.text for c in compare.CLAIMS if c.id == claim), "")
         pngs[name] = plots.claim_curves(group, f"Claim {claim}: {text}")
@@ -505,7 +345,7 @@ def build_report(paths, out, title: str | None = None) -> dict:
 
 def cmd_report(args: argparse.Namespace) -> int:
     data = build_report(args.inputs, args.out, args.title)
-    roles = ", ".join(f"{role} ({len(rs)} checkpoints, {_seeds_text(len(by_seed(rs)))})"
+    roles = ", ".join(f"{role} ({len(rs)} checkpoints, {_seeds_text(len(seed_groups(rs)))})"
                       for role, rs in data["results"].items())
     print(f"report: {Path(args.out) / 'report.md'}, {Path(args.out) / 'report.html'}; {roles}")
     for c in data["findings"]["claims"]:

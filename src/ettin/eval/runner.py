@@ -191,8 +191,8 @@ def load_results(out_dir: Path) -> list[dict]:
 
 
 # sources that read results but do not compute them: a change there keeps cached results valid
-NOT_IN_RESULTS = {"demo.py", "cli.py", "eval/cli.py", "eval/compare.py", "eval/report.py", "eval/plots.py",
-                  "eval/published.py", "eval/summary.py"}
+NOT_IN_RESULTS = {"demo.py", "cli.py", "jobs.py", "eval/cli.py", "eval/compare.py", "eval/curves.py", "eval/inputs.py",
+                  "eval/report.py", "eval/plots.py", "eval/published.py", "eval/summary.py"}
 
 
 @functools.lru_cache(maxsize=1)

@@ -257,13 +257,19 @@ def cmd_pair(args) -> int:
     if opts.parallel:
         code = _pair_parallel(args, recipe, opts, folders)
     else:
-        code = _pair_serial(recipe, opts, folders)
+        code = _pair_serial(args, recipe, opts, folders)
     if code == 0 and len(seeds) > 1:
         atomic_write_json(out / "seeds.json", {"seeds": seeds, "folders": {s: str(f) for s, f in folders.items()}})
     return code
 
 
-def _pair_serial(recipe, opts, folders: dict[int, Path]) -> int:
+def seed_overrides(recipe, seed: int) -> list[str]:
+    """The overrides that make one seed's run of a several-seed pair recipe (`seeds` back to 1: a run trains one
+    model); none for a one-seed recipe."""
+    return [] if recipe.seeds == 1 else [f"seed={seed}", "seeds=1"]
+
+
+def _pair_serial(args, recipe, opts, folders: dict[int, Path]) -> int:
     from ettin.train import distributed as D
     from ettin.train.loop import NonFiniteLoss, train
     from ettin.train.progress import run_banner
@@ -272,10 +278,9 @@ def _pair_serial(recipe, opts, folders: dict[int, Path]) -> int:
     try:
         with D.session() as info:
             for seed, folder in folders.items():
-                one = recipe if len(folders) == 1 else _seeded(recipe, seed)
+                one = load_recipe(args.recipe, [*opts.overrides, *seed_overrides(recipe, seed)])
                 if info.is_main:
                     print(run_banner(one, info), flush=True)
-                fingerprints = {}
                 for objective, sub in OBJECTIVE_DIRS.items():
                     if info.is_main:
                         print(f"== {recipe.name}: {sub} ({objective}), seed {seed} -> {folder / sub}", flush=True)
@@ -283,20 +288,12 @@ def _pair_serial(recipe, opts, folders: dict[int, Path]) -> int:
                                     resume=opts.resume or opts.resume_if_exists)
                     if info.is_main:
                         _print_results(folder / sub, results)
-                    fingerprints[sub] = json.loads((folder / sub / "fingerprints.json").read_text())
                 if info.is_main:
-                    code = _compare_fingerprints(folder, fingerprints) or code
+                    code = _compare_fingerprints(folder) or code
     except NonFiniteLoss as e:
         print(f"ettin pair: stopped: {e}", file=sys.stderr)
         return 3
     return code
-
-
-def _seeded(recipe, seed: int):
-    """One seed's recipe of a several-seed pair run (`seeds` back to 1: each run trains one model)."""
-    from dataclasses import replace
-
-    return replace(recipe, seed=seed, seeds=1, unresolved={**recipe.unresolved, "seed": seed, "seeds": 1})
 
 
 def _pair_parallel(args, recipe, opts, folders: dict[int, Path]) -> int:
@@ -310,10 +307,10 @@ def _pair_parallel(args, recipe, opts, folders: dict[int, Path]) -> int:
     resume = ["--resume-if-exists"] if opts.resume or opts.resume_if_exists else []  # the pair resumes as a whole
     jobs = []
     for seed, folder in folders.items():
-        seeded = [] if len(folders) == 1 else [f"seed={seed}", "seeds=1"]
         for objective, sub in reversed(OBJECTIVE_DIRS.items()):  # the decoder first: its full-sequence loss
             cmd = [sys.executable, "-m", "ettin.cli", "train", args.recipe, "--objective", objective,  # is slower
-                   "--out", str(folder / sub), *resume, *opts.overrides, *seeded, "train.progress=false"]
+                   "--out", str(folder / sub), *resume, *opts.overrides, *seed_overrides(recipe, seed),
+                   "train.progress=false"]
             name = sub if len(folders) == 1 else f"seed-{seed}/{sub}"
             jobs.append(Job(name, cmd, folder / sub / "train.log"))
     lanes = opts.jobs or min(len(jobs), usable_cores())
@@ -326,13 +323,13 @@ def _pair_parallel(args, recipe, opts, folders: dict[int, Path]) -> int:
         return 1
     code = 0
     for folder in folders.values():
-        fingerprints = {sub: json.loads((folder / sub / "fingerprints.json").read_text())
-                        for sub in OBJECTIVE_DIRS.values()}
-        code = _compare_fingerprints(folder, fingerprints) or code
+        code = _compare_fingerprints(folder) or code
     return code
 
 
-def _compare_fingerprints(out: Path, fingerprints: dict) -> int:
+def _compare_fingerprints(out: Path) -> int:
+    """The pair's batch-order fingerprints (each run's fingerprints.json) compared, written to <out>/pair.json."""
+    fingerprints = {sub: json.loads((out / sub / "fingerprints.json").read_text()) for sub in OBJECTIVE_DIRS.values()}
     same = fingerprints["encoder"] == fingerprints["decoder"]
     summary = {"same_batch_order": same, **fingerprints}
     atomic_write_json(out / "pair.json", summary)
