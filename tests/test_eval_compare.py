@@ -335,6 +335,14 @@ def test_curves_over_training_tokens():
         assert p["interval"][0] <= p["difference"] <= p["interval"][1]
     flat = {role: {s: runs[role][s][:1] for s in range(3)} for role in runs}  # one checkpoint: no curve
     assert curves.curves(flat) == []
+    # a costly task scored on a subset of the kept checkpoints: its curve has the positions where every seed of
+    # both models has it (here the first checkpoint lacks it for one seed of the decoder), two at least
+    part = {role: {s: [dict(r) for r in runs[role][s]] for s in range(3)} for role in runs}
+    part["decoder"][1][0] = {**part["decoder"][1][0], "tasks": {"old": {"main": "x"}}}
+    subset = curves.curves(part, resamples=200)[0]
+    assert [p["tokens"] for p in subset["points"]] == [2001.0, 3001.0] and subset["first_testable"] == 2001.0
+    part["decoder"][2][1] = {**part["decoder"][2][1], "tasks": {}}
+    assert curves.curves(part, resamples=200) == []  # one position left: no curve
 
 
 if __name__ == "__main__":  # the coverage table of docs/statistics.md: python tests/test_eval_compare.py [replicates]

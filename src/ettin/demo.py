@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 BASE_MINUTES = 15.0  # what recipes/demo.yaml is sized for on the 2-core development machine
 FIXED_MINUTES = 7.0  # set-up, data, evaluation and report of three seeds: what does not scale with --minutes
 # the claims' cheap tasks on every kept checkpoint of every seed (each claim over training tokens; learning curves)
-CURVE_TASKS = "sst2,lm,next_token,winogender"
+CURVE_TASKS = "sst2,cranfield,lm,next_token,winogender"
 CURVE_SETTINGS = ["sst2.designs=probe", "sst2.train_limit=4000"]
 NATIVE_TASKS = "sst2,cola,qnli,stsb,cranfield,piqa,lm,next_token,generation,winogender"
 # role: (objective, which native model it starts from, extra overrides, tasks)
@@ -75,11 +75,13 @@ def _jobs(jobs: list, lanes: int) -> None:
 
 
 def _scaled(recipe: str, factor: float, extra: list[str]) -> list[str]:
-    """Overrides that multiply every phase's token budget (and warmup) by `factor`."""
+    """Overrides that multiply every phase's token budget (warmup, decay and the checkpoint interval) by `factor`."""
     if factor == 1.0:
         return []
     r = _load(recipe, extra)
     out = []
+    if r.train.save_every_tokens:  # as many kept checkpoints at every budget: their evaluation is a fixed cost
+        out.append(f"train.save_every_tokens={int(r.train.save_every_tokens * factor)}")
     for i, ph in enumerate(r.phases):
         out.append(f"phases.{i}.tokens={int(ph.tokens * factor)}")
         for key in ("warmup_tokens", "decay_tokens"):
@@ -174,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     cont_over = [f"model.size={native.model.size}", f"train.precision={native.train.precision}"]
     if args.quick:
         cont_over += ["phases.0.tokens=48k", "phases.0.seq_len=256", "phases.0.warmup_tokens=8k",
-                      "phases.0.decay_tokens=16k"]
+                      "phases.0.decay_tokens=16k", "train.save_every_tokens=24k"]
     else:
         cont_over += _scaled(cont, factor, [])
     t0 = time.time()
@@ -209,7 +211,8 @@ def run(args: argparse.Namespace) -> int:
 
     # One command a role, over its seeds (one process start and one task-data load for K models): the native finals
     # first (the encoders' pseudo-log-likelihood tasks cost the most), then the continued models, then the earlier
-    # kept checkpoints (the claims over training tokens; each final's own results give the last point).
+    # kept checkpoints, native and continued (the claims over training tokens; each final's own results give the last
+    # point).
     jobs = [eval_job(f"final/{sub}", [final[(s, sub)] for s in seeds], sub, NATIVE_TASKS, TASK_SETTINGS, sub)
             for sub in ("encoder", "decoder")]
     jobs += [eval_job(f"final/{role}", [_final(cont_dir(s, role)) for s in seeds], role, tasks, CROSS_SETTINGS, role)
@@ -218,6 +221,10 @@ def run(args: argparse.Namespace) -> int:
         kept = [c for s in seeds for c in list_checkpoints(pair_dir(s) / sub) if c != final[(s, sub)]]
         if kept:
             jobs.append(eval_job(f"kept/{sub}", kept, sub, CURVE_TASKS, CURVE_SETTINGS, f"{sub}-kept"))
+    for role, (_, _, _, tasks) in CONTINUED.items():
+        kept = [c for s in seeds for c in list_checkpoints(cont_dir(s, role)) if c != _final(cont_dir(s, role))]
+        if kept:
+            jobs.append(eval_job(f"kept/{role}", kept, role, tasks, CROSS_SETTINGS, f"{role}-kept"))
     _jobs(jobs, lanes)
 
     print(f"== 5. report -> {out / 'report'}", flush=True)

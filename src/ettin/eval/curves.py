@@ -11,7 +11,8 @@ from ettin.eval.compare import CLAIMS, has_examples, task_row
 def curves(checkpoints: dict[str, dict], resamples: int = 500) -> list[dict]:
     """Each claim comparison over training tokens, from {role: {seed: [results of that seed's checkpoints,
     ordered by training tokens]}} (a role's plain list is seed 0's). Checkpoints pair by position within a
-    seed and across seeds (x: the mean of their tokens); a point is testable when both models are above their
+    seed and across seeds (x: the mean of their tokens); a measure's curve has the positions where every one of
+    those checkpoints has its per-example scores (at least two); a point is testable when both models are above their
     baselines there; first_testable is the tokens from which every later point is testable."""
     runs = {role: {0: v} if isinstance(v, list) else dict(sorted((int(s), c) for s, c in v.items()))
             for role, v in checkpoints.items()}
@@ -27,10 +28,13 @@ def curves(checkpoints: dict[str, dict], resamples: int = 500) -> list[dict]:
                 continue
             at = [({s: fav[s][k] for s in seeds}, {s: oth[s][k] for s in seeds}) for k in range(length)]
             for m in comp.measures:
-                if not all(has_examples(r, m) for f, o in at for r in [*f.values(), *o.values()]):
+                # the checkpoints where this measure was evaluated for every seed of both models (a costly task may
+                # be scored on a subset of the kept checkpoints)
+                scored = [(f, o) for f, o in at if all(has_examples(r, m) for r in [*f.values(), *o.values()])]
+                if len(scored) < 2:
                     continue
                 points = []
-                for f, o in at:
+                for f, o in scored:
                     row = task_row(f, o, m, (comp.favoured, comp.other), 0, resamples)
                     tokens = float(np.mean([r["model"]["tokens"] for r in [*f.values(), *o.values()]]))
                     points.append({"tokens": tokens, "difference": row["difference"],
