@@ -3,6 +3,7 @@ invisible in evaluation, and not exported (transformers' `attention_dropout` wou
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
@@ -63,3 +64,38 @@ def test_export_writes_no_dropout_and_matches_in_evaluation(objective, tmp_path)
     with torch.no_grad():
         torch.testing.assert_close(dropped(ids).logits, hf(input_ids=ids).logits, atol=1e-4, rtol=0)
     assert from_pretrained(str(tmp_path / "hf")).config.attention_output_dropout == 0.0  # a training setting
+
+
+def test_finetuning_is_the_same_from_a_checkpoint_and_from_its_export(tmp_path, one_thread):
+    """`ettin eval runs/x` (a checkpoint, which keeps its training dropout) and `ettin eval runs/x/final` (its export,
+    which has none) fine-tune the same weights the same way: every fine-tuning in `ettin eval` uses the published
+    fine-tuning's dropouts (ettin.eval.tasks.common.FINETUNE_DROPOUT), whatever folder the model came from."""
+    from downstream_tiny import tokenizer
+    from ettin.eval.runner import load_subject, resolve_targets
+    from ettin.eval.tasks.classification import fit_head
+    from ettin.eval.tasks.common import FINETUNE_DROPOUT, FinetuneSettings
+    from ettin.train.checkpoint import export_hf, save_checkpoint
+
+    tok = tokenizer([f"the {w} went to the {v} and sat" for w in ("cat", "dog", "owl") for v in ("mat", "barn")])
+    ids = {f"{n}_token_id": tok.token_to_id(t) for n, t in
+           (("pad", "[PAD]"), ("bos", "[CLS]"), ("eos", "[SEP]"), ("mask", "[MASK]"))}
+    cfg = preset("tiny", "mlm", vocab_size=tok.get_vocab_size(), attention_output_dropout=0.1, **ids)
+    run = tmp_path / "run"
+    run.mkdir()
+    tok.save(str(run / "tokenizer.json"))
+    ckpt = save_checkpoint(run, "stable-step0000002", EttinModel(cfg), None,
+                           {"run": "run", "phase": "stable", "step": 2, "tokens": 20, "model_config": cfg.to_dict()})
+    export_hf(ckpt, run / "final")
+    subjects = [load_subject(resolve_targets(str(p))[0], "cpu", 64) for p in (ckpt, run / "final")]
+    assert [s.model.config.attention_output_dropout for s in subjects] == [0.1, 0.0]  # what each folder holds
+    g = torch.Generator().manual_seed(1)
+    seqs = [[ids["bos_token_id"], *torch.randint(5, tok.get_vocab_size(), (int(n),), generator=g).tolist(),
+             ids["eos_token_id"]] for n in torch.randint(3, 20, (16,), generator=g)]
+    y = np.arange(16) % 2
+    tuned = [fit_head(s, seqs, y, 2, False, "cls", FinetuneSettings(epochs=2, batch_size=4), 0)[0] for s in subjects]
+    for model in tuned:
+        assert model.config.attention_output_dropout == FINETUNE_DROPOUT["attention_output_dropout"] == 0.1
+        assert sum(isinstance(m, torch.nn.Dropout) for m in model.modules()) == cfg.num_layers
+    a, b = (m.state_dict() for m in tuned)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], subjects[0].model.state_dict()[k]) for k in a)  # it did train

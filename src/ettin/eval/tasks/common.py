@@ -8,7 +8,6 @@ Scoring is sparse: the vocabulary head runs only at the positions that are score
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -237,6 +236,24 @@ def encode_poolings(subject: Subject, model: EttinModel, seqs: Sequence[list[int
     return {p: torch.stack(v) for p, v in out.items()}
 
 
+# The dropouts of every fine-tuning in `ettin eval` (the classification designs, GLUE as published, the retrieval
+# fine-tune), whatever folder the weights come from: a checkpoint keeps its training dropout, its Hugging Face export
+# has none (ettin.config: attention_output_dropout is not exported), so the source must not decide. The published
+# GLUE fine-tuning ran the pre-training model config: bert24 generate_eval_config_from_checkpoint.py lines 204-206
+# copy every model_config key of the training YAML (attn_out_dropout_prob 0.1 in all 48, tests/published), and
+# ModernBERT generate_eval_config.py lines 71 and 73 default attention_probs_dropout_prob 0.0, attn_out_dropout_prob 0.1.
+FINETUNE_DROPOUT = {"attention_dropout": 0.0, "attention_output_dropout": 0.1}
+
+
+def finetuning_copy(model: EttinModel) -> EttinModel:
+    """A copy of `model` (same weights, dtype and runtime settings) with FINETUNE_DROPOUT, in training mode."""
+    config = model.config.replace(**FINETUNE_DROPOUT)
+    with torch.device("meta"):  # no initialisation: the weights come next
+        tuned = EttinModel(config, attn_backend=model.attn_backend, loss_chunk_size=model.loss_chunk_size)
+    tuned.load_state_dict({k: v.detach().clone() for k, v in model.state_dict().items()}, assign=True)
+    return tuned.train()
+
+
 @dataclass
 class FinetuneSettings:
     epochs: int = 2
@@ -253,11 +270,12 @@ def finetune(
     subject: Subject, head: torch.nn.Module, num_examples: int, loss_fn: Callable[[EttinModel, list[int]], torch.Tensor],
     settings: FinetuneSettings, seed: int, start: EttinModel | None = None,
 ) -> EttinModel:
-    """AdamW over a deep copy of the model (or of `start`, e.g. a model fine-tuned on another task) plus `head`
-    for settings.epochs passes over num_examples examples, linear warmup then linear decay;
-    loss_fn(model, batch_indices) -> scalar loss. Returns the tuned copy (the models given are left untouched)."""
+    """AdamW over a copy of the model (or of `start`, e.g. a model fine-tuned on another task) with the fine-tuning
+    dropouts (FINETUNE_DROPOUT) plus `head` for settings.epochs passes over num_examples examples, linear warmup then
+    linear decay; loss_fn(model, batch_indices) -> scalar loss. Returns the tuned copy (the models given are left
+    untouched)."""
     torch.manual_seed(seed)
-    model = copy.deepcopy(subject.model if start is None else start).to(subject.device).train()
+    model = finetuning_copy(subject.model if start is None else start).to(subject.device)
     head.to(subject.device).train()
     params = [p for p in [*model.parameters(), *head.parameters()] if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
