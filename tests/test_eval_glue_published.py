@@ -95,3 +95,44 @@ def test_refusals_before_model_work(tiny, tmp_path, capsys):
     # a start from the other objective's model is refused when the task runs (its config is read then)
     assert _eval(tiny, "mlm", tmp_path / "eval", "protocol=published", f"start_from={tiny.hf['clm']}") == 2
     assert "objective clm (model mlm)" in capsys.readouterr().err
+
+
+def test_mnli_settings_are_the_suites_trainer():
+    """MNLI as the Ettin suite's trainer fine-tuned it (orionw/bert24 src/evals/glue_jobs.py lines 67-70: lr 5e-5,
+    decoupled weight decay 5e-6; ModernBERT's later default is 1e-6), 2 epochs (bert24's eval configs)."""
+    lr, epochs, weight_decay, _ = glue_published.PUBLISHED["mnli"]
+    assert (lr, epochs, weight_decay) == (5e-5, 2, 5e-6)
+    assert glue_published.fine_tune_settings("mnli").weight_decay == pytest.approx(5e-6 / 5e-5)
+
+
+def test_mnli_start_is_cached_by_what_decides_it_and_encodes_no_dev_split(tiny, monkeypatch):
+    """The MNLI model RTE / MRPC / STS-B start from is fine-tuned again when anything that decides it changes (the
+    pooling, the training rows), reused otherwise, and MNLI's dev split is never encoded."""
+    from ettin.eval.runner import load_subject, resolve_targets
+
+    rng = np.random.default_rng(0)
+    words = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran"]
+    rows = lambda n: [classification.Example(" ".join(rng.choice(words, 6)), " ".join(rng.choice(words, 4)),  # noqa: E731
+                                             float(i % 3)) for i in range(n)]
+    train, dev = rows(12), rows(7)
+    monkeypatch.setattr(classification, "load", lambda name, *a: (train, dev, "accuracy"))
+    fits, wrapped = [], []
+    fit, wrap = classification.fit_head, classification.wrap
+
+    def fit_spy(subject, seqs, *args):
+        fits.append(len(seqs))
+        return fit(subject, seqs, *args)
+
+    monkeypatch.setattr(classification, "fit_head", fit_spy)
+    monkeypatch.setattr(classification, "wrap", lambda subject, examples, length: wrapped.append(len(examples))
+                        or wrap(subject, examples, length))
+    subject = load_subject(resolve_targets(str(tiny.runs["mlm"]))[0], "cpu", 64)
+    start = lambda **kw: glue_published.mnli_start(  # noqa: E731
+        subject, tiny.data, classification.ClassificationSettings(**kw), 0)
+    first = start()
+    assert start() is first and fits == [12]  # the same settings: the same model
+    assert start(pooling="mean") is not first and fits == [12, 12]  # another pooling: fine-tuned again
+    fewer = start(published_train_limit=8)
+    assert fewer is not first and fits == [12, 12, 8]  # other training rows: again
+    assert start(published_train_limit=8, eval_limit=3, published_seeds=("1",)) is fewer  # not MNLI's settings
+    assert fits == [12, 12, 8] and wrapped == [12, 12, 8]  # MNLI's dev rows (7) never encoded
