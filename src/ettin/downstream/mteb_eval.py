@@ -98,8 +98,10 @@ def plan(args) -> tuple[dict, list, list]:
     local, hub_names = {}, []
     for item in (t.strip() for t in args.tasks.split(",")):
         if item.startswith("beir:"):
-            col = common.load_collection(Path(item[5:]).expanduser(), args.query_limit)
             name = common.collection_name(Path(item[5:]).expanduser())
+            if name in local:  # one entry, one task and one predictions file per name
+                raise UserError(f"--tasks: two collections named {name} ({item}); give each folder its own name")
+            col = common.load_collection(Path(item[5:]).expanduser(), args.query_limit)
             local[name] = (col, local_task(col, name))
         elif item:
             hub_names.append(item)
@@ -199,6 +201,18 @@ def tie_sensitive(ranking: dict[str, dict[str, float]], k: int = 10) -> int:
     return count
 
 
+def ranking_of(task, predictions: Path) -> dict[str, dict[str, float]]:
+    """The ranking mteb wrote for `task` into `predictions`, a folder of this task alone: the file of its exact name
+    (`{task name}_predictions.json`, mteb 2's AbsTask.prediction_file_name in mteb/abstasks/abstask.py), else the
+    folder's one JSON file; never another task's whose name starts alike (scifact and scifact-small)."""
+    path = Path(predictions) / f"{task.metadata.name}_predictions.json"
+    files = [path] if path.is_file() else sorted(Path(predictions).glob("*.json"))
+    if len(files) != 1:
+        found = ", ".join(f.name for f in files) or "nothing"
+        raise RuntimeError(f"mteb wrote no predictions for {task.metadata.name} in {predictions} (found {found})")
+    return json.loads(files[0].read_text())["default"]["test"]
+
+
 def evaluate(model, tasks: list, batch_size: int, predictions: Path | None = None) -> list:
     import mteb
 
@@ -251,13 +265,11 @@ def run(args: argparse.Namespace) -> int:
         settings = {"mteb": mteb.__version__, "batch_size": args.batch_size, "max_length": args.max_length,
                     "query_limit": args.query_limit, "model": str(args.model), **how}
         print(f"ettin mteb: {args.model} on {', '.join([*local, *(t.metadata.name for t in hub)])}", file=sys.stderr)
-        for name, (col, task) in local.items():
+        for i, (name, (col, task)) in enumerate(local.items()):
             start = time.perf_counter()
-            (tr,) = evaluate(model, [task], args.batch_size, Path(work) / "predictions")
-            files = sorted((Path(work) / "predictions").glob(f"{name}*predictions*.json"))
-            if not files:
-                raise RuntimeError(f"mteb wrote no predictions for {name} in {Path(work) / 'predictions'}")
-            ranking = json.loads(files[0].read_text())["default"]["test"]
+            predictions = Path(work) / "predictions" / str(i)  # a folder per task: only its own file is there
+            (tr,) = evaluate(model, [task], args.batch_size, predictions)
+            ranking = ranking_of(task, predictions)
             scores = local_scores(col, ranking)
             tasks[f"mteb:{name}"] = common.retrieval_task(  # per query: mteb's ranking, mteb's tie order
                 col, name, scores, trec_order(ranking), common.bm25_ranking(col), settings,
