@@ -179,7 +179,9 @@ def is_hub_id(text: str) -> bool:
 def results_file(out_dir: str | Path, run: str, checkpoint: str, model_path: str | Path) -> Path:
     """Where one model's results go: <out>/<run>/<checkpoint>.json; when that file holds another model's results (two
     runs of one name, e.g. the final/ folders of two pairs' encoders), <out>/<run>-<digest of this model's
-    path>/<checkpoint>.json instead, so results of different models never collide."""
+    path>/<checkpoint>.json instead, so results of different models never collide. A model is its absolute, resolved
+    path, which results record (`model.path`): the same model named from another working directory, relatively or
+    absolutely, finds its file. (A relative `model.path`, written before, is read against the working directory.)"""
     path = Path(out_dir) / run / f"{checkpoint}.json"
     try:
         held = json.loads(path.read_text()).get("model", {}).get("path") if path.is_file() else None

@@ -100,7 +100,7 @@ def resolve(source: str, workdir: Path, role: str | None = None,
     _check_objective(objective, need)
     model = {"run": target.run, "role": role or ROLES[objective], "objective": objective,
              "checkpoint": target.checkpoint, **{k: target.meta.get(k) for k in ("phase", "step", "tokens")},
-             "sha256": checkpoint_sha256(target.path), "path": str(target.path), "source": str(source)}
+             "sha256": checkpoint_sha256(target.path), "path": str(Path(target.path).resolve()), "source": str(source)}
     return Resolved(folder, objective, model)
 
 

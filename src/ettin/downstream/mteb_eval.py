@@ -168,7 +168,7 @@ def st_record(folder: Path, work: Path, role: str | None) -> dict:
     objective = common.hf_objective(folder) if (folder / "config.json").is_file() else "mlm"
     return {"run": folder.resolve().name, "role": role or ROLES[objective], "objective": objective,
             "checkpoint": "sentence-transformers", "phase": None, "step": None, "tokens": None,
-            "sha256": checkpoint_sha256(folder), "path": str(folder), "source": str(folder)}
+            "sha256": checkpoint_sha256(folder), "path": str(folder.resolve()), "source": str(folder)}
 
 
 # ----------------------------------------------------------------------------------------------- scoring

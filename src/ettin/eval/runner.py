@@ -241,7 +241,8 @@ def evaluate_target(target: Target, tasks: list[TaskSpec], data_dir: Path, out_d
         "checkpoint": target.checkpoint,
         "phase": target.meta.get("phase"), "step": target.meta.get("step"), "tokens": target.meta.get("tokens"),
         "seed": target.meta.get("seed"),
-        "sha256": sha, "num_parameters": subject.model.num_parameters(), "path": str(target.path),
+        "sha256": sha, "num_parameters": subject.model.num_parameters(),
+        "path": str(Path(target.path).resolve()),  # the model's identity (ettin.io.results_file): whatever the spelling
         **target.meta.get("record", {}),  # e.g. a hub revision's name, commit and estimated tokens
     }
     results["settings"] = settings | {"device": device, "torch": torch.__version__,
