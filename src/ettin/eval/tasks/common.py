@@ -241,7 +241,8 @@ def encode_poolings(subject: Subject, model: EttinModel, seqs: Sequence[list[int
 # has none (ettin.config: attention_output_dropout is not exported), so the source must not decide. The published
 # GLUE fine-tuning ran the pre-training model config: bert24 generate_eval_config_from_checkpoint.py lines 204-206
 # copy every model_config key of the training YAML (attn_out_dropout_prob 0.1 in all 48, tests/published), and
-# ModernBERT generate_eval_config.py lines 71 and 73 default attention_probs_dropout_prob 0.0, attn_out_dropout_prob 0.1.
+# ModernBERT generate_eval_config.py lines 71 and 73 default attention_probs_dropout_prob 0.0 and
+# attn_out_dropout_prob 0.1.
 FINETUNE_DROPOUT = {"attention_dropout": 0.0, "attention_output_dropout": 0.1}
 
 

@@ -10,7 +10,8 @@ the task's seeds; the result is the mean over seeds (their spread beside it). RT
 model fine-tuned on MNLI (its backbone; the head is new): missing that rule is the known RTE reproduction failure
 (57-66 against 87.4, AnswerDotAI/ModernBERT#225). `start_from` gives that model (a checkpoint folder or Hugging
 Face folder, e.g. one written by an MNLI run with `save_to`); when empty, MNLI is fine-tuned here first (glue:mnli,
-online; cached on the subject, keyed by what decides it). Composer's decoupled weight decay (per step: wd x lr / peak lr) is torch AdamW's weight_decay = wd / lr.
+online; kept on the subject, keyed by what decides it). Composer's decoupled weight decay (per step: wd x lr / peak
+lr) is torch AdamW's weight_decay = wd / lr.
 
 What stays ettin's, the same for both objectives: the head (a linear layer on the pooled vector: [CLS] or mean for
 encoders, the last real token for decoders) and the input framing; weight decay on matrices only.
