@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+import yaml
 
 from ettin.cli import main
 from ettin.train import checkpoint as ckpt
@@ -184,12 +185,25 @@ def test_bf16_autocast(recipe_file, tmp_path):
 
 
 @pytest.mark.slow
-def test_torch_compile(recipe_file, tmp_path):
+def test_torch_compile(recipe_file, tmp_path, monkeypatch):
+    """A compiled run trains what an eager one trains. The recipe is changed in Python between the runs (the loop
+    resolves it for clm): each run's recipe.yaml and the blocks compiled say it took effect."""
+    from ettin.model import EttinModel
+
+    compiled_blocks = []
+    original = EttinModel.compile_blocks
+    monkeypatch.setattr(EttinModel, "compile_blocks",
+                        lambda self, **kw: compiled_blocks.append(1) or original(self, **kw))
     recipe = load_recipe(recipe_file, ["train.compile=true", "phases.0.tokens=1536", "train.save_every_tokens=0"])
     recipe.phases = recipe.phases[:1]
     compiled = loop.train(recipe, tmp_path / "compiled", objective="clm", log=lambda *_: None)[0]
+    assert compiled_blocks == [1]
     recipe.train.compile = False
     eager = loop.train(recipe, tmp_path / "eager", objective="clm", log=lambda *_: None)[0]
+    assert compiled_blocks == [1]  # the eager run compiled nothing
+    for run, flag in (("compiled", True), ("eager", False)):
+        stored = yaml.safe_load((tmp_path / run / "recipe.yaml").read_text())
+        assert stored["train"]["compile"] is flag and [p["name"] for p in stored["phases"]] == ["pretrain"]
     assert compiled.losses == pytest.approx(eager.losses, rel=1e-4)
 
 

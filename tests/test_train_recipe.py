@@ -1,5 +1,6 @@
 """Recipes (typed validation, overrides, presets), LR schedules and optimizer groups."""
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -89,6 +90,64 @@ def test_the_attention_backend_is_a_setting_of_the_run(tmp_path):
         load_recipe(write(tmp_path, BASE), ["train.attn_backend=flex", "train.compile=true"])
 
 
+@pytest.mark.parametrize("key, value, instead", [
+    ("objective", "clm", r"set the recipe's `objective` \(or ettin train --objective\) instead"),
+    ("global_rope_theta", 1e6, r"set phases\.N\.global_rope_theta instead"),
+    ("local_rope_theta", 1e6, r"set phases\.N\.local_rope_theta instead"),
+    ("vocab_size", 999, r"the vocabulary is the tokenizer's .*: remove it"),
+    ("mask_token_id", 5, r"the special ids are the tokenizer's .*: remove it"),
+])
+def test_model_overrides_the_recipe_sets_elsewhere_are_refused(tmp_path, capsys, key, value, instead):
+    """A model config field the recipe sets elsewhere (the objective, the phase's RoPE thetas, the tokenizer's
+    vocabulary and ids) under model.overrides: refused naming the key to use, on the command line and in a file."""
+    from ettin.cli import main
+
+    refused = rf"override model\.overrides\.{key}=.*: model\.overrides\.{key}: .*{instead}"
+    with pytest.raises(RecipeError, match=refused):
+        load_recipe(write(tmp_path, BASE), [f"model.overrides.{key}={value}"])
+    path = write(tmp_path, BASE.replace("{size: tiny}", f"{{size: tiny, overrides: {{{key}: {value}}}}}"), "f.yaml")
+    with pytest.raises(RecipeError, match=rf"f\.yaml: model\.overrides\.{key}: .*{instead}"):
+        load_recipe(path)
+    assert main(["train", str(path), "--out", str(tmp_path / "x"), "--dry-run"]) == 2
+    assert f"model.overrides.{key}: " in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_the_command_line_refuses_model_overrides_objective(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "ettin.cli", "train", str(RECIPES / "tiny.yaml"), "--out",
+                           str(tmp_path / "x"), "--dry-run", "model.overrides.objective=clm"],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "model.overrides.objective: the objective is the run's: set the recipe's `objective`" in done.stderr
+
+
+def test_set_elsewhere_is_what_model_config_sets_over_overrides(tmp_path):
+    """SET_ELSEWHERE (the model config fields refused under model.overrides) is exactly what Recipe.model_config sets
+    over an override, or cannot take (the objective), besides the runtime keys: every other field passes through."""
+    from ettin.config import RUNTIME_KEYS, ModelConfig, preset
+    from ettin.data.synthetic import SYNTHETIC_SPECIAL
+    from ettin.train.recipe_checks import SET_ELSEWHERE
+
+    r = load_recipe(write(tmp_path, BASE))
+    base = preset("tiny")
+
+    def config(key, value):
+        r.model.overrides = {key: value}  # past validation, as the loop would see it
+        return r.model_config(r.phases[0], 128, "mlm", SYNTHETIC_SPECIAL)
+
+    for f in dataclasses.fields(ModelConfig):
+        if f.name == "objective":
+            with pytest.raises(TypeError):
+                config(f.name, "clm")
+            continue
+        default = getattr(base, f.name)
+        value = {"layer_types": ["full_attention"] * base.num_layers, "extra": {"x": 1}}.get(f.name) or 2 * default
+        assert (getattr(config(f.name, value), f.name) == value) == (f.name not in SET_ELSEWHERE), f.name
+    assert set(SET_ELSEWHERE) - {f.name for f in dataclasses.fields(ModelConfig)} == set(RUNTIME_KEYS)
+
+
 def test_yaml_errors_and_extends(tmp_path):
     bad = write(tmp_path, "name: [unclosed\n", "bad.yaml")
     with pytest.raises(RecipeError, match=r"bad.yaml:\d+: not valid YAML"):
@@ -160,6 +219,25 @@ def test_per_objective_values(tmp_path):
     with pytest.raises(RecipeError, match=r"half\.yaml: phases\.1\.local_rope_theta: a per-objective value without "
                                           r"one for 'mlm'"):
         load_recipe(half)
+
+
+def test_changes_made_in_python_survive_for_objective(tmp_path):
+    """A loaded recipe changed in Python (a section replaced, a field set, phases dropped) keeps every change when it
+    is resolved for either objective; a per-objective value it did not change still resolves per objective, and one
+    set in Python is the value of both."""
+    path = write(tmp_path, BASE + "phases.decay.local_rope_theta: {mlm: 160000, clm: 10000}\n")
+    r = load_recipe(path)
+    r = dataclasses.replace(r, train=dataclasses.replace(r.train, compile=True, lr=5e-4))
+    r.phases[0].seq_len = 16
+    for objective, theta in (("mlm", 160000.0), ("clm", 10000.0)):
+        for resolved in (r.for_objective(objective), make_plan(r, objective).recipe):
+            assert resolved.objective == objective and resolved.train.compile and resolved.train.lr == 5e-4
+            assert resolved.phases[0].seq_len == 16 and resolved.phases[1].local_rope_theta == theta
+    assert r.for_objective("clm").for_objective("mlm").phases[1].local_rope_theta == 160000.0
+    r.phases[1].local_rope_theta = 20000.0
+    r.phases = r.phases[1:]
+    decoder = r.for_objective("clm")
+    assert [p.name for p in decoder.phases] == ["decay"] and decoder.phases[0].local_rope_theta == 20000.0
 
 
 def test_optimizer_groups_and_decoupled_decay():

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from ettin.config import SIZES, ModelConfig, preset
 from ettin.train.recipe import RecipeError, apply_override, parse_tokens, recipe_from_dict
+from ettin.train.recipe_checks import SET_ELSEWHERE
 
 WARMUP_SHARE = 3 / 50  # the cross-objective phase: 3B tokens of warmup in 50B
 DECAY_SHARE = 10 / 50  # ... and a linear decay over its last 10B
@@ -42,9 +43,6 @@ MLM_PROBABILITY = 0.15  # the decay and cross-objective phases' masking rate
 HOLDOUT = 0.05  # a user's corpus is small: 2% of a few hundred documents would be a handful
 MAX_SEQ_LEN = 1024  # the published pre-training context; longer rows on request (--seq-len)
 RECIPES = Path(__file__).resolve().parents[3] / "recipes"  # the published peaks, in a checkout
-# model config fields the recipe sets elsewhere: the objective, the vocabulary (data.vocab_size), the RoPE thetas (the
-# phase), and how it runs (kernels, not the model). The special ids stay (training sets the tokenizer's over them).
-_NOT_OVERRIDES = {"objective", "vocab_size", "global_rope_theta", "local_rope_theta"}
 
 
 @dataclass
@@ -206,7 +204,9 @@ def continue_recipe(start: Start, args) -> dict:
     mixture = {"name": "continue", "instances": {"mode": "pack"},
                "sources": [{"name": n, "path": str(shards), "subset": n, "weight": w}
                            for n, w in zip(names, _weights(sources))]}
-    overrides = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_OVERRIDES and (k != "extra" or v)}
+    # the checkpoint's shape, dropout and context; not what the recipe sets elsewhere (its objective, RoPE thetas, the
+    # tokenizer's vocabulary and ids: the same values, from the phase and the data)
+    overrides = {k: v for k, v in cfg.to_dict().items() if k not in SET_ELSEWHERE and (k != "extra" or v)}
     batch = args.batch_size
     raw = {
         "name": out.name, "objective": objective, "seed": args.seed, "out_dir": str(out.parent),

@@ -1,8 +1,8 @@
 """Training recipes: typed dataclasses, YAML loading, dotted overrides and validation.
 
 A recipe is one YAML file: the model size, the data, the optimiser settings and a list of phases.
-Everything is validated before any work starts; a bad value raises `RecipeError` naming the file and
-the field (``recipes/tiny.yaml: train.lr: expected a number, got 'fast'``).
+Everything is validated before any work starts (`ettin.train.recipe_checks`); a bad value raises `RecipeError` naming
+the file and the field (``recipes/tiny.yaml: train.lr: expected a number, got 'fast'``).
 
 Token counts accept suffixes: ``1.7T``, ``250B``, ``3M``, ``64k`` (powers of ten), or plain integers.
 Inheritance: ``extends: 150m.yaml`` deep-merges this file onto that one (mappings merge; lists such as
@@ -13,9 +13,9 @@ A key the recipe's objective cannot use (a decoder's ``mlm_probability``) is an 
 
 Per-objective values: where the published recipe differs by objective (the decay phase's local RoPE theta of
 some sizes), a value may be a mapping from objective to value, ``local_rope_theta: {mlm: 160000, clm: 10000}``:
-each model takes its objective's (`Recipe.for_objective`; `ettin pair` resolves the encoder's and the decoder's).
-Any mapping whose keys are objectives is such a value; the resolved recipe (run folders' recipe.yaml) holds plain
-values.
+each model takes its objective's (`Recipe.for_objective`; `ettin pair` resolves the encoder's and the decoder's), from
+the typed recipe, so that a change made to it in Python stays. Any mapping whose keys are objectives is such a value;
+the resolved recipe (run folders' recipe.yaml) holds plain values.
 """
 
 from __future__ import annotations
@@ -31,19 +31,12 @@ from typing import Any
 
 import yaml
 
-from ettin.config import LOSS_CHUNK_SIZE, OBJECTIVES, RUNTIME_KEYS, SIZES, ModelConfig
+from ettin.config import LOSS_CHUNK_SIZE, OBJECTIVES, ModelConfig
 from ettin.data.holdout import HOLDOUT_FRACTION
 from ettin.data.ready import unusable_keys
-from ettin.data.synthetic import SYNTHETIC_SPECIAL
-from ettin.train.schedule import DECAY_SHAPES
+from ettin.train.recipe_checks import RecipeError, validate
 
-SCHEDULES = ("warmup_stable", "one_minus_sqrt", "warmup_stable_decay", "constant")
-TOKEN_UNITS = ("real", "slots")  # how a phase counts its budget (ettin.train.plan)
 _SUFFIX = {"k": 1e3, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
-
-
-class RecipeError(ValueError):
-    """A recipe that cannot run: the message names the file and the field."""
 
 
 def parse_tokens(value: Any) -> int:
@@ -69,7 +62,9 @@ def parse_tokens(value: Any) -> int:
 @dataclass
 class ModelSection:
     size: str = "tiny"  # a preset name from ettin.config (17m ... 1b, tiny, demo)
-    overrides: dict[str, Any] = field(default_factory=dict)  # any ModelConfig field, e.g. attention_output_dropout
+    # ModelConfig fields, e.g. attention_output_dropout; not those the recipe sets elsewhere (the objective, the phase's
+    # RoPE thetas, the tokenizer's vocabulary and ids: recipe_checks.SET_ELSEWHERE)
+    overrides: dict[str, Any] = field(default_factory=dict)
     # a local checkpoint folder (meta.json) or Hugging Face folder (config.json) to start phase 1 from
     # (cross-objective); checked to exist before training (ettin.train.preflight), never fetched from the hub
     init_from: str | None = None
@@ -124,6 +119,11 @@ class TrainSection:
     keep_checkpoints: int = 0  # 0: keep all (the suite releases its intermediate checkpoints)
     log_every: int = 1
     nan_policy: str = "stop"  # stop | skip
+    # loss-spike guard, off | skip | stop: a step whose loss is over the mean of the last spike_window steps' by
+    # spike_sigmas standard deviations (ettin.train.guard); off in the presets, as in the published runs
+    spike_guard: str = "off"
+    spike_window: int = 128
+    spike_sigmas: float = 6.0
     peak_flops: float | None = None  # per device, for MFU; None: a guess from the device
     tensorboard: bool = True
     wandb: bool = False
@@ -169,8 +169,9 @@ class Recipe:
     train: TrainSection = field(default_factory=TrainSection)
     phases: list[PhaseSection] = field(default_factory=list)
     source_file: str = "<recipe>"  # where it came from (for messages); not a setting
-    # the recipe as read, per-objective values unresolved (for_objective); not a setting
-    unresolved: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    # the file's per-objective values, {key path: {objective: value}} (phases by name), which for_objective resolves
+    # on this recipe itself; not a setting
+    per_objective: dict[tuple, dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
 
     # ---- derived numbers -------------------------------------------------------------------------
     def batch_size(self, phase: PhaseSection) -> int:
@@ -180,12 +181,19 @@ class Recipe:
         return phase.micro_batch_size or self.train.micro_batch_size
 
     def for_objective(self, objective: str) -> Recipe:
-        """This recipe as it trains `objective`: every per-objective value resolved to that objective's."""
+        """This recipe as it trains `objective`, a function of the recipe alone: every change made to it after loading
+        stays, and each per-objective value takes `objective`'s unless it was changed (then it is both's)."""
         if objective == self.objective:
             return self
-        raw = dict(self.unresolved or self.to_dict())
-        raw["objective"] = objective
-        return recipe_from_dict(raw, self.source_file)
+        d = self.to_dict()
+        for path, values in self.per_objective.items():
+            found = _at(d, path)
+            if found and objective in values and found[0][found[1]] == values[self.objective]:
+                found[0][found[1]] = values[objective]
+        d["objective"] = objective
+        resolved = recipe_from_dict(d, self.source_file)
+        resolved.per_objective = self.per_objective
+        return resolved
 
     def model_config(
         self, phase: PhaseSection, vocab_size: int, objective: str | None = None, special: dict | None = None
@@ -207,7 +215,7 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("source_file")
-        d.pop("unresolved")
+        d.pop("per_objective")
         d["train"]["betas"] = list(d["train"]["betas"])
         return d
 
@@ -341,7 +349,7 @@ def _convert(cls: type, data: Any, where: str, source: str) -> Any:
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: {where}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)} - {"source_file", "unresolved"}
+    names = {f.name for f in dataclasses.fields(cls)} - {"source_file", "per_objective"}
     unknown = sorted(set(data) - names)
     if unknown:
         raise RecipeError(f"{source}: {where}: unknown field(s) {unknown}; known: {sorted(names)}")
@@ -403,15 +411,23 @@ def _coerce(hint: Any, value: Any, where: str, source: str) -> Any:
 
 
 def recipe_from_dict(raw: dict[str, Any], source: str = "<recipe>") -> Recipe:
-    objective = raw.get("objective", Recipe.objective)
-    recipe = _convert(Recipe, resolve_objective(raw, objective, source), "", source)
+    """The typed recipe of a mapping (a file's, overrides applied) for its objective, validated; one with per-objective
+    values is validated for each objective, and keeps them (as each objective's typed value) for for_objective."""
+    recipe = _typed(raw, raw.get("objective", Recipe.objective), source)
+    paths = [p for p in _per_objective_paths(raw) if p]
+    if paths:  # each objective's variant is a valid recipe too
+        variants = {o: (recipe if o == recipe.objective else _typed(raw, o, source)).to_dict() for o in OBJECTIVES}
+        names = [p.name for p in recipe.phases]
+        for path in paths:  # phases by name, so that they are found when some are dropped
+            key = ("phases", names[path[1]], *path[2:]) if path[0] == "phases" and len(path) > 1 else path
+            recipe.per_objective[key] = {o: _value(d, path) for o, d in variants.items()}
+    return recipe
+
+
+def _typed(raw: dict[str, Any], objective: str, source: str) -> Recipe:
+    recipe = _convert(Recipe, resolve_objective({**raw, "objective": objective}, objective, source), "", source)
     recipe.source_file = source
-    recipe.unresolved = raw
     validate(recipe)
-    others = [o for o in OBJECTIVES if o != recipe.objective]
-    if others and _has_per_objective(raw):
-        for other in others:  # each objective's variant is a valid recipe too
-            validate(_convert(Recipe, resolve_objective({**raw, "objective": other}, other, source), "", source))
     return recipe
 
 
@@ -419,11 +435,30 @@ def _is_per_objective(value: Any) -> bool:
     return isinstance(value, dict) and bool(value) and set(value) <= set(OBJECTIVES)
 
 
-def _has_per_objective(node: Any) -> bool:
+def _per_objective_paths(node: Any, path: tuple = ()) -> list[tuple]:
+    """The key paths of the per-objective values in a recipe mapping (list items by index)."""
     if _is_per_objective(node):
-        return True
-    items = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
-    return any(_has_per_objective(v) for v in items)
+        return [path]
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    return [p for k, v in items for p in _per_objective_paths(v, (*path, k))]
+
+
+def _at(node: Any, path: tuple) -> tuple[Any, Any] | None:
+    """(container, key) of a key path in a recipe mapping (list items by index, phases also by name); None: gone."""
+    for i, step in enumerate(path):
+        if isinstance(node, list) and isinstance(step, str):
+            step = next((j for j, item in enumerate(node) if isinstance(item, dict) and item.get("name") == step), -1)
+        if not (0 <= step < len(node) if isinstance(node, list) else isinstance(node, dict) and step in node):
+            return None
+        if i == len(path) - 1:
+            return node, step
+        node = node[step]
+    return None
+
+
+def _value(node: Any, path: tuple) -> Any:
+    container, key = _at(node, path)
+    return container[key]
 
 
 def resolve_objective(node: Any, objective: str, source: str, where: str = "") -> Any:
@@ -438,81 +473,3 @@ def resolve_objective(node: Any, objective: str, source: str, where: str = "") -
     if isinstance(node, list):
         return [resolve_objective(v, objective, source, f"{where}.{i}") for i, v in enumerate(node)]
     return node
-
-
-def _check(ok: bool, source: str, where: str, message: str) -> None:
-    if not ok:
-        raise RecipeError(f"{source}: {where}: {message}")
-
-
-def validate(r: Recipe) -> None:
-    """Every check that can fail before training starts."""
-    s = r.source_file
-    _check(r.objective in OBJECTIVES, s, "objective", f"must be one of {OBJECTIVES}, got {r.objective!r}")
-    _check(isinstance(r.seeds, int) and r.seeds >= 1, s, "seeds", f"must be an integer >= 1, got {r.seeds!r}")
-    _check(r.model.size in SIZES, s, "model.size", f"unknown size {r.model.size!r}; known: {', '.join(SIZES)}")
-    runtime = sorted(set(r.model.overrides) & set(RUNTIME_KEYS))
-    _check(not runtime, s, f"model.overrides.{runtime[0] if runtime else ''}",
-           f"how the model runs, not the architecture: set train.{runtime[0] if runtime else ''} instead")
-    fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    bad = sorted(set(r.model.overrides) - fields)
-    _check(not bad, s, "model.overrides", f"unknown model config field(s) {bad}")
-    _check(r.data.source in ("prepared", "synthetic"), s, "data.source", "must be 'prepared' or 'synthetic'")
-    if r.data.source == "synthetic":
-        _check(bool(r.data.vocab_size), s, "data.vocab_size", "synthetic data needs a vocab_size")
-    else:
-        _check(r.data.tokenizer is not None, s, "data.tokenizer", "prepared data needs a tokenizer")
-    _check(0.0 <= r.data.holdout_fraction < 1.0, s, "data.holdout_fraction", "must be in [0, 1)")
-    if r.data.prepare is not None:
-        _check(bool(r.data.prepare.sources), s, "data.prepare.sources", "list the sources to prepare")
-    t = r.train
-    _check(t.lr > 0, s, "train.lr", f"must be positive, got {t.lr}")
-    _check(t.weight_decay >= 0, s, "train.weight_decay", "must be >= 0")
-    _check(all(0 <= b < 1 for b in t.betas), s, "train.betas", f"each in [0, 1), got {t.betas}")
-    _check(t.eps > 0, s, "train.eps", "must be positive")
-    _check(t.global_batch_size > 0, s, "train.global_batch_size", "must be positive")
-    _check(0 < t.micro_batch_size, s, "train.micro_batch_size", "must be positive")
-    _check(t.precision in ("fp32", "bf16"), s, "train.precision", f"fp32 or bf16, got {t.precision!r}")
-    _check(t.distributed in ("auto", "none", "ddp", "fsdp"), s, "train.distributed",
-           f"auto, none, ddp or fsdp, got {t.distributed!r}")
-    _check(t.nan_policy in ("stop", "skip"), s, "train.nan_policy", f"stop or skip, got {t.nan_policy!r}")
-    _check(t.log_every > 0, s, "train.log_every", "must be positive")
-    _check(t.data_workers is None or t.data_workers >= 0, s, "train.data_workers", "must be >= 0 (or null: auto)")
-    from ettin.attention import BACKENDS
-
-    _check(t.attn_backend in ("auto", *BACKENDS), s, "train.attn_backend",
-           f"auto or one of {BACKENDS}, got {t.attn_backend!r}")
-    _check(not (t.compile and t.attn_backend == "flex"), s, "train.attn_backend",
-           "flex is compiled on its own (its block masks are built outside the blocks); with train.compile=true use "
-           "auto, sdpa or flash, or set train.compile=false")
-    _check(t.loss_chunk_size > 0, s, "train.loss_chunk_size", "must be positive")
-    _check(t.keep_checkpoints >= 0, s, "train.keep_checkpoints", "must be >= 0 (0 keeps all)")
-    _check(t.token_unit in TOKEN_UNITS, s, "train.token_unit", f"one of {TOKEN_UNITS}, got {t.token_unit!r}")
-    _check(bool(r.phases), s, "phases", "a recipe needs at least one phase")
-    names = [p.name for p in r.phases]
-    _check(len(set(names)) == len(names), s, "phases", f"phase names must be unique, got {names}")
-    for i, p in enumerate(r.phases):
-        w = f"phases.{i} ({p.name})"
-        _check(p.name.replace("_", "").replace("-", "").isalnum(), s, f"{w}.name", "letters, digits, - and _")
-        _check(p.tokens > 0, s, f"{w}.tokens", "must be positive")
-        _check(p.seq_len > 1, s, f"{w}.seq_len", "must be > 1")
-        _check(0.0 <= p.mlm_probability < 1.0, s, f"{w}.mlm_probability", "must be in [0, 1)")
-        _check(p.schedule in SCHEDULES, s, f"{w}.schedule", f"one of {SCHEDULES}, got {p.schedule!r}")
-        _check(p.token_unit in (None, *TOKEN_UNITS), s, f"{w}.token_unit", f"one of {TOKEN_UNITS}")
-        _check(p.decay_shape in (None, *DECAY_SHAPES), s, f"{w}.decay_shape", f"one of {DECAY_SHAPES}")
-        _check(p.lr_start > 0 and p.end_factor >= 0, s, f"{w}.lr_start", "factors must be positive")
-        _check(p.warmup_tokens + p.decay_tokens <= p.tokens, s, f"{w}.warmup_tokens",
-               "warmup + decay exceed the phase's tokens")
-        _check(r.batch_size(p) > 0 and r.micro_batch_size(p) > 0, s, f"{w}.global_batch_size", "positive")
-        _check(p.global_rope_theta > 0 and p.local_rope_theta > 0, s, f"{w}.global_rope_theta", "positive")
-        if r.data.source == "prepared" and r.data.mixtures:
-            _check(p.mixture in r.data.mixtures, s, f"{w}.mixture",
-                   f"{p.mixture!r} is not in data.mixtures ({sorted(r.data.mixtures)})")
-            spec = r.data.mixtures[p.mixture]
-            if isinstance(spec, str):
-                found = Path(spec).exists() or (Path(s).parent / spec).exists()
-                _check(found, s, f"data.mixtures.{p.mixture}", f"mixture file {spec} not found")
-        try:
-            r.model_config(p, r.data.vocab_size or 50368, special=SYNTHETIC_SPECIAL)  # shapes only
-        except (ValueError, KeyError) as e:
-            raise RecipeError(f"{s}: model (phase {p.name}): {e}") from None

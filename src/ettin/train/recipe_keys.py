@@ -10,7 +10,7 @@ import types
 import typing
 from typing import Any
 
-_NOT_SETTINGS = {"source_file", "unresolved"}
+_NOT_SETTINGS = {"source_file", "per_objective"}
 
 
 def _fields(cls: type) -> dict[str, Any]:
@@ -28,9 +28,10 @@ def _unwrap(hint: Any) -> Any:
 def unknown_key(key: str, raw: dict[str, Any]) -> str | None:
     """Why `key` (dotted, as an override names it) is not a recipe setting, with the nearest one; None when it is.
     `raw`: the recipe as read (phases named by index or name). Mappings of free keys (data.mixtures, data.vars) take
-    any key; model.overrides takes the fields of ettin.config.ModelConfig."""
-    from ettin.config import RUNTIME_KEYS, ModelConfig
+    any key; model.overrides takes the fields of ettin.config.ModelConfig but those the recipe sets elsewhere."""
+    from ettin.config import ModelConfig
     from ettin.train.recipe import Recipe
+    from ettin.train.recipe_checks import SET_ELSEWHERE
 
     parts = key.split(".")
     node: Any = Recipe
@@ -48,8 +49,8 @@ def unknown_key(key: str, raw: dict[str, Any]) -> str | None:
             fields = _fields(node)
             if node is ModelConfig:
                 fields = {f.name: f.type for f in dataclasses.fields(ModelConfig)}
-                if part in RUNTIME_KEYS:
-                    return f"{where}.{part}: how the model runs, not the architecture: set train.{part} instead"
+                if part in SET_ELSEWHERE:
+                    return f"{where}.{part}: {SET_ELSEWHERE[part]}"
             if part not in fields:
                 return _suggest(f"{where} has no field {part!r}", part, list(fields), done, ", ".join(fields))
             node = _unwrap(fields[part])
