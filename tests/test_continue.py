@@ -263,3 +263,28 @@ def test_the_documented_recipe_form_trains_what_continue_trains(tiny, tmp_path, 
     assert documented["optimizer"] == made["optimizer"]
     assert raw["data"]["holdout_fraction"] == 0.05 and raw["data"]["mixtures"]["continue"]["instances"] == {
         "mode": "pack"}
+
+
+def test_installed_package_knows_the_published_peaks(tmp_path, monkeypatch, capsys):
+    """Installed from a wheel there is no recipes/ folder: a 17m-shaped model still starts at half the published
+    17m peak without --lr. The package's table of peaks is each size recipe's train.lr."""
+    from conftest import REPO
+    from downstream_tiny import tokenizer as bpe
+    from ettin.config import SIZES, preset
+    from ettin.hf import config_to_hf
+    from ettin.train import continued
+    from ettin.train.recipe import load_recipe
+
+    monkeypatch.setattr(continued, "RECIPES", tmp_path / "no-recipes", raising=False)  # as installed
+    model = tmp_path / "ettin-encoder-17m"
+    model.mkdir()
+    texts = [f"the ship {i} sailed across the sea at dawn" for i in range(50)]
+    bpe(texts).save(str(model / "tokenizer.json"))
+    (model / "config.json").write_text(json.dumps(config_to_hf(preset("17m"))))
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    assert main(["continue", str(model), "--data", str(notes), "--tokens", "10k", "--out", str(tmp_path / "out"),
+                 "--plan"]) == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["optimizer"]["lr"] == pytest.approx(0.5 * 3e-3)
+    recipes = {s: REPO / "recipes" / f"{s}.yaml" for s in SIZES}
+    assert continued.PEAK_LR == {s: load_recipe(path).train.lr for s, path in recipes.items() if path.is_file()}

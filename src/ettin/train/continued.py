@@ -14,7 +14,7 @@ id with `--revision`. The command builds a one-phase recipe and trains it with t
   schedule    the published cross-objective phase's shape (recipes/cross/_base.yaml): linear warmup over the first
               6% of the tokens, constant, then a linear decay over the last 20% to 0.02x the peak; the peak is half
               the size's published pre-training peak (recipes/<size>.yaml), where both published continuations
-              start (the cross phase's peak, the decay phase's first step). `--lr` sets another peak.
+              start (the cross phase's peak, the decay phase's first step; `PEAK_LR`). `--lr` sets another peak.
   masking     15% for mlm and mntp, as the published decay and cross-objective phases
   held out    the last `--holdout` (5%) of every file's documents are never trained on; they are scored under the
               objective before and after training (`ettin.train.heldout`), and both figures printed at the end
@@ -42,7 +42,9 @@ PEAK_SHARE = 0.5  # of the pre-training peak: where the cross-objective and deca
 MLM_PROBABILITY = 0.15  # the decay and cross-objective phases' masking rate
 HOLDOUT = 0.05  # a user's corpus is small: 2% of a few hundred documents would be a handful
 MAX_SEQ_LEN = 1024  # the published pre-training context; longer rows on request (--seq-len)
-RECIPES = Path(__file__).resolve().parents[3] / "recipes"  # the published peaks, in a checkout
+# the pre-training peak learning rate of each size preset with a recipe (recipes/<size>.yaml's train.lr, which
+# tests/test_continue.py checks against this table), in the package: an installed one has no recipes/ folder
+PEAK_LR = {"17m": 3e-3, "32m": 3e-3, "68m": 3e-3, "150m": 8e-4, "400m": 5e-4, "1b": 5e-4, "tiny": 3e-3, "demo": 3e-3}
 
 
 @dataclass
@@ -134,14 +136,6 @@ def size_name(config: ModelConfig) -> str | None:
     return None
 
 
-def published_peak(size: str | None) -> float | None:
-    """The pre-training peak learning rate of a size preset (recipes/<size>.yaml), when the checkout has it."""
-    from ettin.train.recipe import load_recipe
-
-    path = RECIPES / f"{size}.yaml"
-    return load_recipe(path).train.lr if size and path.is_file() else None
-
-
 # ------------------------------------------------------------------------------------------- the recipe
 
 
@@ -190,7 +184,7 @@ def continue_recipe(start: Start, args) -> dict:
     if tokens <= 0:
         raise RecipeError(f"--tokens: must be positive, got {args.tokens}")
     size = size_name(cfg)
-    peak = published_peak(size)
+    peak = PEAK_LR.get(size)
     if args.lr is None and peak is None:
         raise RecipeError(f"{start.given}: its shape matches no size preset with a published recipe, so there is no "
                           "published peak to start from; give --lr")
