@@ -137,6 +137,42 @@ def test_background_workers_do_not_change_the_order_or_the_global_rng_and_hand_o
         assert real == loader.global_tokens(5 + i)
 
 
+def test_worker_batches_fit_in_shared_memory(prepared, tokenizer, monkeypatch, capsys):
+    """The workers' rings, workers x (prefetch + 2) batches in /dev/shm (Docker's default is 64 MB; a full one is a bus
+    error), are sized to its free space: fewer batches prefetched, then fewer workers, then batches built in the
+    training thread, each said in one line; the batches are the same."""
+    from ettin.data import loader as L
+
+    source = make(prepared, tokenizer, "mlm", "pack")
+    size = sum(v.numel() for v in source.batch(0).values()) * 4  # int32 in the ring
+    made = []
+    data_loader = torch.utils.data.DataLoader
+    monkeypatch.setattr(torch.utils.data, "DataLoader", lambda *a, **kw: made.append(kw) or data_loader(*a, **kw))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    said = {(2, 2): None, (2, 1): "2 worker(s) prefetching 1 batch(es) each", (1, 1): "1 worker(s) prefetching 1",
+            (0, None): "batches are built in the training thread"}
+    for free, expected in ((16 * size, (2, 2)), (12 * size, (2, 1)), (6 * size, (1, 1)), (size, (0, None))):
+        monkeypatch.setattr(L, "shm_free_bytes", lambda free=free: free, raising=False)  # half of it for the rings
+        made.clear()
+        stream = step_batches(source, start_step=3, workers=2, prefetch=2)
+        batches = [next(stream) for _ in range(5)]
+        stream.close()
+        assert (made[0]["num_workers"], made[0]["prefetch_factor"]) == expected
+        for i, (batch, real) in enumerate(batches):
+            assert all(torch.equal(batch[k].long(), v) for k, v in source.batch(3 + i).items())
+            assert real == source.global_tokens(3 + i)
+        err = capsys.readouterr().err
+        if said[expected] is None:
+            assert err == ""
+        else:
+            assert len(err.splitlines()) == 1 and said[expected] in err and "docker run --shm-size=" in err
+    # the issue's numbers: 4608 rows of 7999 tokens (442 MB a batch), 4 workers, Docker's 64 MB
+    workers, _, line = L.fit_shared_memory(4608 * 7999 * 3 * 4, 4, 4, 64 * 2**20)
+    assert workers == 0 and "need 9.9 GiB of /dev/shm, which has 64 MiB free" in line and "--shm-size=20g" in line
+    assert L.fit_shared_memory(576 * 7999 * 3 * 4, 4, 4, 8 * 2**30, ranks=8)[:2] == (3, 1)  # 8 ranks share 8 GiB
+    assert L.fit_shared_memory(10**9, 4, 4, None) == (4, 4, None)  # no /dev/shm: nothing to fit
+
+
 def test_fingerprint_changes_with_seed_phase_data_and_length(prepared, tokenizer):
     base = make(prepared, tokenizer).fingerprint(10)
     assert make(prepared, tokenizer, seed=1).fingerprint(10) != base

@@ -29,7 +29,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Iterator
+import math
+import os
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +42,9 @@ import torch
 from ettin.data.collate import OBJECTIVES, SpecialTokens, collate, frame, row_keys
 from ettin.data.instances import InstanceConfig, InstanceIndex, load_or_build_index
 from ettin.data.mixture import Mixture, MixtureError, MixturePlan, load_mixture, mixture_from_dict
+
+SHM = "/dev/shm"  # where a worker's batches live (torch's shared memory); Docker gives a container 64 MB by default
+SHM_SHARE = 0.5  # the share of its free space the batch rings of a host's ranks fill at most (the rest: NCCL, others)
 
 
 @dataclass(frozen=True)
@@ -269,8 +275,8 @@ class PhaseLoader:
         self.__init__(**state)
 
 
-def step_batches(source, start_step: int = 0, workers: int = 1, pin_memory: bool = False,
-                 prefetch: int = 4) -> Iterator[tuple[dict[str, torch.Tensor], int]]:
+def step_batches(source, start_step: int = 0, workers: int = 1, pin_memory: bool = False, prefetch: int = 4,
+                 log: Callable[[str], None] | None = None) -> Iterator[tuple[dict[str, torch.Tensor], int]]:
     """(batch, real tokens of the global batch) for steps `start_step`, `start_step + 1`, ... of any source with
     `step_item(step)` (= `(batch(step), global_tokens(step))`: a PhaseLoader, a SyntheticSource), built ahead by
     `workers` background processes (torch's DataLoader; 0: built in this thread when asked), `prefetch` steps each,
@@ -280,15 +286,31 @@ def step_batches(source, start_step: int = 0, workers: int = 1, pin_memory: bool
     A batch crosses the process boundary as one int32 tensor (every field is a token id, a label >= -100, a mask
     or a position): the values are the batch's, the tensors are int32 views, widened by the consumer after its
     copy to the device (half the bytes over PCIe, and one shared-memory segment instead of three or four).
-    The order cannot change: every item is `source.step_item(step)`, a pure function of the step. Endless: stop
-    iterating when done (closing the generator stops the workers). The DataLoader gets its own generator, so
-    starting one does not draw from torch's global generator (which dropout draws from: resume stays bitwise)."""
+    The workers' rings of batches must fit in /dev/shm (a full one is a bus error): the first batch is built here,
+    and fewer batches are prefetched, or fewer workers run, when they would not (`fit_shared_memory`; one line to
+    `log`, default stderr, says so). The order cannot change: every item is `source.step_item(step)`, a pure function
+    of the step. Endless: stop iterating when done (closing the generator stops the workers). The DataLoader gets its
+    own generator, so starting one does not draw from torch's global generator (which dropout draws from: resume
+    stays bitwise)."""
+    first = None
+    if workers:
+        first = _Steps(source, slots=0)[start_step]  # handed out first; its size sizes the rings
+        schedule = getattr(source, "schedule", None)  # under a batch-size warmup the full batch is larger
+        scale = schedule.full / schedule.size(start_step) if schedule is not None else 1
+        ranks = int(os.environ.get("LOCAL_WORLD_SIZE", 1))  # torchrun's ranks on this host share its /dev/shm
+        workers, prefetch, note = fit_shared_memory(math.ceil(first[0].nbytes * scale), workers, prefetch,
+                                                    shm_free_bytes(), ranks)
+        if note and getattr(source, "rank", 0) == 0:
+            (log or (lambda line: print(line, file=sys.stderr, flush=True)))(note)
     loader = torch.utils.data.DataLoader(
-        _Steps(source, slots=prefetch + 2), batch_size=None, sampler=_From(start_step), num_workers=workers,
-        pin_memory=pin_memory, prefetch_factor=prefetch if workers else None,
+        _Steps(source, slots=prefetch + 2), batch_size=None, sampler=_From(start_step + (first is not None)),
+        num_workers=workers, pin_memory=pin_memory, prefetch_factor=prefetch if workers else None,
         generator=torch.Generator().manual_seed(0))
-    it = iter(loader)
+    it = iter(loader)  # the workers start on the next steps while the first one trains
     try:
+        if first is not None:
+            packed, keys, real = first
+            yield dict(zip(keys, (packed.pin_memory() if pin_memory else packed).unbind(0))), real
         for packed, keys, real in it:
             if workers and not packed.is_pinned():  # a worker's ring slot: copy it out before the worker reuses it
                 packed = packed.clone()
@@ -297,6 +319,42 @@ def step_batches(source, start_step: int = 0, workers: int = 1, pin_memory: bool
         shutdown = getattr(it, "_shutdown_workers", None)
         if shutdown is not None:
             shutdown()
+
+
+def shm_free_bytes() -> int | None:
+    """Free bytes in /dev/shm (None where there is none: the platform's shared memory is not a small tmpfs)."""
+    try:
+        st = os.statvfs(SHM)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def fit_shared_memory(batch_bytes: int, workers: int, prefetch: int, free: int | None,
+                      ranks: int = 1) -> tuple[int, int, str | None]:
+    """(workers, prefetch, a line saying what changed, or None) such that the workers' rings, workers x (prefetch + 2)
+    batches of `batch_bytes` (`_Steps`), fit in SHM_SHARE of /dev/shm's `free` bytes split over the host's `ranks`:
+    fewer batches prefetched first (down to 1), then fewer workers, then none (batches built in the training thread,
+    which needs no shared memory)."""
+    def ring(w: int, p: int) -> int:
+        return w * (p + 2) * batch_bytes
+
+    budget = SHM_SHARE * free / max(1, ranks) if free is not None else math.inf
+    if not workers or ring(workers, prefetch) <= budget:
+        return workers, prefetch, None
+    fits = [(w, p) for w in range(workers, 0, -1) for p in range(prefetch, 0, -1) if ring(w, p) <= budget]
+    w, p = fits[0] if fits else (0, prefetch)
+    done = (f"{w} worker(s) prefetching {p} batch(es) each" if w else
+            "batches are built in the training thread (as with train.data_workers=0), which may slow training")
+    need, share = ring(workers, prefetch), f" (shared by {ranks} ranks)" if ranks > 1 else ""
+    wanted = math.ceil(need * ranks / SHM_SHARE / 2**30)
+    return w, p, (f"data: {workers} data worker(s) x {prefetch + 2} batches of {_bytes(batch_bytes)} need "
+                  f"{_bytes(need)} of /dev/shm, which has {_bytes(free)} free{share}: {done}. To run them all, give "
+                  f"the container more shared memory (docker run --shm-size={wanted}g) or set train.data_workers lower")
+
+
+def _bytes(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 class _From(torch.utils.data.Sampler):
