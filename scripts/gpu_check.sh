@@ -7,7 +7,9 @@
 #      tokenizer, unpacked 1024-token rows as published), with real tokens/s, MFU and the data-wait share beside the
 #      published per-GPU rates (4 H100s trained 2T tokens of the 17M in 141 h and of the 150M in 470 h: about
 #      0.99M and 0.30M tokens/s per GPU);
-#   4. FSDP2 with the bf16 mixed-precision policy, in one process.
+#   4. FSDP2 with the bf16 mixed-precision policy, in one process;
+#   5. a cross-objective start (model.init_from a Hugging Face folder) under FSDP2, and the losses of 20 real-data
+#      steps independent of the parallelism (one process, FSDP2, FSDP2 with 2 accumulation steps; fp32 and bf16).
 # Figures go to $OUT/summary.json (and $OUT/gpu_check.log) for bench/README.md to quote.
 #   scripts/gpu_check.sh                      # STEPS17=150 STEPS150=80 OUT=runs/gpu_check
 set -euo pipefail
@@ -139,6 +141,39 @@ EXTRA=(train.distributed=fsdp)
 run 17m-fsdp recipes/17m.yaml "$((STEPS17 / 2))" 288 144 "$PY" -m torch.distributed.run --standalone --nproc_per_node 1
 grep -q "FSDP2 (sharded weights)" "$OUT/17m-fsdp.log" || { echo "gpu_check: step 4 did not run FSDP2" >&2; exit 1; }
 
+stamp "5a. a cross-objective start (model.init_from an exported encoder) under FSDP2, one process"
+"$PY" -m ettin.cli export-hf "$OUT/cpu-tiny-mlm" "$OUT/cpu-tiny-mlm-hf" > "$OUT/export.log"
+"$PY" -m torch.distributed.run --standalone --nproc_per_node 1 -m ettin.cli train "$OUT/cpu-tiny.yaml" \
+    --objective clm --out "$OUT/from-encoder-fsdp" "model.init_from=$OUT/cpu-tiny-mlm-hf" train.distributed=fsdp \
+    train.cpu_threads=0 2>&1 | tee "$OUT/from-encoder-fsdp.log"
+grep -q "FSDP2 (sharded weights)" "$OUT/from-encoder-fsdp.log" || { echo "gpu_check: 5a did not run FSDP2" >&2; exit 1; }
+
+stamp "5b. losses independent of the parallelism: 17m, 20 steps of real data, fp32 and bf16, dropout on"
+for precision in fp32 bf16; do
+    EXTRA=(train.distributed=none train.compile=false train.precision=$precision train.log_every=1)
+    run "par-$precision-none" recipes/17m.yaml 20 64 64 "$PY"
+    EXTRA=(train.distributed=fsdp train.compile=false train.precision=$precision train.log_every=1)
+    run "par-$precision-fsdp" recipes/17m.yaml 20 64 64 "$PY" -m torch.distributed.run --standalone --nproc_per_node 1
+    run "par-$precision-fsdp-accum2" recipes/17m.yaml 20 64 32 "$PY" -m torch.distributed.run --standalone \
+        --nproc_per_node 1
+done
+"$PY" - "$OUT" <<'PYEOF'
+import json, sys
+out = sys.argv[1]
+report = {}
+for precision, tolerance in (("fp32", 1e-3), ("bf16", 2e-2)):  # CUDA kernels reduce in their own order
+    ref = [json.loads(x)["loss"] for x in open(f"{out}/par-{precision}-none/metrics.jsonl")]
+    for mode in ("fsdp", "fsdp-accum2"):
+        got = [json.loads(x)["loss"] for x in open(f"{out}/par-{precision}-{mode}/metrics.jsonl")]
+        assert len(got) == len(ref), (precision, mode, len(got), len(ref))
+        worst = max(abs(a - b) / abs(b) for a, b in zip(got, ref))
+        report[f"{precision}-{mode}"] = {"steps": len(ref), "max_relative_difference": worst, "tolerance": tolerance}
+        print(f"parallelism {precision} {mode} vs one process: {len(ref)} steps, max relative loss difference "
+              f"{worst:.2e} (tolerance {tolerance:g})")
+        assert worst < tolerance, (precision, mode, worst)
+json.dump(report, open(f"{out}/parallelism.json", "w"), indent=2)
+PYEOF
+
 stamp "summary"
 "$PY" - "$OUT" <<'PYEOF'
 import json, sys
@@ -157,7 +192,7 @@ for name, rate in published.items():
     print(f"gpu_check {name}: {rows[-1]['step']} steps, loss {rows[0]['loss']:.3f} -> {rows[-1]['loss']:.3f}; steady "
           f"state {tps:,.0f} real tokens/s ({tps / rate:.2f}x the published {rate / 1e6:.2f}M per H100), MFU "
           f"{100 * mfu:.1f}%, waiting for data {100 * wait:.1f}% of the time")
-for name in ("attention", "cpu_checkpoint"):
+for name in ("attention", "cpu_checkpoint", "parallelism"):
     summary[name] = json.load(open(f"{out}/{name}.json"))
 json.dump(summary, open(f"{out}/summary.json", "w"), indent=2)
 print(f"wrote {out}/summary.json")

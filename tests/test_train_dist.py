@@ -59,9 +59,9 @@ def _copy_at(run, to, checkpoint: str):
     return to
 
 
-def _losses(run) -> dict:
+def _losses(run, key: str = "loss") -> dict:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return {(r["phase"], r["step"]): r["loss"] for r in rows}
+    return {(r["phase"], r["step"]): r[key] for r in rows}
 
 
 def test_two_processes_match_one(tmp_path):
@@ -85,6 +85,10 @@ def test_two_processes_match_one(tmp_path):
         assert other.keys() == single.keys()
         for key, value in single.items():
             assert other[key] == pytest.approx(value, rel=1e-5, abs=1e-6), (name, key)
+        # the gradient norm: FSDP2's is reduced over the shards, DDP's read from the all-reduced gradients
+        norms, one = _losses(tmp_path / name, "grad_norm"), _losses(tmp_path / "single", "grad_norm")
+        for key, value in one.items():
+            assert norms[key] == pytest.approx(value, rel=1e-4), (name, key)
 
     # the FSDP2 checkpoint is sharded (one file per rank) and loads into one process
     fsdp_ckpts = list_checkpoints(tmp_path / "fsdp")
@@ -208,3 +212,35 @@ def test_the_bf16_policy_gathers_bf16_weights(tmp_path):
         assert seen == [torch.bfloat16]
     finally:
         dist.destroy_process_group()
+
+
+def test_init_from_a_hugging_face_folder_under_fsdp2_on_two_ranks(tmp_path):
+    """model.init_from an exported (Hugging Face) folder, the start of every cross-objective recipe: the weights
+    load into the sharded model on each of 2 FSDP2 ranks (a plain load_state_dict mixed tensors and DTensors and
+    failed on every rank) and give the one-process run's losses; a folder whose weights do not fit is refused."""
+    from ettin.train.checkpoint import export_hf
+
+    recipe = tmp_path / "dist.yaml"
+    recipe.write_text(RECIPE.replace("tokens: 1536", "tokens: 768"))
+    train(load_recipe(recipe, ["phases.1.tokens=1"]), tmp_path / "base", log=lambda *_: None)
+    export_hf(list_checkpoints(tmp_path / "base")[-1], tmp_path / "hf")
+    start = ("model.init_from=" + str(tmp_path / "hf"), "phases.1.tokens=1")
+    proc = _start(recipe, tmp_path / "fsdp", 2, "train.distributed=fsdp", *start)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(load_recipe(recipe, list(start)), tmp_path / "single", log=lambda *_: None)
+    finally:
+        torch.set_num_threads(threads)
+    assert "FSDP2 (sharded weights)" in _finish(proc)
+    single, sharded = _losses(tmp_path / "single"), _losses(tmp_path / "fsdp")
+    assert sorted(single) == sorted(sharded)
+    for key, value in sharded.items():
+        assert value == pytest.approx(single[key], rel=1e-5), key
+    fresh = _losses(tmp_path / "base")  # the start is the exported weights, not a fresh initialisation
+    assert single[("pretrain", 1)] < fresh[("pretrain", 1)]
+    bad = _start(recipe, tmp_path / "bad", 2, "train.distributed=fsdp", "model.overrides.num_layers=2", *start)
+    out, _ = bad.communicate(timeout=300)
+    assert bad.returncode != 0 and "model.init_from" in out.decode() and "unexpected" in out.decode()
+    with pytest.raises(ValueError, match="model.init_from .* weights do not fit this model"):  # another shape
+        train(load_recipe(recipe, [*start, "model.overrides.hidden_size=32"]), tmp_path / "x", log=lambda *_: None)

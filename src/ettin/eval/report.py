@@ -294,8 +294,10 @@ def _claims_over_tokens(rows: list[dict], pngs: dict[str, bytes]) -> list[str]:
         name = f"claim-{claim}-over-tokens.png"
         text = next((c.text for c in compare.CLAIMS if c.id == claim), "")
         pngs[name] = plots.claim_curves(group, f"Claim {claim}: {text}")
-        where = "; ".join(f"{c['label']}: " + (f"testable from {plots.human(c['first_testable'])} tokens"
-                                               if c["first_testable"] is not None else "never testable")
+        pairs = {(c["favoured"], c["other"]) for c in group}  # name the models where a claim compares several pairs
+        where = "; ".join(f"{c['label']}" + (f" ({c['favoured']} - {c['other']})" if len(pairs) > 1 else "") + ": "
+                          + (f"testable from {plots.human(c['first_testable'])} tokens"
+                             if c["first_testable"] is not None else "never testable")
                           for c in group)
         md += [f"![Claim {claim} over training tokens: {where}]({name})", "", f"Claim {claim}: {where}.", ""]
     return md

@@ -28,6 +28,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_state_dict,
+    set_model_state_dict,
     set_state_dict,
 )
 
@@ -158,6 +159,27 @@ def load_checkpoint(
         if path.is_file():
             set_rng_state(torch.load(path, weights_only=False))
     return meta
+
+
+def load_initial_weights(path: str | Path, model: torch.nn.Module) -> None:
+    """model.init_from: the weights of a DCP checkpoint folder or a Hugging Face folder (from `export-hf` or
+    `convert-objective`) into a model that may already be sharded (FSDP2): a full state dict goes through DCP's
+    `set_model_state_dict`, which keeps each rank's shard of it (a plain `load_state_dict` mixes tensors and
+    DTensors there). Raises ValueError naming the keys when the weights do not fit the model."""
+    path = Path(path)
+    if (path / META).is_file():
+        load_checkpoint(path, model)
+        return
+    from ettin.hf import from_pretrained
+
+    source = from_pretrained(str(path)).state_dict()
+    try:
+        result = set_model_state_dict(model, source, options=StateDictOptions(full_state_dict=True, strict=False))
+    except RuntimeError as e:  # shapes that differ (another size, vocabulary or head)
+        raise ValueError(f"model.init_from {path}: weights do not fit this model: {str(e).strip()[:600]}") from None
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(f"model.init_from {path}: weights do not match (missing {result.missing_keys}, unexpected "
+                         f"{result.unexpected_keys})")
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:

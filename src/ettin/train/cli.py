@@ -209,7 +209,8 @@ def cmd_train(args) -> int:
     if opts.dry_run:
         return _dry_run(recipe, [recipe.objective], _world(opts), out)
     _check_resume(opts, [out])
-    from ettin.train.loop import NonFiniteLoss, train
+    from ettin.train.guard import TrainingStopped
+    from ettin.train.loop import train
     from ettin.train.progress import run_banner
 
     try:
@@ -217,7 +218,7 @@ def cmd_train(args) -> int:
             if info.is_main:
                 print(run_banner(recipe, info), flush=True)
             results = train(recipe, out, resume=opts.resume or opts.resume_if_exists)
-    except NonFiniteLoss as e:
+    except TrainingStopped as e:  # a non-finite loss, or a loss spike under train.spike_guard=stop
         print(f"ettin train: stopped: {e}", file=sys.stderr)
         return 3
     if info.is_main:
@@ -271,7 +272,8 @@ def seed_overrides(recipe, seed: int) -> list[str]:
 
 def _pair_serial(args, recipe, opts, folders: dict[int, Path]) -> int:
     from ettin.train import distributed as D
-    from ettin.train.loop import NonFiniteLoss, train
+    from ettin.train.guard import TrainingStopped
+    from ettin.train.loop import train
     from ettin.train.progress import run_banner
 
     code = 0
@@ -290,7 +292,7 @@ def _pair_serial(args, recipe, opts, folders: dict[int, Path]) -> int:
                         _print_results(folder / sub, results)
                 if info.is_main:
                     code = _compare_fingerprints(folder) or code
-    except NonFiniteLoss as e:
+    except TrainingStopped as e:
         print(f"ettin pair: stopped: {e}", file=sys.stderr)
         return 3
     return code

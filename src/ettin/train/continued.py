@@ -253,7 +253,8 @@ def cmd_continue(args) -> int:
         raise RecipeError(f"{out} already holds checkpoints: pass --resume to continue them, or another --out")
     from ettin.data.ready import ensure_data
     from ettin.train.checkpoint import latest_checkpoint, load_model
-    from ettin.train.loop import NonFiniteLoss, train
+    from ettin.train.guard import TrainingStopped
+    from ettin.train.loop import train
     from ettin.train.preflight import check_inputs
 
     check_inputs(recipe)
@@ -276,7 +277,7 @@ def cmd_continue(args) -> int:
               f"{tokens:,} tokens read them about {tokens / held.training_tokens:.1f} times", flush=True)
     try:
         results = train(recipe, out, resume=args.resume or args.resume_if_exists)
-    except NonFiniteLoss as e:
+    except TrainingStopped as e:
         print(f"ettin continue: stopped: {e}", file=sys.stderr)
         return 3
     train_cli._print_results(out, results)
@@ -288,15 +289,17 @@ def cmd_continue(args) -> int:
 def _held_out_before(recipe) -> tuple:
     from ettin.data.ready import RecipeData
     from ettin.model import EttinModel
+    from ettin.train.checkpoint import (
+        load_initial_weights,  # the loop's own start, so "before" is what trains
+    )
     from ettin.train.heldout import held_out_rows
-    from ettin.train.loop import _load_initial_weights  # the loop's own start, so "before" is what trains
 
     held = held_out_rows(recipe, recipe.phases[0])
     if not held.rows:
         return held, None
     data = RecipeData.open(recipe)
     model = EttinModel(recipe.model_config(recipe.phases[0], data.vocab_size, recipe.objective, data.special_ids))
-    _load_initial_weights(recipe.model.init_from, model)
+    load_initial_weights(recipe.model.init_from, model)
     return held, _score(recipe, held, model)
 
 

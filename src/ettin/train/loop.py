@@ -41,6 +41,8 @@ from ettin.data.ready import RecipeData, ensure_data
 from ettin.io import atomic_write_json
 from ettin.train import checkpoint as ckpt
 from ettin.train import distributed as D
+from ettin.train import runlock
+from ettin.train.guard import LossSpike, SpikeGuard, TrainingStopped
 from ettin.train.optim import build_optimizer
 from ettin.train.plan import PhasePlan, Plan, make_plan, measured_fill
 from ettin.train.preflight import check_inputs
@@ -54,7 +56,7 @@ from ettin.train.resume import prepare_run_dir
 FINGERPRINT_STEPS = 20_000
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(TrainingStopped):
     """The loss became NaN or infinite (and the recipe says stop)."""
 
 
@@ -134,9 +136,37 @@ def train(
     plan = make_plan(recipe, objective, info.world_size)  # every phase's batch split checked before any work
     recipe = plan.recipe  # its per-objective values resolved for this objective
     check_inputs(recipe)  # every file the recipe names exists, before any long work
+    runlock.watch_launcher()  # under torchrun: this rank stops if its launcher dies
+    with _one_writer(run_dir, info, log):  # a second live run into run_dir is refused, naming the holder
+        return _train(plan, recipe, objective, run_dir, info, resume, log)
+
+
+@contextlib.contextmanager
+def _one_writer(run_dir: Path, info: D.DistInfo, log):
+    """The main rank holds the run folder's lock (ettin.train.runlock) for the whole run; every rank learns
+    whether it got it, so a refusal stops all of them with the same message."""
+    with contextlib.ExitStack() as stack:
+        refusal = None
+        if info.is_main:
+            try:
+                stack.enter_context(runlock.hold(run_dir, log=log))
+            except runlock.RunLocked as e:
+                refusal = str(e)
+        if info.active:
+            box = [refusal]
+            dist.broadcast_object_list(box, src=0)
+            refusal = box[0]
+        if refusal:
+            raise runlock.RunLocked(refusal)
+        yield
+
+
+def _train(plan: Plan, recipe: Recipe, objective: str, run_dir: Path, info: D.DistInfo, resume: bool,
+           log) -> list[PhaseResult]:
     if recipe.train.cpu_threads and info.device.type == "cpu":
         torch.set_num_threads(recipe.train.cpu_threads)
     if info.is_main:
+        log(runtime_line(recipe, info))
         ensure_data(recipe, log=log)
     if info.active:
         dist.barrier()
@@ -183,9 +213,10 @@ def train_phase(
     optimizer = build_optimizer(model, t)
     schedule = pp.schedule
     step, tokens, position = 0, 0, 0  # steps and budget position in this phase; real tokens of the whole run
+    history = None  # the loss-spike guard's window (a phase's own; restored on a mid-phase resume)
     if resume:
         meta = ckpt.load_checkpoint(init, model, optimizer, restore_rng=True)
-        step, tokens = meta["step"], meta["tokens"]
+        step, tokens, history = meta["step"], meta["tokens"], meta.get("spike_window")
         if "phase_tokens" not in meta and pp.token_unit == "real":
             raise RecipeError(
                 f"{init}: written before real-token budgets (its meta has no phase_tokens), so how far phase "
@@ -197,7 +228,10 @@ def train_phase(
         meta = ckpt.load_checkpoint(init, model, optimizer if keep_optimizer else None)
         tokens = meta.get("tokens", 0) if meta.get("run_objective") == objective else 0
     elif recipe.model.init_from:
-        _load_initial_weights(recipe.model.init_from, model)
+        try:
+            ckpt.load_initial_weights(recipe.model.init_from, model)
+        except ValueError as e:
+            raise RecipeError(str(e)) from None
     if t.compile:  # per block, after wrapping/sharding (as torchtitan); layout and fused loss stay eager
         model.compile_blocks()
     source = data.phase_loader(phase, objective, info.rank, info.world_size)
@@ -218,10 +252,12 @@ def train_phase(
     _write_fingerprint(run_dir, phase.name, fingerprint, fingerprint_steps, info)
     losses: list[float] = []
     skipped = 0
+    guard = SpikeGuard(t.spike_window, t.spike_sigmas, history) if t.spike_guard != "off" else None
     window = _Window()
     last_ckpt = init
     workers = data_workers(t.data_workers, info)
-    batches = step_batches(source, step, workers=workers, pin_memory=info.device.type == "cuda")
+    batches = step_batches(source, step, workers=workers, pin_memory=info.device.type == "cuda",
+                           log=progress.note)  # a /dev/shm fallback says so in the run's log
     try:
         while position < pp.tokens:
             waited = time.perf_counter()
@@ -230,13 +266,20 @@ def train_phase(
             counts = micro_counts(batch["labels"], batch.get("attention_mask"), pp.micro_batch)  # on the host
             batch = {k: v.to(info.device, non_blocking=True).long() for k, v in batch.items()}  # int32 views
             loss, n_predicted = train_step(wrapped, batch, counts, pp.micro_batch, t.precision, mode, info)
+            norm = grad_norm(model)  # a device scalar, read back with the window's losses (log_grad_norm)
             lr = t.lr * schedule.factor(position)  # the LR of a step: a function of the tokens before it
-            if t.nan_policy == "skip" and not math.isfinite(float(loss)):  # skipping needs the answer now: a sync
+            skip = None
+            if t.nan_policy == "skip" or t.spike_guard == "skip":  # skipping needs the answer now: a sync
+                value = float(loss)
+                if t.nan_policy == "skip" and not math.isfinite(value):
+                    skip = f"non-finite loss ({value})"
+                elif t.spike_guard == "skip" and guard.check(value):
+                    skip = f"loss spike ({guard.describe(value)})"
+            if skip:
                 optimizer.zero_grad(set_to_none=True)
-                progress.note(f"non-finite loss ({float(loss)}) at phase {phase.name} step {step} (tokens "
-                              f"{tokens:,}): batch skipped")
+                progress.note(f"{skip} at phase {phase.name} step {step} (tokens {tokens:,}): batch skipped")
                 skipped += 1
-            else:  # nan_policy stop: checked without a sync, at the next log step or checkpoint
+            else:  # stop policies: checked without a sync, at the next log step or checkpoint
                 set_lr(optimizer, lr)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -244,22 +287,31 @@ def train_phase(
             step += 1
             position += pp.step_tokens(n_tokens)
             tokens += n_tokens
-            window.add(step, loss, n_predicted, n_tokens)
+            window.add(step, loss, n_predicted, n_tokens, norm)
             done = position >= pp.tokens
             save = pp.saves_between(before, position)
             if step % t.log_every == 0 or done or save:
-                values, predicted = window.read()  # the only device-to-host sync of the steps in the window
+                values, predicted, norms = window.read()  # the only device-to-host sync of the window's steps
                 bad = [(k, x) for k, x in zip(window.steps, values) if not math.isfinite(x)]
                 if bad and t.nan_policy == "stop":
                     progress.close()
                     raise NonFiniteLoss(f"non-finite loss ({bad[0][1]}) at phase {phase.name} step {bad[0][0] - 1}; "
                                         "set train.nan_policy=skip to skip such batches")
+                if t.spike_guard == "stop":
+                    for k, x in zip(window.steps, values):
+                        if guard.check(x):
+                            progress.close()
+                            raise LossSpike(
+                                f"loss spike at phase {phase.name} step {k - 1} (tokens {tokens:,}): "
+                                f"{guard.describe(x)}; the run stopped before checkpointing after it. Resume "
+                                "(--resume) with train.spike_guard=skip to skip such steps, or inspect the batch "
+                                "(`ettin data` shows a step's rows)")
                 losses += values
                 finite = [x for x in values if math.isfinite(x)]
                 flops = step_flops(config, window.tokens, predicted, phase.seq_len)
                 record = {"phase": phase.name, "step": step, "tokens": tokens, "phase_tokens": position,
                           "loss": values[-1], "loss_avg": sum(finite) / len(finite) if finite else math.nan,
-                          "lr": lr, "predicted": predicted, "data_wait": window.wait}
+                          "lr": lr, "grad_norm": norms[-1], "predicted": predicted, "data_wait": window.wait}
                 progress.log(position, record, flops, window.tokens)
                 window = _Window()
             if save:
@@ -271,6 +323,8 @@ def train_phase(
                         "data_position": {"phase": phase.name, "next_step": step, "seed": recipe.seed,
                                           "fingerprint": fingerprint},
                         "world_size": info.world_size, "has_optimizer": True, "time": time.time()}
+                if guard is not None:
+                    meta["spike_window"] = guard.state()
                 last_ckpt = ckpt.save_checkpoint(run_dir, ckpt.checkpoint_name(phase.name, step), model,
                                                  optimizer, meta, keep=t.keep_checkpoints)
     finally:
@@ -283,18 +337,31 @@ def train_phase(
                        fingerprint, losses, skipped)
 
 
-def _load_initial_weights(path: str, model: torch.nn.Module) -> None:
-    """model.init_from: a DCP checkpoint folder or a Hugging Face folder (e.g. from convert-objective)."""
-    path_obj = Path(path)
-    if (path_obj / ckpt.META).is_file():
-        ckpt.load_checkpoint(path_obj, model)
-        return
-    from ettin.hf import from_pretrained
+def runtime_line(recipe: Recipe, info: D.DistInfo) -> str:
+    """How this run executes (docs/distributed.md's first check when a run is slow): the attention kernel that
+    train.attn_backend resolves to here, precision, parallelism, data workers, compilation, CPU threads."""
+    from ettin.attention import resolve_backend
 
-    source = from_pretrained(str(path_obj))
-    missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
-    if missing or unexpected:
-        raise RecipeError(f"model.init_from {path}: weights do not match (missing {missing}, unexpected {unexpected})")
+    t = recipe.train
+    dtype = torch.bfloat16 if t.precision == "bf16" and info.device.type == "cuda" else torch.float32
+    backend = resolve_backend(t.attn_backend, info.device, dtype)
+    threads = f", {torch.get_num_threads()} CPU thread(s) a rank" if info.device.type == "cpu" else ""
+    return (f"runtime: attention {backend} (train.attn_backend={t.attn_backend}), precision {t.precision}, "
+            f"parallelism {D.strategy(t.distributed, info.world_size)} on {info.world_size} rank(s), "
+            f"{data_workers(t.data_workers, info)} data worker(s) a rank, compile {'on' if t.compile else 'off'}"
+            f"{threads}")
+
+
+def grad_norm(model: torch.nn.Module) -> torch.Tensor:
+    """The L2 norm of all gradients as one vector (FSDP2's shards reduced over the ranks: a collective, no host
+    read), a device scalar; 0 when no parameter has a gradient. The published runs logged it (log_grad_norm in
+    every Ettin YAML)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros((), device=next(model.parameters()).device)
+    norm = torch.nn.utils.get_total_norm(grads)
+    full = getattr(norm, "full_tensor", None)  # a DTensor under FSDP2
+    return (full() if full is not None else norm).float()
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -321,18 +388,21 @@ class _Window:
         self.steps: list[int] = []
         self.losses: list[torch.Tensor] = []
         self.predicted: list[torch.Tensor] = []
+        self.norms: list[torch.Tensor] = []
         self.tokens = 0
         self.wait = 0.0  # seconds spent waiting for batches
 
-    def add(self, step: int, loss: torch.Tensor, predicted: torch.Tensor, tokens: int) -> None:
+    def add(self, step: int, loss: torch.Tensor, predicted: torch.Tensor, tokens: int, norm: torch.Tensor) -> None:
         self.steps.append(step)
         self.losses.append(loss)
         self.predicted.append(predicted)
+        self.norms.append(norm)
         self.tokens += tokens
 
-    def read(self) -> tuple[list[float], int]:
-        values = torch.stack(self.losses).tolist()
-        return values, int(torch.stack(self.predicted).sum())
+    def read(self) -> tuple[list[float], int, list[float]]:
+        """(losses, predicted tokens, gradient norms) of the window's steps: one read-back."""
+        values = torch.stack([torch.stack(self.losses).double(), torch.stack(self.norms).double()]).tolist()
+        return values[0], int(torch.stack(self.predicted).sum()), values[1]
 
 
 def micro_counts(labels: torch.Tensor, mask: torch.Tensor | None, micro_batch_size: int) -> list[int]:

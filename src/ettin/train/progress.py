@@ -120,8 +120,9 @@ class Progress:
         self._metrics.write(json.dumps(record) + "\n")
         self._metrics.flush()
         if self._tb is not None:
-            for key in ("loss", "loss_avg", "lr", "tokens_per_s", "mfu"):
-                self._tb.add_scalar(f"{self.phase}/{key}", record[key], record["tokens"])
+            for key in ("loss", "loss_avg", "lr", "grad_norm", "tokens_per_s", "mfu"):
+                if key in record:
+                    self._tb.add_scalar(f"{self.phase}/{key}", record[key], record["tokens"])
         if self._wandb is not None:
             self._wandb.log({f"{self.phase}/{k}": v for k, v in record.items() if isinstance(v, (int, float))})
         status = status_text(record, self.later_tokens > 0)
@@ -152,13 +153,14 @@ class Progress:
 
 
 def status_text(record: dict[str, Any], later_phases: bool = False) -> str:
-    """The progress line of one logging step: tokens so far, loss, learning rate, speed, MFU and the ETA of
-    the phase (and of the whole run when phases follow)."""
+    """The progress line of one logging step: tokens so far, loss, learning rate, gradient norm, speed, MFU and
+    the ETA of the phase (and of the whole run when phases follow)."""
     eta = f"eta {_clock(record['eta_s'])} phase"
     if later_phases:
         eta += f", {_clock(record['eta_run_s'])} run"
     wait = f" data {100 * record['data_wait_share']:.0f}%" if "data_wait_share" in record else ""
-    return (f"tok {_human(record['tokens'])} loss {record['loss']:.4f} lr {record['lr']:.3g} "
+    norm = f" gnorm {record['grad_norm']:.3g}" if "grad_norm" in record else ""
+    return (f"tok {_human(record['tokens'])} loss {record['loss']:.4f} lr {record['lr']:.3g}{norm} "
             f"{_human(record['tokens_per_s'])}tok/s mfu {100 * record['mfu']:.1f}%{wait} {eta}")
 
 

@@ -48,7 +48,11 @@ OPERATIONAL = {
     "train.tensorboard", "train.wandb", "train.progress", "train.batch_size_warmup_tokens", "train.data_workers",
     "train.precision",  # bf16 autocast or fp32 matmuls: weights and optimizer stay fp32 either way
     "train.attn_backend", "train.loss_chunk_size",  # kernels, not the model
+    "train.nan_policy", "train.spike_guard", "train.spike_window", "train.spike_sigmas",  # guards of steps to come
     "model.overrides.attn_backend", "model.overrides.loss_chunk_size",  # where runs before the move kept them
+    # the tokenizer's ids, which `ettin continue` once wrote here and Recipe.model_config always set from the data
+    "model.overrides.pad_token_id", "model.overrides.bos_token_id", "model.overrides.eos_token_id",
+    "model.overrides.mask_token_id",
     "phases.*.micro_batch_size",
 }
 # keys of the phase being trained that may change when the steps already trained keep their learning rates
