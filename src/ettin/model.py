@@ -36,6 +36,7 @@ from ettin.attention import (
     rope_qkv,
 )
 from ettin.config import IGNORE_INDEX, LOSS_CHUNK_SIZE, ModelConfig
+from ettin.dropout import keyed_dropout, token_keys
 from ettin.losses import linear_cross_entropy
 
 
@@ -91,6 +92,7 @@ class _Context:
         tables = {t: rope_halves(*rope_cos_sin(positions, cfg.head_dim, t))
                   for t in {theta[k] for k in set(cfg.layer_types)}}
         self.rope = {kind: tables[theta[kind]] for kind in set(cfg.layer_types)}  # equal thetas share a table
+        self.drop_keys: torch.Tensor | None = None  # each token's dropout key (ettin.dropout), laid out as x
 
     def cos_sin(self, kind: str):
         """The layer kind's rotary tables, as `rope_halves` shapes them."""
@@ -123,7 +125,10 @@ class Attention(nn.Module):
         drop = cfg.attention_dropout if self.training else 0.0
         out = attend(q, k, v, causal=cfg.causal, reach=self.reach, backend=ctx.backend, varlen=ctx.varlen,
                      dropout=drop, cache=ctx.cache, layer=self.layer_idx, flex_masks=ctx.flex_masks)
-        return self.out_drop(self.Wo(out.reshape(*lead, cfg.hidden_size)))
+        y = self.Wo(out.reshape(*lead, cfg.hidden_size))
+        if self.training and ctx.drop_keys is not None and cfg.attention_output_dropout > 0:
+            return keyed_dropout(y, ctx.drop_keys, self.layer_idx, cfg.attention_output_dropout)
+        return self.out_drop(y)
 
 
 class Block(nn.Module):
@@ -228,8 +233,11 @@ class EttinModel(nn.Module):
         return indices, pos, Varlen(cu_seqlens=cu, max_seqlen=max_len)
 
     # ----------------------------------------------------------------------------- forward
-    def hidden_states(self, input_ids, attention_mask=None, position_ids=None, *, _unpadded=False):
-        """Final-norm hidden states (B, T, H); padding positions are zeros."""
+    def hidden_states(self, input_ids, attention_mask=None, position_ids=None, *, dropout_keys=None,
+                      _unpadded=False):
+        """Final-norm hidden states (B, T, H); padding positions are zeros. `dropout_keys` (B, 2) int64, one pair a
+        row (ettin.dropout.row_keys): in training, the dropout masks are a function of them, not of a random
+        stream, so they do not depend on the ranks or the micro-batches (without them: nn.Dropout)."""
         cfg = self.config
         indices, pos, varlen = self._layout(input_ids, attention_mask, position_ids)
         if varlen is not None:
@@ -237,6 +245,9 @@ class EttinModel(nn.Module):
         else:
             x = self.embeddings(input_ids)  # (B, T, H)
         ctx = _Context(cfg, pos, varlen, self.attn_backend, dtype=x.dtype)
+        if dropout_keys is not None and self.training:
+            keys = token_keys(dropout_keys, input_ids.shape[1])
+            ctx.drop_keys = keys.flatten()[indices] if varlen is not None else keys
         for block in self.layers:
             x = block(x, ctx)
         x = self.final_norm(x)
@@ -252,9 +263,10 @@ class EttinModel(nn.Module):
     def logits_from_hidden(self, h: torch.Tensor) -> torch.Tensor:
         return F.linear(self.head(h), self.decoder_weight, self.decoder_bias)
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, labels=None, return_logits=None):
+    def forward(self, input_ids, attention_mask=None, position_ids=None, labels=None, return_logits=None,
+                dropout_keys=None):
         if labels is None or return_logits:
-            h = self.hidden_states(input_ids, attention_mask, position_ids)
+            h = self.hidden_states(input_ids, attention_mask, position_ids, dropout_keys=dropout_keys)
             logits = self.logits_from_hidden(h)
             loss, n = None, 0
             if labels is not None:
@@ -262,7 +274,8 @@ class EttinModel(nn.Module):
                 n = int((tgt != IGNORE_INDEX).sum())
                 loss = F.cross_entropy(logits.float().flatten(0, 1), tgt.flatten(), ignore_index=IGNORE_INDEX)
             return ModelOutput(loss=loss, logits=logits, hidden_states=h, num_targets=n)
-        h, indices = self.hidden_states(input_ids, attention_mask, position_ids, _unpadded=True)
+        h, indices = self.hidden_states(input_ids, attention_mask, position_ids, dropout_keys=dropout_keys,
+                                        _unpadded=True)
         flat_labels = labels.flatten() if indices is None else labels.flatten()[indices]
         h = h.reshape(-1, h.shape[-1])
         keep = (flat_labels != IGNORE_INDEX).nonzero().squeeze(1)  # sparse prediction: only positions with a target

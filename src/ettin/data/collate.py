@@ -165,6 +165,15 @@ def row_keys(seed: int, phase: str, step: int, rows: np.ndarray) -> np.ndarray:
     return stream(step_key, np.asarray(rows, dtype=np.int64).astype(np.uint64))
 
 
+def dropout_keys(seed: int, phase: str, step: int, rows: np.ndarray) -> torch.Tensor:
+    """(len(rows), 2) int64: two 31-bit keys for each global row `rows` of batch `step`, from which the model hashes
+    the row's dropout masks (ettin.dropout): a function of the global row, never of the rank or micro-batch."""
+    key = np.array([derive_key(seed, phase, "dropout", step)], dtype=np.uint64)
+    bits = stream(key, np.asarray(rows, dtype=np.int64).astype(np.uint64))
+    low31 = np.uint64((1 << 31) - 1)
+    return torch.from_numpy(np.stack([bits & low31, (bits >> np.uint64(32)) & low31], axis=1).astype(np.int64))
+
+
 def _below(p: float) -> np.uint64:
     """The uint32 threshold t with P(u < t) = p for a uniform 32-bit u (rounded up to the next 2^-32)."""
     return np.uint64(math.ceil(p * 2**32))

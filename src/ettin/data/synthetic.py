@@ -56,9 +56,13 @@ class SyntheticSource:
         ids = _FIRST_CONTENT + np.where(noise, rng.integers(span, size=self.seq_len), walk)
         return ids[1:]  # position 0 is the row's [CLS]
 
+    def rank_rows(self, step: int) -> np.ndarray:
+        """Rows of the global batch that this rank holds: r, r + w, r + 2w, ... (the rule of every source,
+        ettin.data.loader)."""
+        return np.arange(self.rank, self.global_batch_size, self.world_size)
+
     def batch(self, step: int) -> dict[str, torch.Tensor]:
-        # rank r of w takes global rows r, r + w, r + 2w, ...: the rule of every source (ettin.data.loader)
-        rows = np.arange(self.rank, self.global_batch_size, self.world_size)
+        rows = self.rank_rows(step)
         keep = self.seq_len - (1 if self.objective == "clm" else 2)  # room for [CLS] (and [SEP])
         framed = frame([[(self.row(step, int(r))[:keep], False)] for r in rows], self.seq_len, self.objective,
                        self.special, packed=False)

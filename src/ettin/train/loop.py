@@ -36,6 +36,7 @@ import torch
 import torch.distributed as dist
 
 from ettin.config import IGNORE_INDEX
+from ettin.data.collate import dropout_keys
 from ettin.data.loader import step_batches
 from ettin.data.ready import RecipeData, ensure_data
 from ettin.io import atomic_write_json
@@ -265,6 +266,9 @@ def train_phase(
             window.wait += time.perf_counter() - waited
             counts = micro_counts(batch["labels"], batch.get("attention_mask"), pp.micro_batch)  # on the host
             batch = {k: v.to(info.device, non_blocking=True).long() for k, v in batch.items()}  # int32 views
+            # each row's dropout key: the same masks on any number of ranks, in any micro-batch (ettin.dropout)
+            rows = source.rank_rows(step)
+            batch["dropout_keys"] = dropout_keys(recipe.seed, phase.name, step, rows).to(info.device)
             loss, n_predicted = train_step(wrapped, batch, counts, pp.micro_batch, t.precision, mode, info)
             norm = grad_norm(model)  # a device scalar, read back with the window's losses (log_grad_norm)
             lr = t.lr * schedule.factor(position)  # the LR of a step: a function of the tokens before it
