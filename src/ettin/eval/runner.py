@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from ettin.config import ROLES  # a model's default role in a comparison: its native one
+from ettin.eval.progress import task_label
 from ettin.eval.summary import summary_line
 from ettin.eval.tasks import TaskSpec
 from ettin.eval.tasks.common import Subject
@@ -253,7 +254,8 @@ def evaluate_target(target: Target, tasks: list[TaskSpec], data_dir: Path, out_d
             log(f"  {target.run}/{target.checkpoint} {t.name}: {t.about(data_dir)}")
         start = time.perf_counter()
         torch.manual_seed(seed)
-        out = t.run(subject, data_dir, seed)
+        with task_label(f"{target.run}/{target.checkpoint} {t.name}", log):  # long steps say how they go
+            out = t.run(subject, data_dir, seed)
         out |= {"family": t.family, "settings": t.settings_dict(), "seconds": round(time.perf_counter() - start, 2)}
         results["tasks"][t.name] = out
         atomic_write_json(path, results)

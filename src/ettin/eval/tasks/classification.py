@@ -17,6 +17,7 @@ Per-example predictions are kept (`per_example`) for paired bootstrap intervals 
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ettin.eval import metrics
+from ettin.eval.progress import Progress
 from ettin.eval.tasks.common import (
     FinetuneSettings,
     Subject,
@@ -226,7 +228,11 @@ def _probe(subject: Subject, seqs: dict[str, list], y: dict[str, np.ndarray], me
     regression = metric == "spearman"
     best = None
     poolings = ("mean", subject.pooling("cls"))
-    pooled = {k: encode_poolings(subject, subject.model, v, poolings) for k, v in seqs.items()}
+    every = [s for v in seqs.values() for s in v]  # one encoding step over every split: one progress count
+    both = encode_poolings(subject, subject.model, every, poolings, what="encoding features")
+    bounds = np.cumsum([0] + [len(v) for v in seqs.values()])
+    pooled = {k: {p: both[p][lo:hi] for p in poolings} for k, lo, hi in zip(seqs, bounds[:-1], bounds[1:])}
+    grid = Progress("probe grid", len(poolings) * len(settings.probe_c), "fits")
     for pooling in poolings:
         feats = {k: v[pooling].float().cpu().numpy() for k, v in pooled.items()}
         for c in (float(x) for x in settings.probe_c):
@@ -235,15 +241,16 @@ def _probe(subject: Subject, seqs: dict[str, list], y: dict[str, np.ndarray], me
             val = score(metric, clf.predict(feats["validation"]), y["validation"])
             if best is None or val > best[0]:
                 best = (val, pooling, c, clf.predict(feats["test"]))
+            grid.update()
     val, pooling, c, pred = best
     return {"value": score(metric, pred, y["test"]), "validation": val, "pooling": pooling, "C": c,
             "per_example": {"pred": [pred.tolist()]}}
 
 
 def fit_head(subject: Subject, train: list, y_train: np.ndarray, num_labels: int, regression: bool, pooling: str,
-             ft: FinetuneSettings, seed: int, start=None):
+             ft: FinetuneSettings, seed: int, start=None, what: str = "fine-tuning"):
     """The whole model (a copy of `start`, else of the subject's) with a linear head on the pooled vector,
-    fine-tuned on the wrapped sequences `train`: (model, head)."""
+    fine-tuned on the wrapped sequences `train`: (model, head). `what` names the run in progress lines."""
     torch.manual_seed(seed)
     head = torch.nn.Linear(subject.model.config.hidden_size, num_labels)
     y = torch.tensor(y_train, device=subject.device)
@@ -254,12 +261,12 @@ def fit_head(subject: Subject, train: list, y_train: np.ndarray, num_labels: int
         yb = y[batch]
         return F.mse_loss(logits.squeeze(-1), yb.float()) if regression else F.cross_entropy(logits, yb.long())
 
-    return finetune(subject, head, len(train), loss_fn, ft, seed, start), head
+    return finetune(subject, head, len(train), loss_fn, ft, seed, start, what), head
 
 
 def predict(subject: Subject, model, head, seqs: list, pooling: str, regression: bool) -> np.ndarray:
     with torch.no_grad():
-        logits = head(encode_pooled(subject, model, seqs, pooling)).float().cpu()
+        logits = head(encode_pooled(subject, model, seqs, pooling, what="predicting")).float().cpu()
     return logits.squeeze(-1).numpy() if regression else logits.argmax(-1).numpy()
 
 
@@ -268,12 +275,16 @@ def _finetune(subject: Subject, seqs: dict[str, list], y: dict[str, np.ndarray],
     regression = metric == "spearman"
     pooling = subject.pooling(settings.pooling)
 
+    lrs = [float(x) for x in settings.lrs]
+    runs, counter = len(lrs) + settings.seeds - 1, itertools.count(1)
+
     def fit(lr: float, seed: int):
         ft = FinetuneSettings(**{**settings.finetune.__dict__, "lr": lr})
-        model, head = fit_head(subject, seqs["train"], y["train"], num_labels, regression, pooling, ft, seed)
+        what = f"fine-tuning run {next(counter)}/{runs} (lr {lr:g}, seed {seed})"
+        model, head = fit_head(subject, seqs["train"], y["train"], num_labels, regression, pooling, ft, seed,
+                               what=what)
         return lambda split: predict(subject, model, head, seqs[split], pooling, regression)
 
-    lrs = [float(x) for x in settings.lrs]
     first = {lr: fit(lr, 0) for lr in lrs}
     val = {lr: score(metric, first[lr]("validation"), y["validation"]) for lr in lrs}
     lr = max(lrs, key=lambda x: val[x])

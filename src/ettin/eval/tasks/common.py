@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ettin.config import SPECIAL_TOKEN_FIELDS
+from ettin.eval.progress import Progress
 from ettin.inference import pool
 from ettin.model import EttinModel
 
@@ -130,6 +131,7 @@ def score_positions(
     """Log-probabilities log p(targets[r][j] | logits of rows[r] at positions[r][j]); one array per row.
     When `argmax` is a list, it receives the arg-max token of each scored position (one array per row)."""
     model = subject.model
+    progress = Progress("scoring", len(rows), "rows")
     out: list[np.ndarray | None] = [None] * len(rows)
     if argmax is not None:
         argmax[:] = [None] * len(rows)
@@ -153,6 +155,7 @@ def score_positions(
             if argmax is not None:
                 argmax[i] = best[start : start + len(positions[i])]
             start += len(positions[i])
+        progress.update(len(batch))
     return out  # type: ignore[return-value]
 
 
@@ -216,16 +219,18 @@ def masked_pll(
 
 
 @torch.no_grad()
-def encode_pooled(subject: Subject, model: EttinModel, seqs: Sequence[list[int]], pooling: str) -> torch.Tensor:
+def encode_pooled(subject: Subject, model: EttinModel, seqs: Sequence[list[int]], pooling: str,
+                  what: str = "encoding") -> torch.Tensor:
     """Pooled hidden states (N, H) of already-wrapped token sequences, in input order."""
-    return encode_poolings(subject, model, seqs, (pooling,))[pooling]
+    return encode_poolings(subject, model, seqs, (pooling,), what)[pooling]
 
 
 @torch.no_grad()
 def encode_poolings(subject: Subject, model: EttinModel, seqs: Sequence[list[int]],
-                    poolings: Sequence[str]) -> dict[str, torch.Tensor]:
-    """{pooling: (N, H)} from one forward pass per batch, in input order."""
+                    poolings: Sequence[str], what: str = "encoding") -> dict[str, torch.Tensor]:
+    """{pooling: (N, H)} from one forward pass per batch, in input order; `what` names the step's progress."""
     out: dict[str, list] = {p: [None] * len(seqs) for p in poolings}
+    progress = Progress(what, len(seqs), "rows")
     for batch in length_batches([len(s) for s in seqs], subject.tokens_per_batch):
         ids, mask = pad_batch([seqs[i] for i in batch], subject.pad, subject.device)
         h = model.hidden_states(ids, mask)  # (B, T, H)
@@ -233,6 +238,7 @@ def encode_poolings(subject: Subject, model: EttinModel, seqs: Sequence[list[int
             pooled = pool(h, mask, p)
             for k, i in enumerate(batch):
                 out[p][i] = pooled[k]
+        progress.update(len(batch))
     return {p: torch.stack(v) for p, v in out.items()}
 
 
@@ -269,12 +275,12 @@ class FinetuneSettings:
 
 def finetune(
     subject: Subject, head: torch.nn.Module, num_examples: int, loss_fn: Callable[[EttinModel, list[int]], torch.Tensor],
-    settings: FinetuneSettings, seed: int, start: EttinModel | None = None,
+    settings: FinetuneSettings, seed: int, start: EttinModel | None = None, what: str = "fine-tuning",
 ) -> EttinModel:
     """AdamW over a copy of the model (or of `start`, e.g. a model fine-tuned on another task) with the fine-tuning
     dropouts (FINETUNE_DROPOUT) plus `head` for settings.epochs passes over num_examples examples, linear warmup then
     linear decay; loss_fn(model, batch_indices) -> scalar loss. Returns the tuned copy (the models given are left
-    untouched)."""
+    untouched). `what` names the run in its progress lines (ettin.eval.progress)."""
     torch.manual_seed(seed)
     model = finetuning_copy(subject.model if start is None else start).to(subject.device)
     head.to(subject.device).train()
@@ -292,6 +298,7 @@ def finetune(
         opt, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
     )
     rng = np.random.default_rng(seed)
+    progress = Progress(f"{what}, {settings.epochs} epoch(s):", total, "steps")
     for _ in range(settings.epochs):
         order = rng.permutation(num_examples)
         for start in range(0, num_examples, settings.batch_size):
@@ -304,6 +311,7 @@ def finetune(
                 torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
             opt.step()
             sched.step()
+            progress.update()
     model.eval()
     head.eval()
     return model

@@ -145,7 +145,8 @@ def mnli_start(subject: Subject, data_dir: Path, settings: ClassificationSetting
         subject._published_mnli = None  # one MNLI model at a time: the old one is freed first
         _, seqs, y, num_labels, _ = _data(subject, "glue:mnli", data_dir, settings, seed, splits=("train",))
         model, _ = classification.fit_head(subject, seqs["train"], y["train"], num_labels, False, key[0],
-                                           fine_tune_settings("mnli"), PUBLISHED["mnli"][3][0])
+                                           fine_tune_settings("mnli"), PUBLISHED["mnli"][3][0],
+                                           what="fine-tuning on MNLI (the start model)")
         cached = subject._published_mnli = (key, model)
     return cached[1]
 
@@ -175,7 +176,7 @@ def run(subject: Subject, name: str, data_dir: Path, settings: ClassificationSet
     preds, used = [], seeds(task, settings)
     for i, s in enumerate(used):
         model, head = classification.fit_head(subject, seqs["train"], y["train"], num_labels, regression, pooling,
-                                              ft, s, start)
+                                              ft, s, start, what=f"fine-tuning seed {s} ({i + 1}/{len(used)})")
         preds.append(classification.predict(subject, model, head, seqs["test"], pooling, regression))
         if i == 0 and settings.save_to:
             save(subject, model, settings.save_to, name, s, start_name)

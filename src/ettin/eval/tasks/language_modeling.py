@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ettin.eval import metrics
+from ettin.eval.progress import Progress
 from ettin.eval.tasks.common import Subject, score_positions
 from ettin.eval.tasks.data import PRETRAIN_FILES, pretrain_documents
 from ettin.inference import Decoder, generate
@@ -205,6 +206,7 @@ def run_generation(subject: Subject, data_dir: Path, settings: GenerationSetting
         raise ValueError("generation: prompt_tokens + new_tokens exceed the evaluation max_length")
     outputs = []
     decoder = None if subject.is_encoder else Decoder(subject.model)  # one for every batch: its copies' buffers
+    progress = Progress("generating", len(prompts), "prompts")
     for start in range(0, len(prompts), 32):
         chunk = prompts[start : start + 32]
         ids = torch.tensor([[subject.cls, *p] for p, _ in chunk], device=subject.device)  # (B, 1 + P)
@@ -216,6 +218,7 @@ def run_generation(subject: Subject, data_dir: Path, settings: GenerationSetting
         for row in new.tolist():
             cut = row.index(subject.sep) if subject.sep in row else len(row)
             outputs.append(row[:cut])
+        progress.update(len(chunk))
     acc, rouge, chrf, copy = [], [], [], []
     for (prompt, ref), out in zip(prompts, outputs):
         out_text, ref_text = subject.decode(out), subject.decode(ref)

@@ -148,12 +148,13 @@ def run(subject: Subject, data_dir: Path, collection: Path, settings: RetrievalS
         logits = q @ p.T / settings.temperature  # (B, B): the diagonal holds the positives
         return F.cross_entropy(logits, torch.arange(len(batch), device=logits.device))
 
-    model = finetune(subject, torch.nn.Identity(), len(pairs), loss_fn, settings.finetune, seed)
+    model = finetune(subject, torch.nn.Identity(), len(pairs), loss_fn, settings.finetune, seed,
+                     what="contrastive fine-tuning")
     docs = [subject.pair(x, max_length=settings.passage_length) for x in subject.encode_batch(col.docs)]
     queries = [subject.pair(x, max_length=settings.query_length) for x in subject.encode_batch(col.queries)]
     with torch.no_grad():
-        d_emb = F.normalize(encode_pooled(subject, model, docs, pooling).float(), dim=-1)  # (D, H)
-        q_emb = F.normalize(encode_pooled(subject, model, queries, pooling).float(), dim=-1)  # (Q, H)
+        d_emb = F.normalize(encode_pooled(subject, model, docs, pooling, "encoding the corpus").float(), dim=-1)  # (D, H)
+        q_emb = F.normalize(encode_pooled(subject, model, queries, pooling, "encoding the queries").float(), dim=-1)  # (Q, H)
         dense = (q_emb @ d_emb.T).cpu().numpy()  # (Q, D)
     depth = max(int(m.split("@")[1]) for m in settings.metrics if "@" in m)
     ranked = metrics.top_k_run(dense, col.query_ids, col.doc_ids, depth)
