@@ -10,7 +10,8 @@ Two designs, the same for both objectives (each result says which it used):
 Poolings: encoders [CLS] or mean, decoders the last real token (as transformers'
 ModernBertDecoderForSequenceClassification) or mean. Local files first; `glue:NAME` loads any GLUE task with
 `datasets` (online); `cls:PATH` reads the user's TSV / CSV / JSONL (a file, split 80/20 by a fixed seed, or a
-folder with train.* and test.*), text columns and label column set by `text`, `text_pair`, `label`.
+folder with train.* and test.*, or dev.* / validation.* in its place as in GLUE's own folders), text columns and
+label column set by `text`, `text_pair` (a pair's second text), `label`.
 Per-example predictions are kept (`per_example`) for paired bootstrap intervals (ettin.eval.compare).
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import csv
 import itertools
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,15 +149,31 @@ def _read_table(path: Path) -> list[dict]:
     raise TaskDataError(f"{path}: expected a .tsv, .csv or .jsonl file")
 
 
-def load_user(path: Path, settings: ClassificationSettings) -> tuple[list[Example], list[Example], str]:
+TEST_SPLITS = ("test", "dev", "validation")  # a folder's test split: the first of these it holds (GLUE's: dev)
+_SAID: set[str] = set()  # the folders whose test split was said, once a process
+
+
+def _folder_files(path: Path, name: str) -> list[Path]:
+    """[train file, test file] of a cls: folder: train.EXT, and test.EXT or else dev.EXT or validation.EXT (GLUE's
+    own layout has train.tsv and dev.tsv), which one said once."""
+    found = {s: [path / f"{s}{e}" for e in (".tsv", ".csv", ".jsonl") if (path / f"{s}{e}").is_file()]
+             for s in ("train", *TEST_SPLITS)}
+    test = next((found[s][0] for s in TEST_SPLITS if found[s]), None)
+    if not found["train"] or test is None:
+        raise TaskDataError(f"{path}: a classification folder needs train.(tsv|csv|jsonl) and test.(...) "
+                            "(or dev.(...) or validation.(...))")
+    if not found["test"] and name not in _SAID:
+        _SAID.add(name)
+        print(f"{name}: no test.* file; using {test.name} as the test split", file=sys.stderr, flush=True)
+    return [found["train"][0], test]
+
+
+def load_user(path: Path, settings: ClassificationSettings, name: str = "") -> tuple[list[Example], list[Example], str]:
     """`cls:PATH`: labels that are all integers classify (accuracy); otherwise strings are classes, in
-    sorted order. A folder holds train.EXT and test.EXT; a single file is split 80/20 (fixed seed)."""
+    sorted order. A folder holds train.EXT and test.EXT (or dev.EXT / validation.EXT); a single file is split
+    80/20 (fixed seed)."""
     if path.is_dir():
-        found = {s: [path / f"{s}{e}" for e in (".tsv", ".csv", ".jsonl") if (path / f"{s}{e}").is_file()]
-                 for s in ("train", "test")}
-        if not found["train"] or not found["test"]:
-            raise TaskDataError(f"{path}: a classification folder needs train.(tsv|csv|jsonl) and test.(...)")
-        files = [found["train"][0], found["test"][0]]
+        files = _folder_files(path, name or f"cls:{path}")
     elif path.is_file():
         files = [path]
     else:
@@ -203,7 +221,7 @@ def load(name: str, data_dir: Path, settings: ClassificationSettings) -> tuple[l
     if kind == "glue":
         return load_hub(arg)
     if kind == "cls":
-        return load_user(Path(arg).expanduser(), settings)
+        return load_user(Path(arg).expanduser(), settings, name)
     return load_local(name, data_dir)
 
 
