@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ettin.config import OBJECTIVES, ROLES
 from ettin.io import atomic_write_json
+from ettin.train.owndata import data_flags, own_data_overrides
 from ettin.train.recipe import RecipeError, load_recipe
 
 OBJECTIVE_DIRS = ROLES  # a pair's run folders: <out>/encoder, <out>/decoder
@@ -35,6 +36,8 @@ def _run_flags(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("recipe", help="recipe YAML (recipes/*.yaml)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. train.lr=1e-3")
     p.add_argument("--out", metavar="DIR", help=f"{what} (default: the recipe's out_dir/name, e.g. runs/tiny)")
+    data_flags(p, "train on your own text instead of the recipe's data: .jsonl / .txt / .parquet files, folders or "
+                  "globs, one mixture for every phase, prepared into <out>/data (ettin.train.owndata)")
     _common_flags(p, "neither run holds one" if what.startswith("pair") else "it holds none")
 
 
@@ -128,10 +131,13 @@ def split_extras(args) -> list[str]:
 def _load(args) -> tuple:
     overrides = split_extras(args)
     recipe = load_recipe(args.recipe, overrides)
+    out = Path(args.out) if args.out else Path(recipe.out_dir) / recipe.name
+    if getattr(args, "data", None):  # your own text: the overrides travel to a pair's child runs as any other
+        overrides += own_data_overrides(recipe, args.data, out, args.field, args.split_by)
+        recipe = load_recipe(args.recipe, overrides)
     objective = getattr(args, "objective", None)
     if objective:
         recipe = recipe.for_objective(objective)
-    out = Path(args.out) if args.out else Path(recipe.out_dir) / recipe.name
     args.overrides = overrides
     return recipe, args, out
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ettin.config import SIZES, ModelConfig, preset
+from ettin.train.owndata import data_flags, data_sources, mixture
 from ettin.train.recipe import RecipeError, apply_override, parse_tokens, recipe_from_dict
 from ettin.train.recipe_checks import SET_ELSEWHERE
 
@@ -68,9 +69,7 @@ def register(subparsers, common_flags) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. train.lr=1e-4")
     p.add_argument("--data", nargs="+", required=True, metavar="FILE",
                    help="your text: .jsonl / .txt / .parquet files, folders or globs (ettin data prepare's sources)")
-    p.add_argument("--field", default="text", help="the JSONL / Parquet field holding the text (default: text)")
-    p.add_argument("--split-by", choices=("file", "paragraph", "line"), default="paragraph",
-                   help="plain text files: one document per file, blank-line paragraph or line (default: paragraph)")
+    data_flags(p)
     p.add_argument("--tokens", required=True, help="training tokens (real tokens: 200k, 5M, 1B)")
     p.add_argument("--out", required=True, metavar="DIR", help="the run folder (shards in DIR/shards)")
     p.add_argument("--revision", help="a hub id's revision (branch, tag or commit)")
@@ -139,41 +138,10 @@ def size_name(config: ModelConfig) -> str | None:
 # ------------------------------------------------------------------------------------------- the recipe
 
 
-def data_sources(files: list[str], field: str, split_by: str) -> list[str]:
-    """`ettin data prepare` source specs for the command line's files: `--field` where a file names no field of its
-    own (`notes.jsonl:body`), `--split-by` where it sets no split_by (plain text only reads it)."""
-    from ettin.data.sources import SourceSpec
-
-    specs = []
-    for text in files:
-        spec = SourceSpec.parse(text)  # checks the form; the files are checked by the dry run and data prepare
-        base, _, query = text.partition("?")
-        if spec.text_field == "text" and field != "text":
-            base = f"{base}:{field}"
-        if "split_by=" not in query:
-            query = "&".join(filter(None, [query, f"split_by={split_by}"]))
-        specs.append(f"{base}?{query}")
-    return specs
-
-
-def _weights(specs: list[str]) -> list[float]:
-    """Each source's share: its size on disk (a token count's stand-in, known before tokenizing)."""
-    from ettin.data.sources import SourceSpec, expand_files
-
-    out = []
-    for text in specs:
-        try:
-            out.append(float(sum(f.stat().st_size for f in expand_files(SourceSpec.parse(text)))) or 1.0)
-        except (OSError, ValueError):
-            out.append(1.0)  # missing: the dry run names it
-    return out
-
-
 def continue_recipe(start: Start, args) -> dict:
     """The one-phase recipe of `ettin continue`, as a dict for `recipe_from_dict` (see the module docstring)."""
     import torch
 
-    from ettin.data.sources import SourceSpec
 
     cfg = start.config
     objective = "mlm" if args.mntp else cfg.objective
@@ -194,10 +162,7 @@ def continue_recipe(start: Start, args) -> dict:
     out = Path(args.out)
     shards = out / "shards"
     sources = data_sources(args.data, args.field, args.split_by)
-    names = [SourceSpec.parse(s).name for s in sources]
-    mixture = {"name": "continue", "instances": {"mode": "pack"},
-               "sources": [{"name": n, "path": str(shards), "subset": n, "weight": w}
-                           for n, w in zip(names, _weights(sources))]}
+    mix = mixture(sources, shards, "continue", "pack")
     # the checkpoint's shape, dropout and context; not what the recipe sets elsewhere (its objective, RoPE thetas, the
     # tokenizer's vocabulary and ids: the same values, from the phase and the data)
     overrides = {k: v for k, v in cfg.to_dict().items() if k not in SET_ELSEWHERE and (k != "extra" or v)}
@@ -206,7 +171,7 @@ def continue_recipe(start: Start, args) -> dict:
         "name": out.name, "objective": objective, "seed": args.seed, "out_dir": str(out.parent),
         "model": {"size": size or "tiny", "overrides": overrides, "init_from": str(start.init_from)},
         "data": {"tokenizer": str(start.tokenizer), "vocab_size": cfg.vocab_size, "holdout_fraction": args.holdout,
-                 "mixtures": {"continue": mixture},
+                 "mixtures": {"continue": mix},
                  "prepare": {"out": str(shards), "sources": sources}},
         "train": {"lr": args.lr if args.lr is not None else PEAK_SHARE * peak, "global_batch_size": batch,
                   "micro_batch_size": args.micro_batch_size or batch,
