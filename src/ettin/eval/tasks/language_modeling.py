@@ -10,7 +10,9 @@ the pretraining files.
 Next token: the same held-out documents cut into (left context, next token) pairs, one pair every `context`
 tokens; both objectives see only the left context ([CLS] context [MASK] [SEP] for encoders, [CLS] context for
 decoders), the one likelihood the two can be compared on. Both tasks report, beside every figure, a unigram
-model of the training side (token frequencies, add-one smoothed): a model that learned nothing else.
+model of the training side (token frequencies, add-one smoothed): a model that learned nothing else; `lm` gives its
+figures in the task's own units too (`baseline_metrics`: the arg-max token's accuracy, the unigram perplexity;
+next_token: its log-likelihood and accuracy), and both name the held-out text they scored (`held_out`).
 Generation: the first `prompt_tokens` of a held-out document prompt `new_tokens` more, compared with the
 document's true continuation: ROUGE-L F1 over lower-cased words (the main metric), chrF over characters
 (generous to any long output: common letters match), and position-wise token accuracy over ids.
@@ -28,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ettin.data.holdout import HOLDOUT_FRACTION
 from ettin.eval import metrics
 from ettin.eval.progress import Progress
 from ettin.eval.tasks.common import Subject, score_positions
@@ -114,21 +117,32 @@ def run_lm(subject: Subject, data_dir: Path, settings: LanguageModelingSettings,
         per_file.setdefault(name, []).extend(lp.tolist())
     nll = -np.concatenate(logps)
     unigram = unigram_logprobs(subject, data_dir)
+    gold = np.concatenate([np.asarray(t) for t in targets])
+    base_nll = -unigram[gold]  # the unigram model's figures in the task's own units (baseline_metrics), below
     result: dict = {"n": len(windows), "tokens_scored": int(nll.size), "loglik": float(-nll.mean()),
-                    "baseline": float(np.mean(unigram[np.concatenate([np.asarray(t) for t in targets])])),
-                    "baseline_name": "unigram model of the training side",
+                    "baseline": float(-base_nll.mean()), "baseline_name": "unigram model of the training side",
+                    "held_out": held_out_text(data_dir, [name for name, _ in windows]),
                     "per_example": {"score": [float(lp.mean()) for lp in logps],
                                     "baseline": [float(unigram[np.asarray(t)].mean()) for t in targets]}}
     ppl_by_file = {k.removesuffix(".jsonl"): metrics.perplexity(-float(np.sum(v)), len(v)) for k, v in per_file.items()}
+    base_ppl = metrics.perplexity(float(base_nll.sum()), base_nll.size)
     if subject.is_encoder:
         hits = np.concatenate([b == np.asarray(t) for b, t in zip(best, targets)])
         result |= {"main": "masked_accuracy", "masked_accuracy": float(hits.mean()),
                    "masked_perplexity": metrics.perplexity(float(nll.sum()), nll.size),
-                   "masked_perplexity_by_file": ppl_by_file, "mask_probability": settings.mask_probability}
+                   "masked_perplexity_by_file": ppl_by_file, "mask_probability": settings.mask_probability,
+                   "baseline_metrics": {"masked_accuracy": float(np.mean(gold == int(unigram.argmax()))),
+                                        "masked_perplexity": base_ppl}}
     else:
         result |= {"main": "perplexity", "perplexity": metrics.perplexity(float(nll.sum()), nll.size),
-                   "perplexity_by_file": ppl_by_file}
+                   "perplexity_by_file": ppl_by_file, "baseline_metrics": {"perplexity": base_ppl}}
     return result
+
+
+def held_out_text(data_dir: Path, files: list[str]) -> str:
+    """Which text a held-out task scored, for its console line: the files its examples came from (in order)."""
+    used = [f for f in PRETRAIN_FILES if f in set(files)]
+    return f"the last {HOLDOUT_FRACTION:.0%} of the documents of {', '.join(used)} in {data_dir / 'pretrain'}"
 
 
 def run_next_token(subject: Subject, data_dir: Path, settings: NextTokenSettings) -> dict:
@@ -137,7 +151,7 @@ def run_next_token(subject: Subject, data_dir: Path, settings: NextTokenSettings
         raise ValueError("next_token: context + 3 exceeds the evaluation max_length")
     per_file = max(1, settings.limit // len(PRETRAIN_FILES))
     used = dict.fromkeys(PRETRAIN_FILES, 0)
-    rows, positions, targets = [], [], []
+    rows, positions, targets, files = [], [], [], []
     for doc in pretrain_documents(data_dir, held_out=True):
         name = doc["_file"]
         ids = subject.encode(doc["text"]) if used[name] < per_file else []
@@ -149,15 +163,19 @@ def run_next_token(subject: Subject, data_dir: Path, settings: NextTokenSettings
             positions.append([len(ctx) + 1 if subject.is_encoder else len(ctx)])
             targets.append([ids[end]])
             used[name] += 1
+            files.append(name)
     if not rows:
         raise ValueError("next_token: no held-out document is longer than the context")
     best: list = []
     logp = np.concatenate(score_positions(subject, rows, positions, targets, argmax=best))
     gold = np.asarray([t[0] for t in targets])
-    unigram = unigram_logprobs(subject, data_dir)[gold]
+    logprobs = unigram_logprobs(subject, data_dir)
+    unigram = logprobs[gold]
     return {"main": "loglik", "loglik": float(logp.mean()), "accuracy": float(np.mean(np.concatenate(best) == gold)),
             "baseline": float(unigram.mean()), "baseline_name": "unigram model of the training side",
-            "n": len(rows), "context": settings.context,
+            "baseline_metrics": {"loglik": float(unigram.mean()),
+                                 "accuracy": float(np.mean(gold == int(logprobs.argmax())))},
+            "n": len(rows), "context": settings.context, "held_out": held_out_text(data_dir, files),
             "method": "[CLS] context [MASK] [SEP]" if subject.is_encoder else "[CLS] context",
             "per_example": {"score": logp.tolist(), "baseline": unigram.tolist()}}
 
