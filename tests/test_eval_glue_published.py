@@ -45,9 +45,9 @@ def test_rte_from_a_given_checkpoint_with_several_seeds(tiny, tmp_path, monkeypa
     calls = []  # what reaches the fine-tuning loop: settings, seed and the start model's weights
     fit = classification.finetune
 
-    def spy(subject, head, n, loss_fn, settings, seed, start=None):
+    def spy(subject, head, n, loss_fn, settings, seed, start=None, *rest):
         calls.append((settings, seed, None if start is None else _state(start), _state(subject.model)))
-        return fit(subject, head, n, loss_fn, settings, seed, start)
+        return fit(subject, head, n, loss_fn, settings, seed, start, *rest)
 
     monkeypatch.setattr(classification, "finetune", spy)
     assert _eval(tiny, "mlm", tmp_path / "eval", "protocol=published", f"start_from={saved}",
@@ -119,9 +119,9 @@ def test_mnli_start_is_cached_by_what_decides_it_and_encodes_no_dev_split(tiny, 
     fits, wrapped = [], []
     fit, wrap = classification.fit_head, classification.wrap
 
-    def fit_spy(subject, seqs, *args):
+    def fit_spy(subject, seqs, *args, **kwargs):
         fits.append(len(seqs))
-        return fit(subject, seqs, *args)
+        return fit(subject, seqs, *args, **kwargs)
 
     monkeypatch.setattr(classification, "fit_head", fit_spy)
     monkeypatch.setattr(classification, "wrap", lambda subject, examples, length: wrapped.append(len(examples))
