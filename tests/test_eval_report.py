@@ -283,6 +283,39 @@ def test_eval_and_downstream_results_of_one_checkpoint_are_merged(built, tmp_pat
         report.build_report([root / "eval", tmp_path / "downstream"], tmp_path / "out2")
 
 
+def test_a_run_folder_and_its_final_export_are_one_model(built, tmp_path):
+    """`ettin eval runs/x` and `ettin eval runs/x/final` score the same weights in two formats (two sha256s): the
+    report keeps one model, the checkpoint, with the export's extra tasks merged in and says so; for a task both
+    hold with different results it uses the checkpoint's and says that too. Before, final/ became the compared
+    checkpoint and the claims whose tasks it lacked went to "not measured"."""
+    import shutil
+
+    root, _, _ = built
+    evals = tmp_path / "eval"
+    shutil.copytree(root / "eval", evals)
+    last = evals / "encoder" / "decay-step0000030.json"  # the decoder's run (the folder names lie: make_inputs)
+    res = json.loads(last.read_text())
+    res["model"]["phase"] = "decay"
+    last.write_text(json.dumps(res))
+    embed = _scores(np.random.default_rng(3), 0.5, 0.3, "ndcg@10", "retrieval", baseline_name="BM25")
+    export = {**res["model"], "checkpoint": "final", "sha256": "f" * 64, "path": "/runs/encoder/final",
+              "tokens": res["model"]["tokens"]}
+    (evals / "encoder" / "final.json").write_text(json.dumps(
+        {"model": export, "settings": {}, "tasks": {"embed": embed, "sst2": dict(res["tasks"]["sst2"], value=0.1)}}))
+    rebuilt = report.build_report([evals], tmp_path / "out")
+    role = res["model"]["role"]
+    assert [r["model"]["checkpoint"] for r in rebuilt["results"][role]] == [c for _, c in CHECKPOINTS]
+    merged = rebuilt["results"][role][-1]
+    assert set(merged["tasks"]) == set(res["tasks"]) | {"embed"}
+    assert merged["tasks"]["sst2"] == res["tasks"]["sst2"]  # the checkpoint's own record
+    assert rebuilt["same_model"] == [{"run": res["model"]["run"], "seed": 0, "checkpoint": "decay-step0000030",
+                                      "export": "/runs/encoder/final", "added": ["embed"], "kept": ["sst2"],
+                                      "role": role}]
+    assert {c["verdict"] for c in rebuilt["findings"]["claims"]} == {c["verdict"] for c in built[2]["findings"]["claims"]}
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "`/runs/encoder/final` is the export of" in md and "the checkpoint's own results are used" in md
+
+
 def _reference_rows(text: str, section: str) -> tuple[list[str], dict[str, tuple[float, ...]]]:
     lines = text[text.index(section):].splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("|"))

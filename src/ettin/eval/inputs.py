@@ -91,6 +91,32 @@ def _merged(first: dict, other: dict) -> dict:
     return first | {"tasks": tasks}
 
 
+def _one_model(rs: list[dict]) -> tuple[list[dict], list[dict]]:
+    """A checkpoint and its export (`final/`, whose ettin_checkpoint.json names the run, phase and step it came from)
+    are one model: their results become one, the checkpoint's record kept for a task both hold. Returns (results,
+    what was merged: {run, seed, checkpoint, export, added, kept})."""
+    def ident(r: dict) -> tuple | None:
+        m = r["model"]
+        return None if m.get("phase") is None or m.get("step") is None else (m.get("run"), seed_of(r), m["phase"],
+                                                                                 m["step"])
+
+    out, merged, by_ident = [], [], {}
+    for r in rs:
+        if r["model"].get("checkpoint") != "final" and ident(r) is not None:
+            by_ident.setdefault(ident(r), r)
+    for r in rs:
+        base = by_ident.get(ident(r)) if r["model"].get("checkpoint") == "final" else None
+        if base is None:
+            out.append(r)
+            continue
+        added = [t for t in r["tasks"] if t not in base["tasks"]]
+        kept = [t for t in r["tasks"] if t in base["tasks"] and r["tasks"][t] != base["tasks"][t]]
+        base["tasks"] = base["tasks"] | {t: r["tasks"][t] for t in added}
+        merged.append({"run": base["model"].get("run"), "seed": seed_of(base), "checkpoint":
+                       base["model"].get("checkpoint"), "export": r["model"].get("path"), "added": added, "kept": kept})
+    return out, merged
+
+
 def seed_of(res: dict) -> int:
     """The pre-training seed of an evaluated model (its run's `seed`; 0 for results that do not record it)."""
     seed = res.get("model", {}).get("seed")
@@ -107,7 +133,7 @@ def seed_groups(rs: list[dict]) -> dict[int, list[dict]]:
 
 def collect(paths) -> dict:
     """{title, results: {role: [results, by seed then tokens]}, training: {role: [{seed, path, rows}]},
-    unmatched_logs}."""
+    unmatched_logs, same_model: the exports merged with their checkpoints}."""
     results, given_logs, saved, title, unmatched = [], [], {}, None, []
     for p in map(Path, paths):
         if p.is_dir():
@@ -140,10 +166,12 @@ def collect(paths) -> dict:
         key = (m.get("run"), m.get("checkpoint"), m["sha256"]) if m.get("sha256") else res.get("_path")
         same = by_role.setdefault(_role(res), {})
         same[key] = _merged(same[key], res) if key in same else res
-    ordered = {}
+    ordered, same_model = {}, []
     for role in sorted(by_role, key=lambda r: (ROLE_ORDER.index(r) if r in ROLE_ORDER else len(ROLE_ORDER), r)):
-        rs = sorted(by_role[role].values(), key=lambda r: (seed_of(r), number(r["model"].get("tokens"), -1),
-                                                           number(r["model"].get("step"), -1)))
+        rs, merged = _one_model([dict(r) for r in by_role[role].values()])
+        same_model += [m | {"role": role} for m in merged]
+        rs = sorted(rs, key=lambda r: (seed_of(r), number(r["model"].get("tokens"), -1),
+                                       number(r["model"].get("step"), -1)))
         for seed in dict.fromkeys(map(seed_of, rs)):
             runs = sorted({str(r["model"].get("run")) for r in rs if seed_of(r) == seed})
             if len(runs) > 1:
@@ -172,4 +200,5 @@ def collect(paths) -> dict:
     logs: dict[str, list] = {}
     for (role, seed), log in sorted(training.items(), key=lambda kv: (list(ordered).index(kv[0][0]), kv[0][1])):
         logs.setdefault(role, []).append(log | {"seed": seed})
-    return {"title": title, "results": ordered, "training": logs, "unmatched_logs": sorted(set(unmatched))}
+    return {"title": title, "results": ordered, "training": logs, "unmatched_logs": sorted(set(unmatched)),
+            "same_model": same_model}

@@ -88,7 +88,7 @@ def build(paths, title: str | None = None) -> dict:
         raise ReportError(f"no results files found in {', '.join(map(str, paths))}")
     sources = [r.get("_path", "?") for fs in finals.values() for r in fs.values()]
     data = {"format": FORMAT, "title": title or inp["title"] or DEFAULT_TITLE, "results": inp["results"],
-            "training": inp["training"], "unmatched_logs": inp["unmatched_logs"],
+            "training": inp["training"], "unmatched_logs": inp["unmatched_logs"], "same_model": inp["same_model"],
             "findings": _guarded("the findings", sources, lambda: compare.findings(finals)),
             "curves": _guarded("the claims over training tokens", sources, lambda: curves.curves(checkpoints)),
             "learned": _guarded("the learned-something bar", sources, lambda: compare.learned(finals)),
@@ -278,6 +278,11 @@ def render(data: dict) -> tuple[str, dict[str, bytes]]:
                  [[role, seed_of(r), f"{r['model'].get('run')}/{r['model'].get('checkpoint')}",
                    _f(r["model"].get("tokens"), digits=0), str(r["model"].get("sha256") or "—")[:12],
                    f"`{r.get('_path', '?')}`"] for role, rs in results.items() for r in rs])
+    md += [f"- `{m['export']}` is the export of {m['role']} {m['run']}/{m['checkpoint']} (its ettin_checkpoint.json "
+           "says so): one model, its results merged into the checkpoint's"
+           + (f" (added: {', '.join(m['added'])})" if m["added"] else "")
+           + (f"; for {', '.join(m['kept'])} the checkpoint's own results are used (the export's differ)"
+              if m["kept"] else "") for m in data.get("same_model", [])]
     return "\n".join(md), pngs
 
 

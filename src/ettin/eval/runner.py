@@ -101,7 +101,7 @@ def resolve_targets(model_or_run: str, every: int = 1) -> list[Target]:
         beside = p.resolve().parent  # <run>/final: named as the run's checkpoints are (a pair's: <pair>-encoder)
         run = _run_name(beside) if (beside / "checkpoints").is_dir() else info.get("run") or p.resolve().name
         return [Target(run, "final" if info else p.resolve().name, p, "hf",
-                       p / "tokenizer.json", {k: info.get(k) for k in ("phase", "step", "tokens") if k in info})]
+                       p / "tokenizer.json", {k: info.get(k) for k in ("phase", "step", "tokens", "seed") if k in info})]
     if p.exists():
         raise FileNotFoundError(f"{p}: not a checkpoint (meta.json), a run folder (checkpoints/) or a "
                                 "Hugging Face folder (config.json)")

@@ -276,6 +276,7 @@ def export_hf(ckpt_dir: str | Path, out_dir: str | Path, objective: str | None =
     meta = read_meta(ckpt_dir)
     with atomic_dir(out_dir, replace=True) as tmp:
         save_pretrained(model, tmp, tokenizer=tokenizer, weights_only=tokenizer is None)  # no tokenizer: synthetic
-        atomic_write_json(tmp / "ettin_checkpoint.json",
-                          {k: meta.get(k) for k in ("run", "phase", "step", "tokens", "init_from")})
+        atomic_write_json(tmp / "ettin_checkpoint.json",  # which checkpoint this is (the report merges the two)
+                          {**{k: meta.get(k) for k in ("run", "phase", "step", "tokens", "init_from")},
+                           "seed": meta.get("data_position", {}).get("seed")})
     return out_dir
