@@ -8,6 +8,7 @@ Scoring is sparse: the vocabulary head runs only at the positions that are score
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -253,7 +254,10 @@ FINETUNE_DROPOUT = {"attention_dropout": 0.0, "attention_output_dropout": 0.1}
 
 
 def finetuning_copy(model: EttinModel) -> EttinModel:
-    """A copy of `model` (same weights, dtype and runtime settings) with FINETUNE_DROPOUT, in training mode."""
+    """A copy of `model` (same weights, dtype and runtime settings) with FINETUNE_DROPOUT, in training mode; a model
+    that is not an EttinModel (a test's stand-in) has no such settings and is copied as it is."""
+    if not isinstance(model, EttinModel):
+        return copy.deepcopy(model).train()
     config = model.config.replace(**FINETUNE_DROPOUT)
     with torch.device("meta"):  # no initialisation: the weights come next
         tuned = EttinModel(config, attn_backend=model.attn_backend, loss_chunk_size=model.loss_chunk_size)
