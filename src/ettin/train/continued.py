@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,6 +205,13 @@ def build(args) -> tuple:
 
 
 def cmd_continue(args) -> int:
+    try:
+        return _continue(args)
+    except RecipeError as e:  # the recipe is this command's own: name its flag, not the key it set
+        raise RecipeError(re.sub(r"data\.prepare\.sources\.\d+", "--data", str(e))) from None
+
+
+def _continue(args) -> int:
     from ettin.train import cli as train_cli
 
     recipe, start, out = build(args)

@@ -237,7 +237,14 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         raise RecipeError(f"{path}: {unusable[0]}; remove it")
     for text in overrides or []:
         apply_override(raw, text, "command line")
-    return recipe_from_dict(raw, str(path))
+    try:
+        return recipe_from_dict(raw, str(path))
+    except RecipeError as e:  # a bad value the command line gave is the command line's, not the file's
+        for text in overrides or []:
+            key = text.removeprefix("--").split("=", 1)[0]
+            if str(e).startswith(f"{path}: {key}:"):
+                raise RecipeError(f"the command line ({text}): {str(e)[len(str(path)) + 2:]}") from None
+        raise
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

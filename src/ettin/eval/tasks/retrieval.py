@@ -54,6 +54,9 @@ class Collection:
 
 
 def load_beir(folder: Path, query_limit: int | None = None) -> Collection:
+    if not Path(folder).is_dir():  # a path the user gave (beir:PATH): no data folder to blame
+        raise TaskDataError(f"{folder}: no such folder (a BEIR folder holds corpus.jsonl, queries.jsonl and "
+                            "qrels/test.tsv)")
     corpus = read_jsonl(folder / "corpus.jsonl", required=("_id", "text"))
     queries = read_jsonl(folder / "queries.jsonl", required=("_id", "text"))
     qrels_path = folder / "qrels" / "test.tsv"
