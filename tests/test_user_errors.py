@@ -16,7 +16,7 @@ def _error(capsys, argv) -> str:
 
 def test_a_bad_value_on_the_command_line_is_the_command_lines(capsys, tmp_path):
     err = _error(capsys, ["train", "recipes/tiny.yaml", "--dry-run", "--out", str(tmp_path / "x"), "train.lr=abc"])
-    assert "the command line (train.lr=abc): train.lr: expected a number, got 'abc'" in err
+    assert "the command line (train.lr=abc, on recipes/tiny.yaml): train.lr: expected a number, got 'abc'" in err
     assert "recipes/tiny.yaml: train.lr" not in err
 
 

@@ -243,7 +243,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         for text in overrides or []:
             key = text.removeprefix("--").split("=", 1)[0]
             if str(e).startswith(f"{path}: {key}:"):
-                raise RecipeError(f"the command line ({text}): {str(e)[len(str(path)) + 2:]}") from None
+                raise RecipeError(f"the command line ({text}, on {path}): {str(e)[len(str(path)) + 2:]}") from None
         raise
 
 
