@@ -88,11 +88,7 @@ def _rows() -> dict[str, Row]:
 ROWS_ALL = _rows()
 FAST = ("17m-decoder", "cross/tiny-decoder-from-encoder", "tiny", "continue-encoder")
 # row -> the src/ bug that makes it fail (strict: the row fails again, as a reminder, once the bug is fixed)
-XFAIL = {
-    "continue-decoder": "a decoder's resolved recipe (`ettin continue --dry-run`, the run's recipe.yaml) holds "
-                        "phases.0.mlm_probability, which `ettin train` refuses for clm (Recipe.to_yaml writes "
-                        "every field; load_recipe's unusable_keys rejects it)",
-}
+XFAIL: dict[str, str] = {}  # row -> a known src/ bug (strict: the row fails once the bug is fixed)
 
 
 def _param(name: str):

@@ -237,3 +237,24 @@ def test_classify_future_phases_and_settings():
     assert set(refused) == {"phases.0.tokens", "phases.0.warmup_tokens"}
     accepted, refused = classify(old, new, None)  # nothing trained yet: anything goes
     assert not refused and "phases.0.warmup_tokens" in accepted
+
+
+def test_a_decoder_runs_recipe_yaml_trains_again_and_old_ones_resume(tmp_path):
+    """A decoder's recipe.yaml holds no masking rate (a decoder recipe may not set one), so `ettin train
+    RUN/recipe.yaml` runs it again; a recipe.yaml written before (with the default rate) still resumes."""
+    import yaml
+
+    from ettin.cli import main
+
+    recipe = tmp_path / "small.yaml"
+    recipe.write_text(SMALL)
+    run = tmp_path / "run"
+    assert main(["train", str(recipe), "--objective", "clm", "--out", str(run), "phases.1.tokens=128"]) == 0
+    stored = yaml.safe_load((run / "recipe.yaml").read_text())
+    assert stored["objective"] == "clm" and all("mlm_probability" not in p for p in stored["phases"])
+    assert main(["train", str(run / "recipe.yaml"), "--plan"]) == 0
+    for p in stored["phases"]:  # as older versions wrote it
+        p["mlm_probability"] = 0.3
+    (run / "recipe.yaml").write_text(yaml.safe_dump(stored))
+    assert main(["train", str(recipe), "--objective", "clm", "--out", str(run), "--resume"]) == 0
+    assert _history(run)[-1]["event"] in ("resume", "extend")

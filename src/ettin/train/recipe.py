@@ -20,6 +20,7 @@ the resolved recipe (run folders' recipe.yaml) holds plain values.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -220,7 +221,21 @@ class Recipe:
         return d
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        """The recipe as a file load_recipe takes back (a run's recipe.yaml): without the settings its objective
+        does not read (a decoder's masking rates), which a recipe file may not set."""
+        return yaml.safe_dump(usable(self.to_dict()), sort_keys=False)
+
+
+def usable(raw: dict) -> dict:
+    """A copy of a recipe mapping without what its objective cannot use (ettin.data.ready.unusable_keys)."""
+    raw = copy.deepcopy(raw)
+    for text in unusable_keys(raw):
+        *path, last = text.split(":", 1)[0].split(".")
+        node = raw
+        for part in path:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        node.pop(last, None)
+    return raw
 
 
 # ---- loading -------------------------------------------------------------------------------------

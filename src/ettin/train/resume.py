@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 
 from ettin.train import checkpoint as ckpt
-from ettin.train.recipe import Recipe, RecipeError
+from ettin.train.recipe import Recipe, RecipeError, usable
 from ettin.train.schedule import PhaseSchedule
 
 HISTORY = "history.jsonl"
@@ -113,8 +113,8 @@ def classify(old: dict[str, Any], recipe: Recipe, meta: dict[str, Any] | None) -
     """(accepted, refused) changes between the stored recipe `old` and `recipe`, given the newest
     checkpoint's meta.json (None: nothing trained yet, every change is accepted). Each maps a dotted key to
     (old, new) (refused: to (old, new, why))."""
-    new = recipe.to_dict()
-    changes = changed_keys(old, new)
+    new = usable(recipe.to_dict())  # both without what the objective does not read (older recipe.yaml files
+    changes = changed_keys(usable(old), new)  # hold a decoder's masking rates)
     for key in [k for k in changes if k.startswith("data.mixtures.")]:  # the same file named differently
         if _same_file(*changes[key]):
             del changes[key]
