@@ -148,6 +148,31 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_with_a_message(tmp_path):
     assert len(said) == 1 and "taking over" in said[0] and "node7" in said[0] and "999999" in said[0]
 
 
+def _lock_fds(path) -> list[int]:
+    """This process's descriptors open on `path`."""
+    fds = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") == str(path):
+                fds.append(int(name))
+        except OSError:
+            continue
+    return fds
+
+
+def test_a_forked_worker_does_not_hold_the_runs_lock(tmp_path):
+    """A flock belongs to the open file description, which a fork shares: a data worker forked by the run would
+    keep the folder locked after a SIGKILLed run died, for the seconds its watchdog takes to notice, and the
+    relaunch was refused (seen in CI). Forked children drop the lock's descriptor."""
+    with runlock.hold(tmp_path / "run") as path:
+        assert _lock_fds(path)  # the holder has it
+        pid = os.fork()
+        if pid == 0:  # a worker: exit 0 when it holds no descriptor of the lock
+            os._exit(1 if _lock_fds(path) else 0)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+
+
 def _env():
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID"):

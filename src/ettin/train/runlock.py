@@ -35,6 +35,22 @@ WATCH_SECONDS = 2.0  # how often a rank looks at its parent
 GRACE_SECONDS = 30.0  # after asking the main thread to stop, how long before the process exits hard
 
 
+_HELD: set[int] = set()  # the descriptors of the locks this process holds
+
+
+def _drop_in_child() -> None:
+    """In a forked child (a DataLoader worker): let go of the parent's lock descriptors. A flock belongs to the open
+    file description, which a fork shares: a worker that outlived a SIGKILLed parent by the seconds its watchdog
+    takes would otherwise keep the run folder locked against the relaunch."""
+    for fd in list(_HELD):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_drop_in_child)
+
+
 class RunLocked(UserError):
     """Another live process is training into the run folder."""
 
@@ -59,6 +75,7 @@ def hold(run_dir: str | Path, log=print) -> Iterator[Path]:
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    _HELD.add(fd)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -79,6 +96,7 @@ def hold(run_dir: str | Path, log=print) -> Iterator[Path]:
             with contextlib.suppress(OSError):  # released: the file stays (unlinking it would let two launches
                 os.ftruncate(fd, 0)  # lock two inodes) and names no holder; the flock goes with the descriptor
     finally:
+        _HELD.discard(fd)
         os.close(fd)
 
 
