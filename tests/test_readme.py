@@ -69,3 +69,20 @@ def test_readme_runs_as_written(tmp_path, shared_data):
             f"--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-3000:]}")
         ran += 1
     assert ran >= 3
+
+
+def test_real_sizes_micro_batches_are_the_recipes():
+    """docs/real-sizes.md's micro-batch column is each preset recipe's, phase by phase (it once said 72 / 9 for the
+    150m where the recipe runs 72, 16 and 12)."""
+    import re
+
+    from ettin.train.recipe import load_recipe
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "docs" / "real-sizes.md").read_text()
+    for size in ("17m", "32m", "68m", "150m", "400m", "1b"):
+        row = re.search(rf"^\| {size} \|.*\| (\d+) / (\d+) / (\d+) \|", text, re.M)
+        assert row, size
+        recipe = load_recipe(root / "recipes" / f"{size}.yaml")
+        phases = [p.micro_batch_size or recipe.train.micro_batch_size for p in recipe.phases]
+        assert [int(x) for x in row.groups()] == phases, size
