@@ -10,7 +10,7 @@ hidden, so listings that skip dot-files ignore them, and removed when the write 
 
 Reading what a user hands over, with errors that name the file (and line): `read_json`, `read_jsonl`,
 `read_tokenizer` (a tokenizer.json or its folder), `is_hub_id` (what is taken for a Hugging Face hub id rather than
-a path), and `UserError`, the error type of bad user input (the `ettin` command prints it as one line, exit 2).
+a path), `hub_offline` (whether the hub is switched off here), and `UserError`, the error type of bad user input (the `ettin` command prints it as one line, exit 2).
 """
 
 from __future__ import annotations
@@ -174,6 +174,13 @@ def is_hub_id(text: str) -> bool:
     except HFValidationError:
         return False
     return True
+
+
+def hub_offline() -> bool:
+    """Whether the Hugging Face hub is switched off in this environment (HF_HUB_OFFLINE or HF_DATASETS_OFFLINE set
+    to a true value, as huggingface_hub and datasets read them): the one rule every hub download here asks."""
+    return any(os.environ.get(k, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+               for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
 def results_file(out_dir: str | Path, run: str, checkpoint: str, model_path: str | Path) -> Path:
