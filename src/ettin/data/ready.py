@@ -75,9 +75,9 @@ def ensure_data(recipe, log=print) -> None:
     if data.source != "prepared" or prep is None:
         return
     from ettin.data.prepare import PrepareConfig, prepare
-    from ettin.data.tokenizer import load_tokenizer
+    from ettin.data.tokenizer import fetch_tokenizer, load_tokenizer
 
-    tokenizer_path = Path(data.tokenizer)
+    tokenizer_path = fetch_tokenizer(data.tokenizer)  # a hub id: downloaded here, once, on the main rank
     if not tokenizer_path.exists():
         if not prep.tokenizer_vocab_size:
             raise FileNotFoundError(f"{recipe.source_file}: data.tokenizer {tokenizer_path} does not exist "

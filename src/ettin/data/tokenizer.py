@@ -33,12 +33,16 @@ from tokenizers import (
 )
 
 from ettin.config import special_token_ids
-from ettin.io import atomic_write_bytes, atomic_write_json, read_tokenizer
+from ettin.io import atomic_write_bytes, atomic_write_json, hub_offline, is_hub_id, read_tokenizer
 
 _SHARED_DATA = Path(
     os.environ.get("ETTIN_SHARED_DATA", Path(__file__).resolve().parents[4] / "shared" / "data")
 )
-DEFAULT_TOKENIZER = _SHARED_DATA / "modernbert_tokenizer"  # the ModernBERT / Ettin tokenizer
+DEFAULT_TOKENIZER = _SHARED_DATA / "modernbert_tokenizer"  # the ModernBERT / Ettin tokenizer, where a copy is at hand
+# The same tokenizer on the hub (../shared/data/SOURCES.md: the copy is ModernBERT-large's, "the same tokenizer as
+# ModernBERT-base and the Ettin models"; the published YAMLs name bclavie/olmo_bert_template, line 5 of every
+# pretraining/configs/standard/*/*.yaml, for the same vocabulary): the default where no copy is at hand.
+DEFAULT_TOKENIZER_HUB = "answerdotai/ModernBERT-base"
 SPECIAL_TOKENS = ("[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]")
 PAD_MULTIPLE = 64
 
@@ -174,12 +178,48 @@ def tokenizer_info(
     )
 
 
-def load_tokenizer(path: str | Path | None = None) -> TokenizerInfo:
-    """Load a tokenizer.json (a file, or a folder holding one; a GPT-2 style vocab.json + merges.txt folder too).
+# what a hub id's tokenizer is made of (tokenizer.json is required, the other two optional)
+HUB_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
-    Default: the ModernBERT tokenizer in shared/data/modernbert_tokenizer.
+
+def fetch_tokenizer(spec: str | Path) -> Path:
+    """`data.tokenizer` (or `--tokenizer`) as a local path: the path itself when it exists or is no hub id
+    (`ettin.io.is_hub_id`); for a hub id such as `answerdotai/ModernBERT-base`, the folder of its tokenizer files in
+    the Hugging Face cache, downloaded there first when the hub is online (`hf_hub_download`; on a cluster the main
+    rank downloads it in `ensure_data`, and the other ranks read the cache). Offline, the cache alone is asked, and a
+    hub id not in it is an error that says how to bring the files in."""
+    path = Path(str(spec)).expanduser()
+    if path.exists() or not is_hub_id(str(spec)):
+        return path
+    from huggingface_hub import hf_hub_download
+
+    offline = hub_offline()
+    try:
+        file = Path(hf_hub_download(str(spec), HUB_TOKENIZER_FILES[0], local_files_only=offline))
+    except Exception as e:  # offline and not cached, no such repository, no tokenizer.json, no access
+        state = "the hub is offline here (HF_HUB_OFFLINE) and it is not in the Hugging Face cache" if offline else \
+            f"it could not be downloaded ({type(e).__name__}: {str(e).strip().splitlines()[0][:200]})"
+        raise FileNotFoundError(
+            f"{spec}: no such local path, and as a Hugging Face hub id {state}. Where the hub is reachable: "
+            f"`hf download {spec} {' '.join(HUB_TOKENIZER_FILES)} --local-dir DIR`, then use DIR") from None
+    for name in HUB_TOKENIZER_FILES[1:]:  # the special-token roles; a repository without them still loads
+        try:
+            hf_hub_download(str(spec), name, local_files_only=offline)
+        except Exception:
+            pass
+    return file.parent
+
+
+def load_tokenizer(path: str | Path | None = None) -> TokenizerInfo:
+    """Load a tokenizer.json (a file, or a folder holding one; a GPT-2 style vocab.json + merges.txt folder too;
+    a Hugging Face hub id, through `fetch_tokenizer`).
+
+    Default: the ModernBERT tokenizer, from shared/data/modernbert_tokenizer where that copy exists, else from the
+    hub (`DEFAULT_TOKENIZER_HUB`).
     """
-    path = Path(path) if path is not None else DEFAULT_TOKENIZER
+    if path is None:
+        path = DEFAULT_TOKENIZER if DEFAULT_TOKENIZER.exists() else DEFAULT_TOKENIZER_HUB
+    path = fetch_tokenizer(path)
     folder = path if path.is_dir() else path.parent
     if path.is_dir() and not (path / "tokenizer.json").exists():
         if not ((path / "vocab.json").exists() and (path / "merges.txt").exists()):

@@ -88,7 +88,7 @@ def _check_init_tokenizer(recipe: Recipe, init: Path, problems: list[str], found
     if own is None:
         found.append(f"model.init_from: {init} has no tokenizer beside it; not compared with data.tokenizer")
         return
-    wanted = Path(str(data.tokenizer)).expanduser()
+    wanted = _wanted_tokenizer(recipe)
     fix = f"tokenize the data with the model's own: data.tokenizer={own}"
     if not _usable_tokenizer(wanted):
         if data.prepare is not None and data.prepare.tokenizer_vocab_size:
@@ -139,11 +139,29 @@ def _check_prepare(recipe: Recipe, problems: list[str], found: list[str]) -> set
     return names
 
 
+def _wanted_tokenizer(recipe: Recipe) -> Path:
+    """data.tokenizer as a local path (a hub id: its files in the Hugging Face cache, fetched when online); a hub id
+    that cannot be had is left as written, for `_check_tokenizer` to report."""
+    from ettin.data.tokenizer import fetch_tokenizer
+
+    try:
+        return fetch_tokenizer(recipe.data.tokenizer)
+    except FileNotFoundError:
+        return Path(str(recipe.data.tokenizer))
+
+
 def _check_tokenizer(recipe: Recipe, problems: list[str], found: list[str]) -> None:
+    from ettin.data.tokenizer import fetch_tokenizer
+
     data = recipe.data
-    path = Path(str(data.tokenizer)).expanduser()
+    try:
+        path = fetch_tokenizer(data.tokenizer)
+    except FileNotFoundError as e:
+        problems.append(f"data.tokenizer: {e}")
+        return
     if _usable_tokenizer(path):
-        found.append(f"data.tokenizer: {path}")
+        hub = str(path) != str(Path(str(data.tokenizer)).expanduser())
+        found.append(f"data.tokenizer: {data.tokenizer} (hub id; {path})" if hub else f"data.tokenizer: {path}")
     elif data.prepare is not None and data.prepare.tokenizer_vocab_size:
         found.append(f"data.tokenizer: {path} (to be trained: {data.prepare.tokenizer_vocab_size} tokens)")
     elif path.exists():
@@ -176,7 +194,7 @@ def _check_mixtures(recipe: Recipe, prepared_names: set[str], problems: list[str
     contents: dict[Path, set[str]] = {}  # dataset folder -> the names of its sources
     seen_mixtures: set[str] = set()
     datasets = 0
-    wanted = Path(str(recipe.data.tokenizer)).expanduser()
+    wanted = _wanted_tokenizer(recipe)
     tokenizer = None
     if _usable_tokenizer(wanted):
         from ettin.data.tokenizer import load_tokenizer
