@@ -58,6 +58,22 @@ def register(subparsers) -> None:
     prep.add_argument("--shard-tokens", type=int, default=1 << 24, help="tokens per shard (about)")
     prep.set_defaults(func=cmd_data_prepare)
 
+    tree = data_sub.add_parser(
+        "prepare-tree", help="prepare every MDS folder of a downloaded dataset tree, and a mixture reading it all once",
+        description="Prepare each MDS folder under RAW (e.g. a downloaded jhu-clsp/ettin-*-data) into OUT/<folder>, "
+                    "and write a mixture whose sources are those folders, each budgeted with its own token count: "
+                    "every row once, as the published trainer read its merged MDS root (ettin.data.tree).")
+    tree.add_argument("raw", help="the downloaded tree (folders with index.json and MDS shards)")
+    tree.add_argument("--out", required=True, help="folder for the prepared sources, one sub-folder each")
+    tree.add_argument("--mixture", required=True, help="the mixture YAML to write")
+    tree.add_argument("--like", default=None, help="a preset mixture (recipes/data/ettin_*.yaml): its phase and "
+                                                   "instance rule, and its sources' shares printed beside the tree's")
+    tree.add_argument("--tokenizer", default=None, help="what the ids mean (default: ModernBERT); pre-tokenized "
+                                                        "folders are not re-tokenized")
+    tree.add_argument("--workers", type=int, default=2, help="tokenizer processes for text folders")
+    tree.add_argument("--jobs", type=int, default=1, help="folders prepared at once, each in its own process")
+    tree.set_defaults(func=cmd_data_prepare_tree)
+
     show = data_sub.add_parser("info", help="summarize a prepared dataset")
     show.add_argument("path")
     show.add_argument("--verify", action="store_true", help="recompute every shard's sha256")
@@ -97,6 +113,19 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
                            overwrite=args.overwrite, shard_tokens=args.shard_tokens, log=_log)  # fmt: skip
     manifest = prepare(args.source, args.tokenizer, config)
     _print_summary(manifest)
+    return 0
+
+
+def cmd_data_prepare_tree(args: argparse.Namespace) -> int:
+    from ettin.data.tree import prepare_tree, shares_table, tree_mixture, write_mixture
+
+    sources = prepare_tree(args.raw, args.out, args.tokenizer, workers=args.workers, like=args.like, jobs=args.jobs,
+                           log=_log)
+    if args.like:
+        print("\n".join(shares_table(sources, args.like)))
+    path = write_mixture(tree_mixture(sources, args.like), args.mixture)
+    total = sum(s["tokens"] for s in sources)
+    print(f"{path}: {len(sources)} source(s), {total:,} tokens; train on it with data.mixtures.<phase>={path}")
     return 0
 
 

@@ -5,6 +5,7 @@ A mixture is a small YAML file (presets in recipes/data/):
     name: demo_pretrain
     phase: pretrain                      # default phase name (the loader's `phase` wins)
     total_tokens: 2.0e+6                 # optional phase budget; default: every source's tokens once
+    draw: budget                         # or `once`: every instance of every source once an epoch, no weights
     instances: {mode: pack}              # optional: how documents become instances (InstanceConfig
                                          # fields); the loader's `instances` argument wins
     sources:
@@ -25,6 +26,8 @@ The phase's order is a permutation of the T = sum T_s draws, keyed by (seed, pha
 position p of the phase is draw perm(p % T) of mixture epoch p // T (a new epoch continues every
 source's draws, so it does not repeat the first). Permutations are keyed Feistel bijections with cycle
 walking: any position maps to its instance in O(1) time and memory, for any data size.
+With `draw: once` (what `ettin data prepare-tree` writes for the published datasets, whose mixture was sampled into
+the data) sources give no weight: T_s is the source's instance count, so an epoch reads every instance once.
 Paths expand `${VAR}` and `${VAR:-default}` and are relative to the current directory.
 """
 
@@ -44,7 +47,8 @@ from ettin.data.keyed import derive_key, permute
 
 WEIGHT_KINDS = ("weight", "percent", "tokens")
 _SOURCE_KEYS = {"name", "path", "subset", "raw", "hub", "notes", *WEIGHT_KINDS}
-_MIXTURE_KEYS = {"name", "phase", "total_tokens", "sources", "instances", "notes", "description"}
+_MIXTURE_KEYS = {"name", "phase", "total_tokens", "draw", "sources", "instances", "notes", "description"}
+DRAWS = ("budget", "once")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -68,8 +72,9 @@ class MixtureSource:
     notes: str | None = None
 
     @property
-    def kind(self) -> str:
-        return next(k for k in WEIGHT_KINDS if getattr(self, k) is not None)
+    def kind(self) -> str | None:
+        """weight | percent | tokens; None in a `draw: once` mixture."""
+        return next((k for k in WEIGHT_KINDS if getattr(self, k) is not None), None)
 
     @property
     def amount(self) -> float:
@@ -85,9 +90,10 @@ class Mixture:
     file: str = "<dict>"
     notes: str | None = None
     instances: InstanceConfig | None = None  # how this phase's documents become instances (loader default)
+    draw: str = "budget"  # budget: T_s from the weights; once: every instance once an epoch
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> str | None:
         return self.sources[0].kind
 
     def shares(self) -> np.ndarray:
@@ -162,6 +168,11 @@ def mixture_from_dict(data: object, file: str = "<dict>", lines: dict[str, int] 
         isinstance(total, bool) or not isinstance(total, (int, float)) or not total > 0
     ):
         raise fail("total_tokens", f"must be a positive number, got {total!r}")
+    draw = data.get("draw", "budget")
+    if draw not in DRAWS:
+        raise fail("draw", f"must be one of {', '.join(DRAWS)}, got {draw!r}")
+    if draw == "once" and total is not None:
+        raise fail("total_tokens", "not used with `draw: once` (every instance is drawn once): remove it")
     raw_sources = data.get("sources")
     if not isinstance(raw_sources, list) or not raw_sources:
         raise fail("sources", "must be a non-empty list of sources")
@@ -182,6 +193,13 @@ def mixture_from_dict(data: object, file: str = "<dict>", lines: dict[str, int] 
             if raw.get(key) is not None and not isinstance(raw[key], str):
                 raise fail(f"{where}.{key}", "must be a string")
         given = [k for k in WEIGHT_KINDS if raw.get(k) is not None]
+        if draw == "once":
+            if given:
+                raise fail(f"{where}.{given[0]}", "not used with `draw: once` (every instance is drawn once): remove it")
+            if any(s.name == raw["name"] for s in sources):
+                raise fail(f"{where}.name", f"duplicate source name {raw['name']!r}")
+            sources.append(MixtureSource(**{k: raw.get(k) for k in _SOURCE_KEYS}))
+            continue
         if len(given) != 1:
             raise fail(where, f"give exactly one of weight / percent / tokens (got {given or 'none'})")
         value = raw[given[0]]
@@ -232,6 +250,7 @@ def mixture_from_dict(data: object, file: str = "<dict>", lines: dict[str, int] 
         sources=sources,
         phase=phase,
         total_tokens=None if total is None else float(total),
+        draw=draw,
         file=file,
         notes=data.get("notes") or data.get("description"),
     )
@@ -258,7 +277,9 @@ class MixturePlan:
                     f"{mixture.file}: sources[{spec.name}]: has no instances (empty or all too short)"
                 )
         mean_len = tokens_arr / self.instances
-        if mixture.kind == "tokens":
+        if mixture.draw == "once":
+            budget = tokens_arr  # T_s = the instances themselves
+        elif mixture.kind == "tokens":
             budget = np.array([s.amount for s in mixture.sources])
         else:
             total = mixture.total_tokens if mixture.total_tokens is not None else tokens_arr.sum()

@@ -446,9 +446,20 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "<recipe>") -> Recipe:
     return recipe
 
 
+# path settings that expand ${VAR} and ${VAR:-default} from the environment, as mixture paths do (ETTIN_RUNS in the
+# cross-objective recipes' init_from, docs/real-sizes.md)
+PATH_SETTINGS = (("model", "init_from"), ("data", "tokenizer"))
+
+
 def _typed(raw: dict[str, Any], objective: str, source: str) -> Recipe:
+    from ettin.data.mixture import expand_vars
+
     recipe = _convert(Recipe, resolve_objective({**raw, "objective": objective}, objective, source), "", source)
     recipe.source_file = source
+    for section, key in PATH_SETTINGS:
+        value = getattr(getattr(recipe, section), key)
+        if isinstance(value, str) and "${" in value:
+            setattr(getattr(recipe, section), key, expand_vars(value, f"{source}: {section}.{key}"))
     validate(recipe)
     return recipe
 
