@@ -32,7 +32,7 @@ def build_tree(root: Path, folders: int, copies: int) -> None:
         folder = root / "train" / f"source{f}"
         folder.mkdir(parents=True)
         listed = []
-        for c in range(copies):
+        for _ in range(copies):
             for shard in shards:
                 name = f"shard.{len(listed):05d}.mds"
                 shutil.copy(src / shard["raw_data"]["basename"], folder / name)
@@ -66,7 +66,7 @@ def main() -> None:
         build_tree(tmp / "raw", args.folders, args.copies)
         raw_bytes = sum(f.stat().st_size for f in (tmp / "raw").rglob("*.mds"))
         best = {"read": float("inf"), "prepare": float("inf")}
-        for r in range(args.repeats):  # alternate the two, so load drift hits both alike
+        for _ in range(args.repeats):  # alternate the two, so load drift hits both alike
             start = time.perf_counter()
             ids = read_only(tmp / "raw")
             best["read"] = min(best["read"], time.perf_counter() - start)
