@@ -145,3 +145,25 @@ def composer_checkpoint(path, hf, objective, *, batch, tokens, lr=1.5e-3, max_lr
     rng = [{"python": (3, (), None), "torch": torch.get_rng_state()} for _ in range(4)]
     torch.save({"state": state, "rng": rng}, path)
     return path
+
+
+def write_order(folder, steps, rows_per_file=None, row_group_size=None):
+    """A published order folder: zstd Parquet `steps_AAAAAA_to_BBBBBB.parquet` files with `input_ids`
+    (list<uint16>) and `step` (the dataset card of jhu-clsp/ettin-data-order). `steps`: {step: [row, ...]}, rows
+    as lists of ids; `rows_per_file` steps a file (default: all in one)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    numbers = sorted(steps)
+    per = rows_per_file or len(numbers)
+    schema = pa.schema([("input_ids", pa.list_(pa.uint16())), ("step", pa.int64())])
+    for i in range(0, len(numbers), per):
+        chunk = numbers[i:i + per]
+        ids = [row for s in chunk for row in steps[s]]
+        step = [s for s in chunk for _ in steps[s]]
+        table = pa.table({"input_ids": pa.array(ids, type=pa.list_(pa.uint16())), "step": pa.array(step, pa.int64())},
+                         schema=schema)
+        pq.write_table(table, folder / f"steps_{chunk[0]:06d}_to_{chunk[-1]:06d}.parquet", compression="zstd",
+                       row_group_size=row_group_size)
+    return folder
