@@ -94,8 +94,9 @@ def published_optimizer(weights, *, lr, max_lr, weight_decay, step, seed=3, by_i
     names = [n for n in weights if n != "model.decoder.weight"]  # the tied weight is one parameter
     plain = [n for n in names if weights[n].ndim <= 1 or n.endswith(".bias")]
     decay = [n for n in names if n not in plain]
+    # moments of a run some steps in: gradients of about 1e-2, so the state is not dominated by eps
     state = {n: {"exp_avg": 1e-3 * torch.randn(weights[n].shape, generator=gen),
-                 "exp_avg_sq": 1e-6 * torch.rand(weights[n].shape, generator=gen),
+                 "exp_avg_sq": 1e-5 + 1e-4 * torch.rand(weights[n].shape, generator=gen),
                  "eps_sq": torch.tensor(1e-12), "kahan_comp": None} for n in names}
     groups = []
     for params, wd in ((plain, 0.0), (decay, weight_decay)):

@@ -236,7 +236,9 @@ class OrderSource:
         return self.step_item(step)[0]
 
     def global_tokens(self, step: int) -> int:
-        return _real(self.rows(step))
+        """Real tokens of recorded step `step`; 0 past the order's end (the loop's fill estimate samples the first
+        64 steps, which a short order does not have: training there is refused by `rows`)."""
+        return _real(self.rows(step)) if step < len(self.steps) else 0
 
     def fingerprint(self, num_steps: int) -> str:
         digest = hashlib.sha256(json.dumps({"order": [f.name for f in self.folders], "seq_len": self.seq_len,
