@@ -83,6 +83,24 @@ def test_index_keyed_optimizer_state_reads_the_same(tmp_path):
     assert all(torch.equal(x, y) for x, y in zip(*states))
 
 
+def test_tied_weight_state_under_the_decoder_name(tmp_path):
+    hf = hf_model("mlm", seed=5)
+    path = composer_checkpoint(tmp_path / "a.pt", hf, "mlm", batch=3, tokens=300)
+    raw = torch.load(path, weights_only=False)
+    optim = raw["state"]["optimizers"]["StableAdamW"]
+    emb, tied = "model.bert.embeddings.tok_embeddings.weight", "model.decoder.weight"
+    expected = optim["state"][emb]["exp_avg"].clone()
+    optim["state"][tied] = optim["state"].pop(emb)
+    for g in optim["param_groups"]:
+        g["params"] = [tied if n == emb else n for n in g["params"]]
+    torch.save(raw, tmp_path / "b.pt")
+    written = import_composer(tmp_path / "b.pt", tmp_path / "run", log=lambda *_: None)
+    model = ckpt.load_model(written).train()
+    opt = build_optimizer(model, TrainSection())
+    ckpt.load_checkpoint(written, model, opt)
+    assert torch.equal(opt.state[model.embeddings.tok_embeddings.weight]["exp_avg"], expected)
+
+
 @pytest.mark.parametrize("config, objective, needle", [
     ({"normalization": "rmsnorm"}, None, "normalization = 'rmsnorm'"),
     ({"final_norm": None}, None, "final_norm = None"),

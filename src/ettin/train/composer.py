@@ -53,6 +53,7 @@ from ettin.train.resume import append_history
 
 OPTIMIZER = "StableAdamW"  # `type(optimizer).__qualname__` of bert24's optimizer (src/optimizer.py line 30)
 PUBLISHED_PHASES = ("pretrain", "extension", "decay")  # the presets' phases (recipes/_ettin.yaml), in order
+EMBEDDINGS, TIED = "model.bert.embeddings.tok_embeddings.weight", "model.decoder.weight"
 ARCHITECTURES = {"FlexBertForMaskedLM": "mlm", "FlexBertForCausalLM": "clm"}
 HEADS = {"mlm": "head", "clm": "lm_head"}
 NOT_CARRIED = {
@@ -258,10 +259,17 @@ def load_optimizer(ck: ComposerCheckpoint, model: EttinModel, names: dict[str, s
         raise UserError(f"{ck.source}: state.optimizers.{OPTIMIZER} has no param_groups/state")
     if groups and groups[0]["params"] and not isinstance(groups[0]["params"][0], str):
         order = _published_order(ck.field("model"))
+        if [len(g["params"]) for g in groups] != [len(o) for o in order]:
+            raise UserError(f"{ck.source}: state.optimizers.{OPTIMIZER} numbers its parameters, and its groups "
+                            f"({[len(g['params']) for g in groups]}) are not the published [no decay, decay] "
+                            f"({[len(o) for o in order]})")
         ids = {i: n for g, ns in zip(groups, order) for i, n in zip(g["params"], ns)}
         groups = [{**g, "params": [ids[i] for i in g["params"]]} for g in groups]
         state = {ids[i]: s for i, s in state.items()}
-    group_of = {n: g for g in groups for n in g["params"]}
+    # torch's get_optimizer_state_dict names a parameter by model.named_parameters(), which gives a tied weight its
+    # first name (the embeddings: `bert` is registered before `decoder`); the decoder's name is read too
+    state = {EMBEDDINGS if n == TIED else n: s for n, s in state.items()}
+    group_of = {(EMBEDDINGS if n == TIED else n): g for g in groups for n in g["params"]}
     max_lrs = {g.get("max_lr") for g in groups}
     if len(max_lrs) != 1 or None in max_lrs or not all(g.get("decouple_lr") for g in groups):
         raise UserError(f"{ck.source}: state.optimizers.{OPTIMIZER}.param_groups: expected decouple_lr with one "
