@@ -130,3 +130,31 @@ def test_replay_serves_the_recorded_rows(tmp_path):
         order.open_order({"order": str(tmp_path / "o")}, "r.yaml", Phase(), "clm", special, 0, 8, 0, 1).rows(0)
     with pytest.raises(UserError, match="has 5 steps"):
         src.rows(5)
+
+
+def test_a_prepared_recipe_replaying_an_order_passes_its_input_check(tmp_path, shared_data):
+    from ettin.train.preflight import check_inputs
+    from ettin.train.recipe import RecipeError, load_recipe
+
+    write_order(tmp_path / "o" / "decay_000001", {1: [[50281, 7, 50282]] * 4})
+    text = f"""
+name: replay
+model: {{size: tiny}}
+data:
+  tokenizer: {shared_data / "modernbert_tokenizer"}
+  holdout_fraction: 0.02
+  mixtures: {{replay: {{order: ORDER, phase: decay}}}}
+train: {{global_batch_size: 4, micro_batch_size: 4}}
+phases:
+  - {{name: decay, tokens: 1000, seq_len: 32, mixture: replay}}
+"""
+    (tmp_path / "r.yaml").write_text(text.replace("ORDER", str(tmp_path / "o")))
+    found = check_inputs(load_recipe(tmp_path / "r.yaml"))
+    assert any("the published order in" in f and "decay_000001" in f for f in found)
+    (tmp_path / "bad.yaml").write_text(text.replace("ORDER", str(tmp_path / "missing")))
+    with pytest.raises(RecipeError, match="no such order folder"):
+        check_inputs(load_recipe(tmp_path / "bad.yaml"))
+    from ettin.train.heldout import held_out_rows
+
+    recipe = load_recipe(tmp_path / "r.yaml")
+    assert held_out_rows(recipe, recipe.phases[0]).rows == []  # a replayed order holds nothing out

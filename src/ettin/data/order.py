@@ -258,9 +258,9 @@ def order_spec(spec) -> dict | None:
     return spec if isinstance(spec, dict) and "order" in spec else None
 
 
-def open_order(spec: dict, recipe_file: str, phase, objective: str, special: SpecialTokens, seed: int,
-               global_batch: int, rank: int, world_size: int) -> OrderSource:
-    where = f"{recipe_file}: data.mixtures.{phase.mixture}"
+def order_folders(spec: dict, recipe_file: str, mixture: str) -> list[Path]:
+    """The folders an order mixture names (relative paths: to the working directory, else to the recipe)."""
+    where = f"{recipe_file}: data.mixtures.{mixture}"
     unknown = sorted(set(spec) - {"order", "phase", "name"})
     if unknown:
         raise UserError(f"{where}: an order mixture takes order and phase, not {', '.join(unknown)}")
@@ -269,5 +269,10 @@ def open_order(spec: dict, recipe_file: str, phase, objective: str, special: Spe
         path = Path(recipe_file).parent / path
     if spec.get("phase") not in (None, *PREFIXES):
         raise UserError(f"{where}.phase: one of {', '.join(PREFIXES)}, got {spec.get('phase')!r}")
-    return OrderSource(phase_folders(path, spec.get("phase")), phase.seq_len, global_batch, seed, phase.name,
-                       objective, special, rank, world_size, phase.mlm_probability)
+    return phase_folders(path, spec.get("phase"))
+
+
+def open_order(spec: dict, recipe_file: str, phase, objective: str, special: SpecialTokens, seed: int,
+               global_batch: int, rank: int, world_size: int) -> OrderSource:
+    return OrderSource(order_folders(spec, recipe_file, phase.mixture), phase.seq_len, global_batch, seed,
+                       phase.name, objective, special, rank, world_size, phase.mlm_probability)
