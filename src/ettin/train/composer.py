@@ -108,7 +108,10 @@ def read_checkpoint(path: str | Path, source: str | None = None) -> ComposerChec
     if not path.is_file():
         raise UserError(f"{source}: no such file (a Composer checkpoint, ep<E>-ba<B>-rank0.pt)")
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=False)
+        try:  # memory-mapped: a 1B checkpoint (about 12 GB) is not held twice
+            raw = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        except RuntimeError:  # a file in torch's legacy format cannot be mapped
+            raw = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # a truncated or foreign file: say which
         raise UserError(f"{source}: not readable as a torch checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("state"), dict):
@@ -303,9 +306,8 @@ def load_optimizer(ck: ComposerCheckpoint, model: EttinModel, names: dict[str, s
             for key in ("exp_avg", "exp_avg_sq"):
                 if s[key].shape != p.shape:
                     raise UserError(f"{ck.source}: optimizer {key} of {name} has shape {tuple(s[key].shape)}")
-            optimizer.state[p] = {"exp_avg": s["exp_avg"].to(p.dtype).clone(),
-                                  "exp_avg_sq": s["exp_avg_sq"].to(p.dtype).clone(),
-                                  "eps_sq": torch.as_tensor(s["eps_sq"], dtype=p.dtype).clone(), "kahan_comp": None}
+            optimizer.state[p] = {"exp_avg": s["exp_avg"].to(p.dtype), "exp_avg_sq": s["exp_avg_sq"].to(p.dtype),
+                                  "eps_sq": torch.as_tensor(s["eps_sq"], dtype=p.dtype), "kahan_comp": None}
     return optimizer, hyper
 
 
