@@ -16,6 +16,8 @@ from ettin.data.collate import SpecialTokens
 from ettin.data.order import open_order
 from ettin.train import checkpoint as ckpt
 from ettin.train.composer import composer_name, import_composer
+from ettin.train.optim import build_optimizer
+from ettin.train.recipe import TrainSection
 from published_fixtures import composer_checkpoint, hf_model, write_order
 from test_optim_published import published_step
 
@@ -104,3 +106,29 @@ def test_continue_a_published_run(tmp_path, monkeypatch):
         torch.testing.assert_close(q, p.detach(), rtol=1e-5, atol=1e-7, msg=name)
     moved = max((q - w).abs().max().item() for q, w in zip(trained.parameters(), ckpt.load_model(written).parameters()))
     assert moved > 1e-4  # the three steps did train
+
+
+def test_decay_from_the_end_of_a_published_extension(tmp_path, monkeypatch):
+    """The documented use: the extension's last checkpoint imported (its tokens reach the extension's budget), then
+    `--resume` trains the decay phase from it, with the published optimizer state (the step count goes on) and the
+    decay schedule from its start."""
+    monkeypatch.chdir(tmp_path)
+    hf = hf_model("clm", theta=160000.0, local_theta=160000.0, seed=12)
+    path = composer_checkpoint(tmp_path / "ep0-ba50-rank0.pt", hf, "clm", batch=50, tokens=1000, lr=1.5e-3,
+                               max_lr=MAX_LR, weight_decay=WD, config={"attn_out_dropout_prob": 0.0})
+    rng = np.random.default_rng(3)
+    write_order(tmp_path / "order" / "decay_000001",
+                {s: [[1, *rng.integers(4, 96, CONTENT).tolist(), 2] for _ in range(ROWS)] for s in (1, 2)})
+    import_composer(path, tmp_path / "run", phase="extension", log=lambda *_: None)
+    recipe = RECIPE.replace("ORDER", str(tmp_path / "order")).replace(f"tokens: {POSITION + 3 * REAL}",
+                                                                     f"tokens: {2 * REAL}")
+    (tmp_path / "recipe.yaml").write_text(recipe)
+    assert main(["train", str(tmp_path / "recipe.yaml"), "--out", str(tmp_path / "run"), "--resume"]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["phase"], r["step"]) for r in rows] == [("decay", 1), ("decay", 2)]
+    assert rows[0]["lr"] == pytest.approx(0.5 * PEAK, rel=1e-12)  # 1-sqrt from half the peak, at position 0
+    final = ckpt.latest_checkpoint(tmp_path / "run")
+    model = ckpt.load_model(final).train()
+    opt = build_optimizer(model, TrainSection())
+    ckpt.load_checkpoint(final, model, opt)
+    assert [int(g["step"]) for g in opt.param_groups] == [52, 52]  # the published 50, then 2
