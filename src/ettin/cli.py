@@ -8,7 +8,8 @@ import sys
 
 from ettin.io import UserError  # defined in the bottom layer, which raises it; importable here too
 
-AREAS = ("ettin.data.cli", "ettin.train.cli", "ettin.eval.cli", "ettin.demo", "ettin.downstream.cli")
+AREAS = ("ettin.data.cli", "ettin.train.cli", "ettin.train.composer", "ettin.eval.cli", "ettin.demo",
+         "ettin.downstream.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

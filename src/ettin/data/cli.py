@@ -80,6 +80,16 @@ def register(subparsers) -> None:
     show.add_argument("--json", action="store_true", help="print the manifest summary as JSON")
     show.set_defaults(func=cmd_data_info)
 
+    find = data_sub.add_parser("where", help="which steps of a published batch order (jhu-clsp/ettin-data-order) "
+                               "hold a token sequence: one JSON object a row")
+    find.add_argument("order", help="an order folder (checkpoint_*/ext_*/decay_*, or the folder holding them)")
+    what = find.add_mutually_exclusive_group(required=True)
+    what.add_argument("--ids", help="comma-separated token ids, e.g. 1,2,3")
+    what.add_argument("--text", help="text, tokenized as given (no special tokens; a leading space matters)")
+    find.add_argument("--tokenizer", help="with --text: tokenizer.json or its folder (default: ModernBERT)")
+    find.add_argument("--phase", choices=("pretrain", "extension", "decay"), help="only this phase's folders")
+    find.set_defaults(func=cmd_data_where)
+
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr)
@@ -142,6 +152,28 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     else:
         _print_summary(manifest)
     return 0 if manifest["complete"] else 1
+
+
+def cmd_data_where(args: argparse.Namespace) -> int:
+    from ettin.data.order import where
+    from ettin.io import UserError
+
+    if args.ids is not None:
+        try:
+            ids = [int(x) for x in args.ids.split(",") if x.strip()]
+        except ValueError:
+            raise UserError(f"--ids {args.ids!r}: comma-separated whole numbers, e.g. 1,2,3") from None
+    else:
+        from ettin.data.tokenizer import load_tokenizer
+
+        ids = load_tokenizer(args.tokenizer).tokenizer.encode(args.text, add_special_tokens=False).ids
+        _log(f"searching for {len(ids)} token ids: {','.join(map(str, ids))}")
+    found = 0
+    for hit in where(args.order, ids, args.phase):
+        print(json.dumps(hit), flush=False)
+        found += 1
+    _log(f"{found} row(s)")
+    return 0
 
 
 def _print_summary(manifest: dict) -> None:

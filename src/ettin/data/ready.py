@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ettin.data.collate import collation_objective
+from ettin.data.collate import SpecialTokens, collation_objective
 from ettin.data.holdout import training_part, training_side
+from ettin.data.order import open_order, order_spec
 from ettin.data.synthetic import SYNTHETIC_SPECIAL, SyntheticSource
 
 # recipe key -> the collations that read it (a recipe of another objective cannot use it)
@@ -48,10 +49,21 @@ class RecipeData:
         tokenizer = load_tokenizer(data.tokenizer)
         return cls(recipe, tokenizer, int(data.vocab_size or tokenizer.vocab_size), tokenizer.model_special_ids)
 
+    def special_tokens(self) -> SpecialTokens:
+        if self.tokenizer is not None:
+            return SpecialTokens.coerce(self.tokenizer)
+        s = self.special_ids
+        return SpecialTokens(cls_id=s["bos_token_id"], sep_id=s["eos_token_id"], pad_id=s["pad_token_id"],
+                             mask_id=s["mask_token_id"], num_tokens=self.vocab_size)
+
     def phase_loader(self, phase, objective: str, rank: int = 0, world_size: int = 1):
         """The batches of one phase for one rank (`objective`: the model's, mlm or clm)."""
         recipe = self.recipe
         collate_as = collation_objective(objective, recipe.train.mntp)
+        order = order_spec(recipe.data.mixtures.get(phase.mixture))
+        if order is not None:  # the published batch order, replayed (ettin.data.order)
+            return open_order(order, recipe.source_file, phase, collate_as, self.special_tokens(), recipe.seed,
+                              recipe.batch_size(phase), rank, world_size)
         if recipe.data.source == "synthetic":
             return SyntheticSource(
                 vocab_size=self.vocab_size, seq_len=phase.seq_len, global_batch_size=recipe.batch_size(phase),

@@ -40,13 +40,14 @@ def held_out_rows(recipe, phase, max_tokens: int = HELD_OUT_TOKENS) -> HeldOut:
     """The held-out documents of `phase`'s mixture (every source's tail, `recipe.data.holdout_fraction`), cut
     into rows of `phase.seq_len`; an empty HeldOut when nothing is held out."""
     from ettin.data.holdout import HoldoutView
+    from ettin.data.order import order_spec
     from ettin.data.ready import resolve_mixture
     from ettin.data.shards import TokenDataset
 
     held = HeldOut(rows=[])
     fraction = recipe.data.holdout_fraction
-    if recipe.data.source != "prepared" or not fraction:
-        return held
+    if recipe.data.source != "prepared" or not fraction or order_spec(recipe.data.mixtures.get(phase.mixture)):
+        return held  # (a replayed published order holds nothing out: ettin.data.order)
     os.environ.update(recipe.data.vars)  # as the loader reads the mixture's paths
     mixture = resolve_mixture(recipe, phase)
     size = phase.seq_len - 2

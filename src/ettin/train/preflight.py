@@ -187,7 +187,9 @@ def _environment(extra: dict[str, str]):
 
 def _check_mixtures(recipe: Recipe, prepared_names: set[str], problems: list[str], found: list[str]) -> None:
     from ettin.data.mixture import MixtureError
+    from ettin.data.order import order_folders, order_spec
     from ettin.data.ready import resolve_mixture
+    from ettin.io import UserError
 
     prep_out = Path(recipe.data.prepare.out).resolve() if recipe.data.prepare else None
     checked: dict[Path, str | None] = {}  # dataset folder -> problem (None: fine)
@@ -206,6 +208,14 @@ def _check_mixtures(recipe: Recipe, prepared_names: set[str], problems: list[str
                 continue
             seen_mixtures.add(phase.mixture)
             where = f"phases.{i} ({phase.name}): mixture {phase.mixture}"
+            order = order_spec(recipe.data.mixtures.get(phase.mixture))
+            if order is not None:  # the published batch order, replayed (ettin.data.order)
+                try:
+                    folders = order_folders(order, recipe.source_file, phase.mixture)
+                    found.append(f"{where}: the published order in {', '.join(map(str, folders))}")
+                except UserError as e:
+                    problems.append(f"{where}: {e}")
+                continue
             try:
                 mixture = resolve_mixture(recipe, phase)
             except (MixtureError, FileNotFoundError, ValueError) as e:
