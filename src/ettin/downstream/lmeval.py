@@ -39,7 +39,6 @@ import argparse
 import difflib
 import functools
 import json
-import os
 import sys
 import tempfile
 import time
@@ -47,7 +46,7 @@ from collections import Counter
 from pathlib import Path
 
 from ettin.downstream import common
-from ettin.io import UserError
+from ettin.io import UserError, atomic_write_json, hub_offline
 
 TASK_DIR = Path(__file__).resolve().parent / "lm_eval_tasks"
 LOCAL = {  # ettin name -> (harness task, main metric, files under --data-dir)
@@ -158,10 +157,6 @@ def leaf_configs(tm, name: str, _seen: frozenset = frozenset()) -> dict[str, dic
     return out
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
-
-
 def plan(asked: list[tuple[str, str]], tm, objective: str) -> tuple[list[str], dict[str, dict], list[str]]:
     """(harness names to run, {leaf task: config}, tasks left out): refuses what cannot run (see the module
     docstring) before any model work."""
@@ -176,7 +171,7 @@ def plan(asked: list[tuple[str, str]], tm, objective: str) -> tuple[list[str], d
             raise UserError(f"--tasks {given}: {', '.join(generation)} generate text (output_type "
                             f"{GENERATION}); an encoder (ettin-mlm) scores log-likelihoods only: drop "
                             f"{'it' if len(generation) == 1 else 'them'}")
-        if _offline():
+        if hub_offline():
             hub = sorted(t for t, c in leaves.items() if not c.get("custom_dataset") and c.get("dataset_path")
                          and c["dataset_path"] not in LOCAL_BUILDERS and not Path(c["dataset_path"]).exists())
             if hub:
@@ -361,8 +356,6 @@ def run(args: argparse.Namespace) -> int:
     common.write_results(path, src.model, tasks)
     raw = {k: out[k] for k in ("results", "groups", "configs", "versions", "n-shot", "higher_is_better",
                                "n-samples") if k in out}
-    from ettin.io import atomic_write_json
-
     atomic_write_json(path.with_name(f"{path.stem}.lm-eval.json"), json.loads(json.dumps(raw, default=str)))
     for key, t in tasks.items():
         others = ", ".join(f"{m} {t[m]:.4f}" for m in ("acc", "acc_norm", "acc_bytes") if m in t and m != t["main"])

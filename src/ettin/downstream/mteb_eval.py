@@ -30,8 +30,6 @@ its tasks (main), per task type and over types.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import tempfile
 import time
@@ -40,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from ettin.downstream import common
-from ettin.io import UserError
+from ettin.io import UserError, hub_offline, is_hub_id, read_json
 
 K_VALUES = (10, 100)
 
@@ -119,7 +117,7 @@ def plan(args) -> tuple[dict, list, list]:
         hub += [t for t in bench.tasks if t.metadata.name not in {h.metadata.name for h in hub}]
     if not local and not hub:
         raise UserError("ettin mteb: no task: give --tasks (beir:FOLDER or MTEB task names) or --benchmark")
-    if hub and (os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"):
+    if hub and hub_offline():
         names = ", ".join(t.metadata.name for t in hub[:5]) + (" ..." if len(hub) > 5 else "")
         raise UserError(f"ettin mteb: {names} read data from the Hugging Face hub, which is offline here "
                         "(HF_DATASETS_OFFLINE / HF_HUB_OFFLINE); offline, use beir:FOLDER")
@@ -142,8 +140,7 @@ def load_model(args, work: Path):
     if is_st_folder(source):
         model = SentenceTransformer(str(source), device=device)
         return model, st_record(source, work, args.role), {"model_folder": str(source)}
-    if not source.exists() and args.model.count("/") == 1 and not args.model.startswith((".", "/", "~")) \
-            and args.pooling is None:
+    if not source.exists() and is_hub_id(args.model) and args.pooling is None:
         model = SentenceTransformer(args.model, device=device)  # a hub model, with its own modules
         return model, common.resolve(args.model, work, args.role).model, {"model_folder": args.model}
     src = common.resolve(args.model, work, args.role)
@@ -159,7 +156,7 @@ def st_record(folder: Path, work: Path, role: str | None) -> dict:
 
     marker = folder / common.MARKER
     if marker.is_file():
-        source = json.loads(marker.read_text()).get("source")
+        source = read_json(marker).get("source")
         try:
             return common.resolve(str(source), work, role).model
         except (UserError, FileNotFoundError) as e:
@@ -210,7 +207,7 @@ def ranking_of(task, predictions: Path) -> dict[str, dict[str, float]]:
     if len(files) != 1:
         found = ", ".join(f.name for f in files) or "nothing"
         raise RuntimeError(f"mteb wrote no predictions for {task.metadata.name} in {predictions} (found {found})")
-    return json.loads(files[0].read_text())["default"]["test"]
+    return read_json(files[0])["default"]["test"]
 
 
 def evaluate(model, tasks: list, batch_size: int, predictions: Path | None = None) -> list:
