@@ -45,7 +45,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from ettin.downstream import common
+from ettin.downstream import common, compat
 from ettin.io import UserError, atomic_write_json, hub_offline
 
 TASK_DIR = Path(__file__).resolve().parent / "lm_eval_tasks"
@@ -133,18 +133,16 @@ def requested(text: str, tm) -> list[tuple[str, str]]:
 def leaf_configs(tm, name: str, _seen: frozenset = frozenset()) -> dict[str, dict]:
     """{task: its config} of every task a registry name stands for (a group's and a tag's members), read from
     the YAML files without loading any data or resolving any function."""
-    from lm_eval.tasks._index import Kind
-    from lm_eval.tasks._yaml_loader import load_yaml
-
     entry = tm.task_index.get(name)
     if entry is None or name in _seen:
         return {name: {}}
     seen = _seen | {name}
-    if entry.kind == Kind.TAG:
+    kind = compat.task_kind(entry)
+    if kind == "tag":
         return {k: v for member, e in sorted(tm.task_index.items()) if name in e.tags
                 for k, v in leaf_configs(tm, member, seen).items()}
-    cfg = load_yaml(entry.yaml_path, resolve_func=False, recursive=True) if entry.yaml_path else (entry.cfg or {})
-    if entry.kind != Kind.GROUP:
+    cfg = compat.read_task_yaml(entry.yaml_path) if entry.yaml_path else (entry.cfg or {})
+    if kind != "group":
         return {name: dict(cfg or {})}
     out: dict[str, dict] = {}
     children = cfg.get("task", [])
@@ -316,6 +314,7 @@ def paper_entry(tasks: dict[str, dict], left_out: list[str], settings: dict, sec
 
 def run(args: argparse.Namespace) -> int:
     common.need("lm_eval", "ettin lm-eval")
+    compat.check("lm_eval")  # the private names ettin reads are there (else one clear line, before any work)
     from ettin.eval.tasks.data import default_data_dir
 
     data_dir = Path(args.data_dir or default_data_dir())

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ettin.downstream import common
+from ettin.downstream import common, compat
 from ettin.io import UserError, hub_offline, is_hub_id, read_json
 
 K_VALUES = (10, 100)
@@ -64,28 +64,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 # ------------------------------------------------------------------------------------------------ tasks
 def local_task(col, name: str):
-    """An MTEB retrieval task holding a loaded collection (test split, binary judgements)."""
-    from datasets import Dataset
-    from mteb.abstasks.retrieval import AbsTaskRetrieval
-    from mteb.abstasks.task_metadata import TaskMetadata
-
-    class LocalRetrieval(AbsTaskRetrieval):
-        metadata = TaskMetadata(
-            name=name, type="Retrieval", main_score="ndcg_at_10", category="t2t", modalities=["text"],
-            description=f"ettin: the local BEIR folder {name}", reference=None,
-            dataset={"path": f"local:{name}", "revision": "local"}, eval_splits=["test"], eval_langs=["eng-Latn"],
-            date=None, dialect=None, domains=None, task_subtypes=None, license=None, annotations_creators=None,
-            sample_creation=None, bibtex_citation=None)
-
-        def load_data(self, num_proc=None, **kwargs) -> None:
-            self.dataset = {"default": {"test": {
-                "corpus": Dataset.from_dict({"id": col.doc_ids, "text": col.docs, "title": [""] * len(col.docs)}),
-                "queries": Dataset.from_dict({"id": col.query_ids, "text": col.queries}),
-                "relevant_docs": {q: dict.fromkeys(col.qrels[q], 1) for q in col.query_ids},
-                "top_ranked": None}}}
-            self.data_loaded = True
-
-    return LocalRetrieval()
+    """An MTEB retrieval task holding a loaded collection (test split, binary judgements), built by
+    ettin.downstream.compat (it sets AbsTaskRetrieval's data layout, checking mteb's private names first: called by
+    `plan`, before any model work; hub tasks use none)."""
+    return compat.local_retrieval_task(col, name)
 
 
 def plan(args) -> tuple[dict, list, list]:
@@ -171,13 +153,10 @@ def st_record(folder: Path, work: Path, role: str | None) -> dict:
 # ----------------------------------------------------------------------------------------------- scoring
 def local_scores(col, ranking: dict[str, dict[str, float]]) -> dict[str, float]:
     """ndcg@10, mrr@10, recall@100 of mteb's ranking by mteb's own metric code, unrounded."""
-    from mteb._evaluators.retrieval_metrics import calculate_retrieval_scores
-
     qrels = {q: dict.fromkeys(col.qrels[q], 1) for q in col.query_ids}
-    out = calculate_retrieval_scores({q: ranking.get(q, {}) for q in col.query_ids}, qrels, list(K_VALUES))
-    per = out.all_scores
+    per, mrr = compat.retrieval_scores({q: ranking.get(q, {}) for q in col.query_ids}, qrels, list(K_VALUES))
     return {"ndcg@10": float(np.mean([per[q]["ndcg_cut_10"] for q in col.query_ids])),
-            "mrr@10": float(out.mrr["MRR@10"]),
+            "mrr@10": float(mrr["MRR@10"]),
             "recall@100": float(np.mean([per[q]["recall_100"] for q in col.query_ids]))}
 
 
