@@ -11,6 +11,8 @@ Tasks (`--tasks`, comma-separated):
 Every name is checked against the registry, and every task's config is read (without its data) before any
 model work: unknown names, generation tasks given to an encoder, and hub data while the hub is offline
 (HF_DATASETS_OFFLINE / HF_HUB_OFFLINE) are refused with the task named. Zero-shot unless --num-fewshot.
+While the harness runs, each request type's requests are counted on stderr with an estimate, eta and a closing
+100% line (ettin.downstream.lmeval_progress).
 
 Models: a decoder runs as the harness's own `hf` model (HFLM) on the exported folder, with add_bos_token=True as
 in the paper. Its tokenizer's template (`[CLS] A [SEP]`, the encoders') is replaced, for the harness only, by
@@ -46,6 +48,7 @@ from collections import Counter
 from pathlib import Path
 
 from ettin.downstream import common, compat
+from ettin.eval.progress import task_label
 from ettin.io import UserError, atomic_write_json, hub_offline
 
 TASK_DIR = Path(__file__).resolve().parent / "lm_eval_tasks"
@@ -208,8 +211,8 @@ def peek_objective(source: str) -> str:
 
 # ------------------------------------------------------------------------------------------------ models
 def decoder_lm(folder: Path, device: str, batch_size: int):
-    """lm-eval's HFLM on the folder, its tokenizer adding [CLS] (BOS) only (see the module docstring)."""
-    from lm_eval.models.huggingface import HFLM
+    """lm-eval's HFLM on the folder, its tokenizer adding [CLS] (BOS) only (see the module docstring), its requests
+    counted (ettin.downstream.lmeval_progress)."""
     from tokenizers import processors
     from transformers import AutoTokenizer
 
@@ -222,7 +225,9 @@ def decoder_lm(folder: Path, device: str, batch_size: int):
         single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, tok.convert_tokens_to_ids(bos))])
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.sep_token
-    return HFLM(pretrained=str(folder), tokenizer=tok, backend="causal", device=device, batch_size=batch_size,
+    from ettin.downstream.lmeval_progress import CountedHFLM
+
+    return CountedHFLM(pretrained=str(folder), tokenizer=tok, backend="causal", device=device, batch_size=batch_size,
                 dtype="float32", add_bos_token=True)
 
 
@@ -336,7 +341,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"ettin lm-eval: {src.model['run']}/{src.model['checkpoint']} ({src.objective}) as lm-eval's "
               f"`{model_type}` model on {', '.join(names)}"
               + (f" ({', '.join(left_out)} left out: encoders do not generate)" if left_out else ""), file=sys.stderr)
-        out = harness(lm, names, tm, args)
+        with task_label(f"{src.model['run']}/{src.model['checkpoint']} lm-eval"):  # progress lines per call
+            out = harness(lm, names, tm, args)
         seconds = time.perf_counter() - start
     import lm_eval
 

@@ -14,6 +14,9 @@ Cranfield's codes 1-4 rank relevance inversely, so they are not gains). Any othe
 (`NFCorpus`, `SciFact`, ...), and `--benchmark NAME` (e.g. "MTEB(eng, v2)", the paper's) adds a benchmark's tasks;
 their data come from the hub (online). Names are checked against mteb's registry before any model work.
 
+Progress: every encode call mteb makes (a task's queries, its documents) counts its sentences on stderr, with an
+estimate at this size after the first batch, then counts and eta, and a closing 100% line (`counted`).
+
 Results: one `mteb:<task>` entry per task (`mteb:<collection>` for beir:FOLDER) in the results file `ettin report`
 reads. A local collection's entry is a retrieval entry like `embed:<collection>`'s: `ndcg@10` (main), `mrr@10`,
 `recall@100` computed by mteb's own metric code (pytrec_eval) on the ranking mteb produced, unrounded (mteb's
@@ -33,11 +36,13 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from ettin.downstream import common, compat
+from ettin.eval.progress import Progress, task_label
 from ettin.io import UserError, hub_offline, is_hub_id, read_json
 
 K_VALUES = (10, 100)
@@ -189,10 +194,47 @@ def ranking_of(task, predictions: Path) -> dict[str, dict[str, float]]:
     return read_json(files[0])["default"]["test"]
 
 
+KINDS = {"query": "queries", "document": "documents"}  # mteb's PromptType values -> what a progress line counts
+
+
+def _batch_rows(args: tuple, output) -> int:
+    """Sentences in one forward batch of a SentenceTransformer (its output's embeddings, else its input ids)."""
+    for features in (output, args[0] if args else None):
+        if isinstance(features, Mapping):  # a dict, or transformers' BatchEncoding
+            for key in ("sentence_embedding", "input_ids", "attention_mask"):
+                if key in features:
+                    return len(features[key])
+    return 0
+
+
+def counted(model):
+    """A SentenceTransformer as mteb wraps one (mteb's public SentenceTransformerEncoderWrapper, so the same encode
+    path and model meta), each encode call a progress step (ettin.eval.progress) over its sentences, counted after
+    every forward batch of the model: an estimate at this size, counts, eta and a closing 100% line on stderr."""
+    from mteb.models import SentenceTransformerEncoderWrapper
+    from sentence_transformers import SentenceTransformer
+
+    if not isinstance(model, SentenceTransformer):
+        return model
+
+    class CountedEncoder(SentenceTransformerEncoderWrapper):
+        def encode(self, inputs, *, task_metadata, hf_split, hf_subset, prompt_type=None, **kwargs):
+            kind = KINDS.get(getattr(prompt_type, "value", None), "texts")
+            with Progress(f"encoding {task_metadata.name} {kind}:", len(inputs.dataset), "sentences") as step:
+                hook = self.model.register_forward_hook(lambda module, args, out: step.update(_batch_rows(args, out)))
+                try:
+                    return super().encode(inputs, task_metadata=task_metadata, hf_split=hf_split,
+                                          hf_subset=hf_subset, prompt_type=prompt_type, **kwargs)
+                finally:
+                    hook.remove()
+
+    return CountedEncoder(model)
+
+
 def evaluate(model, tasks: list, batch_size: int, predictions: Path | None = None) -> list:
     import mteb
 
-    result = mteb.evaluate(model, tasks, cache=None, prediction_folder=predictions, show_progress_bar=False,
+    result = mteb.evaluate(counted(model), tasks, cache=None, prediction_folder=predictions, show_progress_bar=False,
                            encode_kwargs={"batch_size": batch_size}, overwrite_strategy="always")
     return list(result.task_results)
 
@@ -244,7 +286,8 @@ def run(args: argparse.Namespace) -> int:
         for i, (name, (col, task)) in enumerate(local.items()):
             start = time.perf_counter()
             predictions = Path(work) / "predictions" / str(i)  # a folder per task: only its own file is there
-            (tr,) = evaluate(model, [task], args.batch_size, predictions)
+            with task_label(f"{record['run']}/{record['checkpoint']} mteb:{name}"):  # progress lines
+                (tr,) = evaluate(model, [task], args.batch_size, predictions)
             ranking = ranking_of(task, predictions)
             scores = local_scores(col, ranking)
             tasks[f"mteb:{name}"] = common.retrieval_task(  # per query: mteb's ranking, mteb's tie order
@@ -253,7 +296,8 @@ def run(args: argparse.Namespace) -> int:
                 tie_sensitive_queries=tie_sensitive(ranking), **how)
         if hub:
             start = time.perf_counter()
-            results = {tr.task_name: tr for tr in evaluate(model, hub, args.batch_size)}
+            with task_label(f"{record['run']}/{record['checkpoint']} mteb"):
+                results = {tr.task_name: tr for tr in evaluate(model, hub, args.batch_size)}
             seconds = time.perf_counter() - start
             for task in hub:
                 if task.metadata.name in results:

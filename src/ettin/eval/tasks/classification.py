@@ -260,6 +260,7 @@ def _probe(subject: Subject, seqs: dict[str, list], y: dict[str, np.ndarray], me
             if best is None or val > best[0]:
                 best = (val, pooling, c, clf.predict(feats["test"]))
             grid.update()
+    grid.finish()
     val, pooling, c, pred = best
     return {"value": score(metric, pred, y["test"]), "validation": val, "pooling": pooling, "C": c,
             "per_example": {"pred": [pred.tolist()]}}
