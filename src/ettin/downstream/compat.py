@@ -1,21 +1,22 @@
-"""Every private name of a third-party library that ettin uses, behind this one adapter (issue 30): nothing else in
-ettin touches them. A private name may go in any release; when one is missing, `check` (run by each command before
-any model work) and every accessor below fail with one clear line naming the library, the version found, the versions
-tested and what to do, instead of an AttributeError deep inside a run.
+"""Every private name of a third-party library that ettin uses, behind this one adapter (issue 30): nothing else
+in ettin touches them. A private name may go in any release; when one is missing, `check` (run by each command
+before any model work) and every accessor below fail with one clear line naming the library, the version found, the
+versions tested and what to do, instead of an AttributeError deep inside a run.
 
-lm-eval (`ettin lm-eval`), tested with 0.4.13:
+lm-eval (`ettin lm-eval`; the versions tested are TESTED's, pinned by the `downstream` extra):
   lm_eval.tasks._index.Kind / Entry     what TaskManager.task_index (public) holds per name: a task, group or tag,
                                         its YAML file, inline config and tags (`task_kind`)
   lm_eval.tasks._yaml_loader.load_yaml  a task's YAML read without its data or functions (`read_task_yaml`): how
                                         ettin checks every task's data source and output type before running any
-mteb (`ettin mteb`), tested with 2.26.24:
+mteb (`ettin mteb`):
   mteb._evaluators.retrieval_metrics.calculate_retrieval_scores
                                         mteb's own retrieval metric code (pytrec_eval), unrounded (`retrieval_scores`)
   AbsTaskRetrieval's data layout        a local BEIR folder as an MTEB task sets `dataset[subset][split]` to a
                                         RetrievalSplitData (corpus, queries, relevant_docs, top_ranked) and
                                         `data_loaded` in its `load_data` (`local_retrieval_task`)
 
-Other libraries (transformers, sentence-transformers, trl, PyLate) are used through public names only.
+The downstream commands use the other libraries (transformers, sentence-transformers, trl, PyLate) through public
+names only.
 """
 
 from __future__ import annotations
@@ -29,13 +30,17 @@ from ettin.io import UserError
 
 # import name -> (distribution name, versions the tests ran with)
 TESTED = {"lm_eval": ("lm-eval", ("0.4.13",)), "mteb": ("mteb", ("2.26.24",))}
+KIND, ENTRY, LOAD_YAML = ("lm_eval.tasks._index:Kind", "lm_eval.tasks._index:Entry",
+                          "lm_eval.tasks._yaml_loader:load_yaml")
+SCORES = "mteb._evaluators.retrieval_metrics:calculate_retrieval_scores"
+SPLIT_DATA = "mteb.abstasks.retrieval_dataset_loaders:RetrievalSplitData"
 # import name -> {"module:attribute": what ettin uses it for}
 PRIVATE = {
-    "lm_eval": {"lm_eval.tasks._index:Kind": "the kind of a registry name: task, group or tag",
-                "lm_eval.tasks._index:Entry": "a registry entry's YAML file, config and tags",
-                "lm_eval.tasks._yaml_loader:load_yaml": "reading a task's config without its data"},
-    "mteb": {"mteb._evaluators.retrieval_metrics:calculate_retrieval_scores": "mteb's retrieval metrics",
-             "mteb.abstasks.retrieval_dataset_loaders:RetrievalSplitData": "the data of a local retrieval task",
+    "lm_eval": {KIND: "the kind of a registry name: task, group or tag",
+                ENTRY: "a registry entry's YAML file, config and tags",
+                LOAD_YAML: "reading a task's config without its data"},
+    "mteb": {SCORES: "mteb's retrieval metrics",
+             SPLIT_DATA: "the data of a local retrieval task",
              "mteb.abstasks.retrieval:AbsTaskRetrieval.load_data": "loading a local retrieval task"},
 }
 ENTRY_FIELDS = {"kind", "yaml_path", "cfg", "tags"}  # read from lm-eval's Entry
@@ -53,7 +58,11 @@ def version(library: str) -> str:
         return "(version unknown)"
 
 
-def mismatch(library: str, name: str, what: str) -> LibraryMismatch:
+def mismatch(spec: str, shown: str | None = None) -> LibraryMismatch:
+    """The error for a PRIVATE spec ("module:attribute") that is missing or changed (`shown`: what to name)."""
+    module, _, attr = spec.partition(":")
+    library = module.split(".")[0]
+    name, what = shown or f"{module}.{attr}", PRIVATE[library][spec]
     dist, tested = TESTED[library]
     return LibraryMismatch(
         f"{dist} {version(library)}: {name}, a private name ettin uses for {what}, is missing or changed; ettin was "
@@ -64,14 +73,12 @@ def mismatch(library: str, name: str, what: str) -> LibraryMismatch:
 def private(spec: str):
     """The object a PRIVATE spec ("module:attribute.path") names, or LibraryMismatch."""
     module, _, attr = spec.partition(":")
-    library = module.split(".")[0]
-    what = PRIVATE[library][spec]
     try:
         obj = importlib.import_module(module)
         for part in attr.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError):
-        raise mismatch(library, f"{module}.{attr}", what) from None
+        raise mismatch(spec) from None
     return obj
 
 
@@ -80,47 +87,41 @@ def check(library: str) -> None:
     for spec in PRIVATE[library]:
         private(spec)
     if library == "lm_eval":
-        kind, entry = private("lm_eval.tasks._index:Kind"), private("lm_eval.tasks._index:Entry")
+        kind, entry = private(KIND), private(ENTRY)
         if not {"TAG", "GROUP"} <= set(getattr(kind, "__members__", {})):
-            raise mismatch(library, "lm_eval.tasks._index.Kind (TAG, GROUP)", PRIVATE[library]["lm_eval.tasks._index:Kind"])
+            raise mismatch(KIND, "lm_eval.tasks._index.Kind (TAG, GROUP)")
         if not dataclasses.is_dataclass(entry) or not ENTRY_FIELDS <= {f.name for f in dataclasses.fields(entry)}:
-            raise mismatch(library, f"lm_eval.tasks._index.Entry ({', '.join(sorted(ENTRY_FIELDS))})",
-                           PRIVATE[library]["lm_eval.tasks._index:Entry"])
-        params = inspect.signature(private("lm_eval.tasks._yaml_loader:load_yaml")).parameters
-        if not {"resolve_func", "recursive"} <= set(params):
-            raise mismatch(library, "lm_eval.tasks._yaml_loader.load_yaml(resolve_func, recursive)",
-                           PRIVATE[library]["lm_eval.tasks._yaml_loader:load_yaml"])
+            raise mismatch(ENTRY, f"lm_eval.tasks._index.Entry ({', '.join(sorted(ENTRY_FIELDS))})")
+        if not {"resolve_func", "recursive"} <= set(inspect.signature(private(LOAD_YAML)).parameters):
+            raise mismatch(LOAD_YAML, "lm_eval.tasks._yaml_loader.load_yaml(resolve_func, recursive)")
     elif library == "mteb":
-        spec = "mteb.abstasks.retrieval_dataset_loaders:RetrievalSplitData"
-        if not SPLIT_KEYS <= set(getattr(private(spec), "__annotations__", {})):
-            raise mismatch(library, f"RetrievalSplitData ({', '.join(sorted(SPLIT_KEYS))})", PRIVATE[library][spec])
+        if not SPLIT_KEYS <= set(getattr(private(SPLIT_DATA), "__annotations__", {})):
+            raise mismatch(SPLIT_DATA, f"RetrievalSplitData ({', '.join(sorted(SPLIT_KEYS))})")
 
 
 # ------------------------------------------------------------------------------------------------ lm-eval
 def task_kind(entry) -> str:
     """"tag", "group" or "task" of a TaskManager.task_index entry."""
-    kind = private("lm_eval.tasks._index:Kind")
+    kind = private(KIND)
     try:
         return {kind.TAG: "tag", kind.GROUP: "group"}.get(entry.kind, "task")
     except AttributeError:
-        raise mismatch("lm_eval", "lm_eval.tasks._index.Entry.kind", PRIVATE["lm_eval"]["lm_eval.tasks._index:Entry"]) from None
+        raise mismatch(ENTRY, "lm_eval.tasks._index.Entry.kind") from None
 
 
 def read_task_yaml(path) -> dict:
     """A task YAML (its includes followed) without loading data or resolving `!function`s."""
-    load_yaml = private("lm_eval.tasks._yaml_loader:load_yaml")
-    return load_yaml(path, resolve_func=False, recursive=True)
+    return private(LOAD_YAML)(path, resolve_func=False, recursive=True)
 
 
 # ------------------------------------------------------------------------------------------------ mteb
 def retrieval_scores(ranking: dict, qrels: dict, k_values: list[int]) -> tuple[dict, dict]:
     """(per query {metric: value}, {"MRR@k": value}) by mteb's own metric code, unrounded."""
-    spec = "mteb._evaluators.retrieval_metrics:calculate_retrieval_scores"
-    out = private(spec)(ranking, qrels, k_values)
+    out = private(SCORES)(ranking, qrels, k_values)
     try:
         return out.all_scores, out.mrr
     except AttributeError:
-        raise mismatch("mteb", "calculate_retrieval_scores(...).all_scores / .mrr", PRIVATE["mteb"][spec]) from None
+        raise mismatch(SCORES, "calculate_retrieval_scores(...).all_scores / .mrr") from None
 
 
 def local_retrieval_task(col, name: str):

@@ -1,8 +1,9 @@
-"""Progress of lm-eval's requests (issue 31 item 1): the models `ettin lm-eval` hands the harness count the requests
-of each call as they are answered and say how it goes through ettin.eval.progress, as every other evaluation step
-does: an estimate at this size after the first batch, then counts, rate and eta, and a closing 100% line.
+"""Progress of lm-eval's requests (issue 31 item 1): the models `ettin lm-eval` hands the harness count the
+requests of each call as they are answered and say how it goes through ettin.eval.progress, as every other
+evaluation step does: an estimate at this size after the first batch, then counts, rate and eta, and a closing
+100% line.
 
-    <run>/<checkpoint> lm-eval: loglikelihood 3,676 requests, about 0:04:10 at this size (14.7 requests/s over the first 8)
+    <run>/<checkpoint> lm-eval: loglikelihood 3,676 requests, about 0:04:10 at this size (14.7 requests/s over ...)
     <run>/<checkpoint> lm-eval: loglikelihood 1,184/3,676 requests, 14.9 requests/s, eta 0:02:47
     <run>/<checkpoint> lm-eval: loglikelihood 3,676/3,676 requests (100%), 14.8 requests/s, 0:04:08 in all
 
