@@ -4,6 +4,8 @@
 models on local data, offline; the clock is slowed (each reading 10 s after the last) so that the quick runs read
 as long ones, and no assertion is on time."""
 
+import importlib.util
+import json
 import re
 
 import pytest
@@ -14,6 +16,10 @@ from ettin.cli import main as ettin_main
 from ettin.eval import progress
 
 ITEMS = 8  # PIQA items: two loglikelihood requests each
+DOCS = 40  # documents of a rolling log-likelihood task (more than lmeval_progress.ROLLING_PIECE)
+NO_LM_EVAL = pytest.mark.skipif(importlib.util.find_spec("lm_eval") is None, reason="lm-eval not installed")
+NO_MTEB = pytest.mark.skipif(importlib.util.find_spec("mteb") is None
+                             or importlib.util.find_spec("sentence_transformers") is None, reason="mteb not installed")
 COUNT = r"(\d[\d,]*)/{total} {unit}, [\d.,]+ {unit}/s, eta \d+:\d\d:\d\d$"
 
 
@@ -51,9 +57,9 @@ def _step_lines(err: str, prefix: str, what: str, total: int, unit: str, counts:
     assert done == sorted(done) and all(0 < d < total for d in done)
 
 
+@NO_LM_EVAL
 @pytest.mark.parametrize("objective", ["clm", "mlm"])
 def test_lm_eval_counts_requests(tiny, tmp_path, objective, monkeypatch, capsys):
-    pytest.importorskip("lm_eval")
     monkeypatch.setattr(progress, "now", _SlowClock())
     assert ettin_main(["lm-eval", str(tiny.runs[objective]), "--tasks", "piqa", "--limit", str(ITEMS),
                        "--data-dir", str(tiny.data), "--results", str(tmp_path / "res"), "--device", "cpu"]) == 0
@@ -61,9 +67,27 @@ def test_lm_eval_counts_requests(tiny, tmp_path, objective, monkeypatch, capsys)
                 "requests")
 
 
+@NO_LM_EVAL
+@pytest.mark.parametrize("objective", ["clm", "mlm"])
+def test_lm_eval_counts_rolling_requests(tiny, tmp_path, objective, monkeypatch, capsys):
+    """Rolling log-likelihoods (perplexity tasks): lm-eval's `hf` model reports them only at the end of a call, so
+    they are asked for in pieces; ettin-mlm counts them as it scores them."""
+    texts = [json.loads(line)["text"] for line in open(tiny.beir / "corpus.jsonl", encoding="utf-8")][:DOCS]
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": " ".join(t.split()[:12])}) + "\n" for t in texts))
+    (tmp_path / "tasks" / "tiny_rolling.yaml").write_text(
+        f"task: tiny_rolling\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {tmp_path / 'docs.jsonl'}\n"
+        'test_split: test\noutput_type: loglikelihood_rolling\ndoc_to_text: ""\ndoc_to_target: "{{text}}"\n'
+        "metric_list:\n  - metric: word_perplexity\n")
+    monkeypatch.setattr(progress, "now", _SlowClock())
+    assert ettin_main(["lm-eval", str(tiny.runs[objective]), "--tasks", "tiny_rolling", "--include-path",
+                       str(tmp_path / "tasks"), "--results", str(tmp_path / "res"), "--device", "cpu"]) == 0
+    _step_lines(capsys.readouterr().err, f"{objective}-run/stable-step0000010 lm-eval", "loglikelihood_rolling",
+                DOCS, "requests", counts=False)
+
+
+@NO_MTEB
 def test_mteb_counts_sentences(tiny, tmp_path, monkeypatch, capsys):
-    pytest.importorskip("mteb")
-    pytest.importorskip("sentence_transformers")
     from ettin.downstream import common
 
     col = common.load_collection(tiny.beir)
