@@ -227,8 +227,8 @@ def decoder_lm(folder: Path, device: str, batch_size: int):
         tok.pad_token = tok.eos_token or tok.sep_token
     from ettin.downstream.lmeval_progress import CountedHFLM
 
-    return CountedHFLM(pretrained=str(folder), tokenizer=tok, backend="causal", device=device, batch_size=batch_size,
-                dtype="float32", add_bos_token=True)
+    return CountedHFLM(pretrained=str(folder), tokenizer=tok, backend="causal", device=device,
+                       batch_size=batch_size, dtype="float32", add_bos_token=True)
 
 
 def encoder_lm(folder: Path, device: str, max_length: int):

@@ -3,7 +3,6 @@ as training's progress prints in logs, e.g.
 
     <run>/<checkpoint> <task>: encoding 3,667 rows, about 0:10:28 at this size (5.8 rows/s over the first 64)
     <run>/<checkpoint> <task>: encoding 1,024/3,667 rows, 5.9 rows/s, eta 0:07:28
-
     <run>/<checkpoint> <task>: encoding 3,667/3,667 rows (100%), 6.1 rows/s, 0:10:01 in all
 
 The estimate is said once, after the first update, when the step looks longer than QUIET_S; afterwards a line
