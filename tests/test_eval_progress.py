@@ -68,3 +68,33 @@ def test_encoding_reports_progress_under_the_task_label(monkeypatch):
     assert out["mean"].shape == (200, 8)
     assert said[0].startswith("  m/final sst2: encoding features 200 rows, about ")
     assert any(re.search(r"encoding features \d+/200 rows, .* rows/s, eta \d+:\d\d:\d\d", x) for x in said[1:]), said
+
+
+def test_a_slow_step_closes_with_its_count_and_a_quick_one_does_not(monkeypatch):
+    for step_s, closes in ((2.0, True), (0.01, False)):
+        monkeypatch.setattr(progress, "now", _SlowClock(step_s))
+        said: list[str] = []
+        with progress.task_label("run/final cls:x", said.append):
+            with progress.Progress("encoding", 3667, "rows") as p:
+                for _ in range(0, 3667, 64):
+                    p.update(min(64, 3667 - p.done))
+        closing = [x for x in said if "(100%)" in x]
+        assert bool(closing) == closes and len(closing) <= 1, said
+        if closes:
+            assert said[-1].startswith("  run/final cls:x: encoding 3,667/3,667 rows (100%), ") and \
+                said[-1].endswith(" in all"), said
+
+
+def test_a_step_inside_another_counts_silently(monkeypatch):
+    monkeypatch.setattr(progress, "now", _SlowClock(2.0))
+    said: list[str] = []
+    with progress.task_label("m lm-eval", said.append):
+        with progress.Progress("loglikelihood", 100, "requests") as outer:
+            for _ in range(10):
+                inner = progress.Progress("scoring", 50, "rows")  # as masked_pll's, inside the request batch
+                for _ in range(5):
+                    inner.update(10)
+                inner.finish()
+                outer.update(10)
+    assert said and all(" loglikelihood " in x for x in said), said
+    assert said[-1].startswith("  m lm-eval: loglikelihood 100/100 requests (100%)"), said

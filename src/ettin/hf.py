@@ -333,6 +333,6 @@ def _save_tokenizer(tokenizer: Any, folder: Path) -> None:
     tokenizer.save_pretrained(str(folder))
     # transformers 5 names its own class (TokenizersBackend), which 4.x cannot load; both load this alias
     cfg_file = folder / "tokenizer_config.json"
-    config = json.loads(cfg_file.read_text())
+    config = read_json(cfg_file)
     config["tokenizer_class"] = "PreTrainedTokenizerFast"
     cfg_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")

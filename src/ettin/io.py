@@ -191,8 +191,8 @@ def results_file(out_dir: str | Path, run: str, checkpoint: str, model_path: str
     absolutely, finds its file. (A relative `model.path`, written before, is read against the working directory.)"""
     path = Path(out_dir) / run / f"{checkpoint}.json"
     try:
-        held = json.loads(path.read_text()).get("model", {}).get("path") if path.is_file() else None
-    except (OSError, json.JSONDecodeError, AttributeError):
+        held = read_json(path).get("model", {}).get("path") if path.is_file() else None
+    except (OSError, ValueError, AttributeError):
         held = None  # a damaged file is this model's to rebuild
     here = Path(model_path).resolve()
     if held is None or Path(held).resolve() == here:

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from ettin.downstream import common
-from ettin.io import UserError
+from ettin.io import UserError, read_json
 
 TASK = "colbert"
 HERE = Path(__file__).resolve().parent
@@ -63,8 +63,8 @@ def env_python(env: Path) -> Path:
 
 def env_ready(env: Path) -> bool:
     try:
-        return json.loads((env / READY).read_text()).get("pins") == pins_digest() and env_python(env).exists()
-    except (OSError, json.JSONDecodeError):
+        return read_json(env / READY).get("pins") == pins_digest() and env_python(env).exists()
+    except (OSError, ValueError):
         return False
 
 
@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
             if proc.returncode != 0:
                 raise UserError(f"PyLate's worker failed (exit {proc.returncode}; its traceback is above); "
                                 f"nothing was written to {args.out}")
-            result = json.loads((work / "result.json").read_text())
+            result = read_json(work / "result.json")
             common.write_marker(tmp, "ettin finetune colbert", args.model,
                                 settings | {"versions": result["versions"]})
     scores = common.ranking_metrics(evaluator, result["tuned"])

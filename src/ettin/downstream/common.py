@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ettin.io import UserError, atomic_dir, read_jsonl
+from ettin.io import UserError, atomic_dir, read_json, read_jsonl
 
 EXTRA_HINT = "pip install 'ettin[downstream]'"
 IR_METRICS = ("ndcg@10", "mrr@10", "recall@100")
@@ -60,9 +60,9 @@ def hf_objective(folder: Path) -> str:
     """mlm for encoders, clm for decoders, from a Hugging Face config.json."""
     cfg_file = Path(folder) / "config.json"
     try:
-        cfg = json.loads(cfg_file.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{cfg_file}: cannot be read ({e})") from None
+        cfg = read_json(cfg_file)
+    except (OSError, ValueError) as e:  # read_json's messages name the file
+        raise UserError(f"a model's config.json cannot be read: {e}") from None
     archs = cfg.get("architectures") or []
     if cfg.get("model_type") == "modernbert-decoder" or cfg.get("is_decoder") \
             or any(str(a).endswith("ForCausalLM") for a in archs):
@@ -152,8 +152,8 @@ def write_results(path: Path, model: dict, tasks: dict[str, dict], settings: dic
     old: dict = {}
     if path.is_file():
         try:
-            old = json.loads(path.read_text())
-        except json.JSONDecodeError:
+            old = read_json(path)
+        except ValueError:
             old = {}
     same = isinstance(old.get("model"), dict) and all(old["model"].get(k) == model.get(k)
                                                       for k in ("run", "checkpoint", "sha256"))

@@ -11,6 +11,8 @@ Tasks (`--tasks`, comma-separated):
 Every name is checked against the registry, and every task's config is read (without its data) before any
 model work: unknown names, generation tasks given to an encoder, and hub data while the hub is offline
 (HF_DATASETS_OFFLINE / HF_HUB_OFFLINE) are refused with the task named. Zero-shot unless --num-fewshot.
+While the harness runs, each request type's requests are counted on stderr with an estimate, eta and a closing
+100% line (ettin.downstream.lmeval_progress).
 
 Models: a decoder runs as the harness's own `hf` model (HFLM) on the exported folder, with add_bos_token=True as
 in the paper. Its tokenizer's template (`[CLS] A [SEP]`, the encoders') is replaced, for the harness only, by
@@ -39,15 +41,15 @@ import argparse
 import difflib
 import functools
 import json
-import os
 import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
-from ettin.downstream import common
-from ettin.io import UserError
+from ettin.downstream import common, compat
+from ettin.eval.progress import task_label
+from ettin.io import UserError, atomic_write_json, hub_offline
 
 TASK_DIR = Path(__file__).resolve().parent / "lm_eval_tasks"
 LOCAL = {  # ettin name -> (harness task, main metric, files under --data-dir)
@@ -134,18 +136,16 @@ def requested(text: str, tm) -> list[tuple[str, str]]:
 def leaf_configs(tm, name: str, _seen: frozenset = frozenset()) -> dict[str, dict]:
     """{task: its config} of every task a registry name stands for (a group's and a tag's members), read from
     the YAML files without loading any data or resolving any function."""
-    from lm_eval.tasks._index import Kind
-    from lm_eval.tasks._yaml_loader import load_yaml
-
     entry = tm.task_index.get(name)
     if entry is None or name in _seen:
         return {name: {}}
     seen = _seen | {name}
-    if entry.kind == Kind.TAG:
+    kind = compat.task_kind(entry)
+    if kind == "tag":
         return {k: v for member, e in sorted(tm.task_index.items()) if name in e.tags
                 for k, v in leaf_configs(tm, member, seen).items()}
-    cfg = load_yaml(entry.yaml_path, resolve_func=False, recursive=True) if entry.yaml_path else (entry.cfg or {})
-    if entry.kind != Kind.GROUP:
+    cfg = compat.read_task_yaml(entry.yaml_path) if entry.yaml_path else (entry.cfg or {})
+    if kind != "group":
         return {name: dict(cfg or {})}
     out: dict[str, dict] = {}
     children = cfg.get("task", [])
@@ -156,10 +156,6 @@ def leaf_configs(tm, name: str, _seen: frozenset = frozenset()) -> dict[str, dic
         else:
             out.update(leaf_configs(tm, str(child), seen))
     return out
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
 
 
 def plan(asked: list[tuple[str, str]], tm, objective: str) -> tuple[list[str], dict[str, dict], list[str]]:
@@ -176,7 +172,7 @@ def plan(asked: list[tuple[str, str]], tm, objective: str) -> tuple[list[str], d
             raise UserError(f"--tasks {given}: {', '.join(generation)} generate text (output_type "
                             f"{GENERATION}); an encoder (ettin-mlm) scores log-likelihoods only: drop "
                             f"{'it' if len(generation) == 1 else 'them'}")
-        if _offline():
+        if hub_offline():
             hub = sorted(t for t, c in leaves.items() if not c.get("custom_dataset") and c.get("dataset_path")
                          and c["dataset_path"] not in LOCAL_BUILDERS and not Path(c["dataset_path"]).exists())
             if hub:
@@ -215,8 +211,8 @@ def peek_objective(source: str) -> str:
 
 # ------------------------------------------------------------------------------------------------ models
 def decoder_lm(folder: Path, device: str, batch_size: int):
-    """lm-eval's HFLM on the folder, its tokenizer adding [CLS] (BOS) only (see the module docstring)."""
-    from lm_eval.models.huggingface import HFLM
+    """lm-eval's HFLM on the folder, its tokenizer adding [CLS] (BOS) only (see the module docstring), its requests
+    counted (ettin.downstream.lmeval_progress)."""
     from tokenizers import processors
     from transformers import AutoTokenizer
 
@@ -229,8 +225,10 @@ def decoder_lm(folder: Path, device: str, batch_size: int):
         single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, tok.convert_tokens_to_ids(bos))])
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.sep_token
-    return HFLM(pretrained=str(folder), tokenizer=tok, backend="causal", device=device, batch_size=batch_size,
-                dtype="float32", add_bos_token=True)
+    from ettin.downstream.lmeval_progress import CountedHFLM
+
+    return CountedHFLM(pretrained=str(folder), tokenizer=tok, backend="causal", device=device,
+                       batch_size=batch_size, dtype="float32", add_bos_token=True)
 
 
 def encoder_lm(folder: Path, device: str, max_length: int):
@@ -321,6 +319,7 @@ def paper_entry(tasks: dict[str, dict], left_out: list[str], settings: dict, sec
 
 def run(args: argparse.Namespace) -> int:
     common.need("lm_eval", "ettin lm-eval")
+    compat.check("lm_eval")  # the private names ettin reads are there (else one clear line, before any work)
     from ettin.eval.tasks.data import default_data_dir
 
     data_dir = Path(args.data_dir or default_data_dir())
@@ -342,7 +341,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"ettin lm-eval: {src.model['run']}/{src.model['checkpoint']} ({src.objective}) as lm-eval's "
               f"`{model_type}` model on {', '.join(names)}"
               + (f" ({', '.join(left_out)} left out: encoders do not generate)" if left_out else ""), file=sys.stderr)
-        out = harness(lm, names, tm, args)
+        with task_label(f"{src.model['run']}/{src.model['checkpoint']} lm-eval"):  # progress lines per call
+            out = harness(lm, names, tm, args)
         seconds = time.perf_counter() - start
     import lm_eval
 
@@ -361,8 +361,6 @@ def run(args: argparse.Namespace) -> int:
     common.write_results(path, src.model, tasks)
     raw = {k: out[k] for k in ("results", "groups", "configs", "versions", "n-shot", "higher_is_better",
                                "n-samples") if k in out}
-    from ettin.io import atomic_write_json
-
     atomic_write_json(path.with_name(f"{path.stem}.lm-eval.json"), json.loads(json.dumps(raw, default=str)))
     for key, t in tasks.items():
         others = ", ".join(f"{m} {t[m]:.4f}" for m in ("acc", "acc_norm", "acc_bytes") if m in t and m != t["main"])

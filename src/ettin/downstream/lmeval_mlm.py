@@ -14,6 +14,9 @@ arg-max of the vocabulary at its own mask, in the same forward passes. Encoders 
 
 Arguments (`--model_args` style): pretrained (a Hugging Face folder written by ettin export-hf), device,
 max_length (tokens per scored window, default 512), tokens_per_batch.
+
+Progress: each call is a step of ettin.eval.progress counting requests as their last masked token is scored
+(ettin.downstream.lmeval_progress).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
+from ettin.downstream.lmeval_progress import Counted
 from ettin.eval.tasks.common import Subject, masked_pll
 
 
@@ -44,8 +48,11 @@ def load_subject(folder: Path, device: str = "cpu", max_length: int = 512, token
                    max_length=max_length, tokens_per_batch=int(tokens_per_batch))
 
 
-@register_model("ettin-mlm")
-class EttinMLM(LM):
+class _PLL(LM):
+    """The scoring; `EttinMLM` adds the progress of each call."""
+
+    step = None  # the call's progress step (Counted), if any
+
     def __init__(self, pretrained: str, device: str = "cpu", max_length: int = 512, tokens_per_batch: int = 8192,
                  batch_size=None, **kwargs) -> None:  # batch_size: accepted from lm-eval, batching is by tokens
         super().__init__()
@@ -69,11 +76,20 @@ class EttinMLM(LM):
                 raise ValueError(f"ettin-mlm: empty continuation {continuation!r}")
             items.append((s.encode(context), target, []))
         greedy: list[bool] = []
-        return [(float(lp.sum()), g) for lp, g in zip(masked_pll(s, items, greedy), greedy)]
+        return [(float(lp.sum()), g) for lp, g in zip(masked_pll(s, items, greedy, self._done()), greedy)]
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         s = self.subject
-        return [float(lp.sum()) for lp in masked_pll(s, [([], s.encode(req.args[0]), []) for req in requests])]
+        items = [([], s.encode(req.args[0]), []) for req in requests]
+        return [float(lp.sum()) for lp in masked_pll(s, items, items_done=self._done())]
+
+    def _done(self):
+        return self.step.update if self.step is not None else None
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         raise NotImplementedError("ettin-mlm: an encoder does not generate text; use log-likelihood tasks")
+
+
+@register_model("ettin-mlm")
+class EttinMLM(Counted, _PLL):
+    counts_by_cache_hook = False  # _PLL counts its requests itself, batch by batch

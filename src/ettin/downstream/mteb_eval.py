@@ -14,6 +14,9 @@ Cranfield's codes 1-4 rank relevance inversely, so they are not gains). Any othe
 (`NFCorpus`, `SciFact`, ...), and `--benchmark NAME` (e.g. "MTEB(eng, v2)", the paper's) adds a benchmark's tasks;
 their data come from the hub (online). Names are checked against mteb's registry before any model work.
 
+Progress: every encode call mteb makes (a task's queries, its documents) counts its sentences on stderr, with an
+estimate at this size after the first batch, then counts and eta, and a closing 100% line (`counted`).
+
 Results: one `mteb:<task>` entry per task (`mteb:<collection>` for beir:FOLDER) in the results file `ettin report`
 reads. A local collection's entry is a retrieval entry like `embed:<collection>`'s: `ndcg@10` (main), `mrr@10`,
 `recall@100` computed by mteb's own metric code (pytrec_eval) on the ranking mteb produced, unrounded (mteb's
@@ -30,17 +33,17 @@ its tasks (main), per task type and over types.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from ettin.downstream import common
-from ettin.io import UserError
+from ettin.downstream import common, compat
+from ettin.eval.progress import Progress, task_label
+from ettin.io import UserError, hub_offline, is_hub_id, read_json
 
 K_VALUES = (10, 100)
 
@@ -66,28 +69,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 # ------------------------------------------------------------------------------------------------ tasks
 def local_task(col, name: str):
-    """An MTEB retrieval task holding a loaded collection (test split, binary judgements)."""
-    from datasets import Dataset
-    from mteb.abstasks.retrieval import AbsTaskRetrieval
-    from mteb.abstasks.task_metadata import TaskMetadata
-
-    class LocalRetrieval(AbsTaskRetrieval):
-        metadata = TaskMetadata(
-            name=name, type="Retrieval", main_score="ndcg_at_10", category="t2t", modalities=["text"],
-            description=f"ettin: the local BEIR folder {name}", reference=None,
-            dataset={"path": f"local:{name}", "revision": "local"}, eval_splits=["test"], eval_langs=["eng-Latn"],
-            date=None, dialect=None, domains=None, task_subtypes=None, license=None, annotations_creators=None,
-            sample_creation=None, bibtex_citation=None)
-
-        def load_data(self, num_proc=None, **kwargs) -> None:
-            self.dataset = {"default": {"test": {
-                "corpus": Dataset.from_dict({"id": col.doc_ids, "text": col.docs, "title": [""] * len(col.docs)}),
-                "queries": Dataset.from_dict({"id": col.query_ids, "text": col.queries}),
-                "relevant_docs": {q: dict.fromkeys(col.qrels[q], 1) for q in col.query_ids},
-                "top_ranked": None}}}
-            self.data_loaded = True
-
-    return LocalRetrieval()
+    """An MTEB retrieval task holding a loaded collection (test split, binary judgements), built by
+    ettin.downstream.compat (it sets AbsTaskRetrieval's data layout, checking mteb's private names first: called by
+    `plan`, before any model work; hub tasks use none)."""
+    return compat.local_retrieval_task(col, name)
 
 
 def plan(args) -> tuple[dict, list, list]:
@@ -119,7 +104,7 @@ def plan(args) -> tuple[dict, list, list]:
         hub += [t for t in bench.tasks if t.metadata.name not in {h.metadata.name for h in hub}]
     if not local and not hub:
         raise UserError("ettin mteb: no task: give --tasks (beir:FOLDER or MTEB task names) or --benchmark")
-    if hub and (os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"):
+    if hub and hub_offline():
         names = ", ".join(t.metadata.name for t in hub[:5]) + (" ..." if len(hub) > 5 else "")
         raise UserError(f"ettin mteb: {names} read data from the Hugging Face hub, which is offline here "
                         "(HF_DATASETS_OFFLINE / HF_HUB_OFFLINE); offline, use beir:FOLDER")
@@ -142,8 +127,7 @@ def load_model(args, work: Path):
     if is_st_folder(source):
         model = SentenceTransformer(str(source), device=device)
         return model, st_record(source, work, args.role), {"model_folder": str(source)}
-    if not source.exists() and args.model.count("/") == 1 and not args.model.startswith((".", "/", "~")) \
-            and args.pooling is None:
+    if not source.exists() and is_hub_id(args.model) and args.pooling is None:
         model = SentenceTransformer(args.model, device=device)  # a hub model, with its own modules
         return model, common.resolve(args.model, work, args.role).model, {"model_folder": args.model}
     src = common.resolve(args.model, work, args.role)
@@ -159,7 +143,7 @@ def st_record(folder: Path, work: Path, role: str | None) -> dict:
 
     marker = folder / common.MARKER
     if marker.is_file():
-        source = json.loads(marker.read_text()).get("source")
+        source = read_json(marker).get("source")
         try:
             return common.resolve(str(source), work, role).model
         except (UserError, FileNotFoundError) as e:
@@ -174,13 +158,10 @@ def st_record(folder: Path, work: Path, role: str | None) -> dict:
 # ----------------------------------------------------------------------------------------------- scoring
 def local_scores(col, ranking: dict[str, dict[str, float]]) -> dict[str, float]:
     """ndcg@10, mrr@10, recall@100 of mteb's ranking by mteb's own metric code, unrounded."""
-    from mteb._evaluators.retrieval_metrics import calculate_retrieval_scores
-
     qrels = {q: dict.fromkeys(col.qrels[q], 1) for q in col.query_ids}
-    out = calculate_retrieval_scores({q: ranking.get(q, {}) for q in col.query_ids}, qrels, list(K_VALUES))
-    per = out.all_scores
+    per, mrr = compat.retrieval_scores({q: ranking.get(q, {}) for q in col.query_ids}, qrels, list(K_VALUES))
     return {"ndcg@10": float(np.mean([per[q]["ndcg_cut_10"] for q in col.query_ids])),
-            "mrr@10": float(out.mrr["MRR@10"]),
+            "mrr@10": float(mrr["MRR@10"]),
             "recall@100": float(np.mean([per[q]["recall_100"] for q in col.query_ids]))}
 
 
@@ -210,13 +191,50 @@ def ranking_of(task, predictions: Path) -> dict[str, dict[str, float]]:
     if len(files) != 1:
         found = ", ".join(f.name for f in files) or "nothing"
         raise RuntimeError(f"mteb wrote no predictions for {task.metadata.name} in {predictions} (found {found})")
-    return json.loads(files[0].read_text())["default"]["test"]
+    return read_json(files[0])["default"]["test"]
+
+
+KINDS = {"query": "queries", "document": "documents"}  # mteb's PromptType values -> what a progress line counts
+
+
+def _batch_rows(args: tuple, output) -> int:
+    """Sentences in one forward batch of a SentenceTransformer (its output's embeddings, else its input ids)."""
+    for features in (output, args[0] if args else None):
+        if isinstance(features, Mapping):  # a dict, or transformers' BatchEncoding
+            for key in ("sentence_embedding", "input_ids", "attention_mask"):
+                if key in features:
+                    return len(features[key])
+    return 0
+
+
+def counted(model):
+    """A SentenceTransformer as mteb wraps one (mteb's public SentenceTransformerEncoderWrapper, so the same encode
+    path and model meta), each encode call a progress step (ettin.eval.progress) over its sentences, counted after
+    every forward batch of the model: an estimate at this size, counts, eta and a closing 100% line on stderr."""
+    from mteb.models import SentenceTransformerEncoderWrapper
+    from sentence_transformers import SentenceTransformer
+
+    if not isinstance(model, SentenceTransformer):
+        return model
+
+    class CountedEncoder(SentenceTransformerEncoderWrapper):
+        def encode(self, inputs, *, task_metadata, hf_split, hf_subset, prompt_type=None, **kwargs):
+            kind = KINDS.get(getattr(prompt_type, "value", None), "texts")
+            with Progress(f"encoding {task_metadata.name} {kind}:", len(inputs.dataset), "sentences") as step:
+                hook = self.model.register_forward_hook(lambda module, args, out: step.update(_batch_rows(args, out)))
+                try:
+                    return super().encode(inputs, task_metadata=task_metadata, hf_split=hf_split,
+                                          hf_subset=hf_subset, prompt_type=prompt_type, **kwargs)
+                finally:
+                    hook.remove()
+
+    return CountedEncoder(model)
 
 
 def evaluate(model, tasks: list, batch_size: int, predictions: Path | None = None) -> list:
     import mteb
 
-    result = mteb.evaluate(model, tasks, cache=None, prediction_folder=predictions, show_progress_bar=False,
+    result = mteb.evaluate(counted(model), tasks, cache=None, prediction_folder=predictions, show_progress_bar=False,
                            encode_kwargs={"batch_size": batch_size}, overwrite_strategy="always")
     return list(result.task_results)
 
@@ -268,7 +286,8 @@ def run(args: argparse.Namespace) -> int:
         for i, (name, (col, task)) in enumerate(local.items()):
             start = time.perf_counter()
             predictions = Path(work) / "predictions" / str(i)  # a folder per task: only its own file is there
-            (tr,) = evaluate(model, [task], args.batch_size, predictions)
+            with task_label(f"{record['run']}/{record['checkpoint']} mteb:{name}"):  # progress lines
+                (tr,) = evaluate(model, [task], args.batch_size, predictions)
             ranking = ranking_of(task, predictions)
             scores = local_scores(col, ranking)
             tasks[f"mteb:{name}"] = common.retrieval_task(  # per query: mteb's ranking, mteb's tie order
@@ -277,7 +296,8 @@ def run(args: argparse.Namespace) -> int:
                 tie_sensitive_queries=tie_sensitive(ranking), **how)
         if hub:
             start = time.perf_counter()
-            results = {tr.task_name: tr for tr in evaluate(model, hub, args.batch_size)}
+            with task_label(f"{record['run']}/{record['checkpoint']} mteb"):
+                results = {tr.task_name: tr for tr in evaluate(model, hub, args.batch_size)}
             seconds = time.perf_counter() - start
             for task in hub:
                 if task.metadata.name in results:

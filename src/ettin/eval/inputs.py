@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ettin.config import ROLES as NATIVE_ROLES
 from ettin.eval.runner import load_results
+from ettin.io import read_json
 from ettin.train.progress import read_metrics
 
 FORMAT = "ettin-report/3"
@@ -30,9 +31,9 @@ class ReportError(ValueError):
 
 def _read_json(path: Path):
     try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ReportError(f"{path}: cannot be read as JSON ({e})") from e
+        return read_json(path)
+    except (OSError, ValueError) as e:  # read_json's messages name the file
+        raise ReportError(f"cannot be read as JSON: {e}") from e
 
 
 def number(x, default: float = math.nan) -> float:

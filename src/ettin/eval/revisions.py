@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ettin.eval.runner import Target, evaluate_target, precheck
+from ettin.io import is_hub_id
 
 PHASES = {"step": "pretrain", "ext": "extension", "decay": "decay"}  # name prefix -> phase, in training order
 PHASE_TOKENS = {"step": 1_700_000_000_000, "ext": 250_000_000_000, "decay": 50_000_000_000}
@@ -43,7 +44,7 @@ class Revision:
 
 def hub_id(text: str) -> str:
     """A hub id (`org/name`); local paths are refused: they have no revisions."""
-    if Path(text).expanduser().exists() or text.startswith((".", "/", "~")) or text.count("/") != 1:
+    if not is_hub_id(text):  # ettin.io's rule: a path here, or anything path-like, is no hub id
         raise ValueError(f"--revisions: {text} is not a hub id (org/name); revisions belong to hub models "
                          "(for a local run folder, `ettin eval RUN` draws its kept checkpoints)")
     return text

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from ettin.eval.progress import task_label
 from ettin.eval.summary import summary_line
 from ettin.eval.tasks import TaskSpec
 from ettin.eval.tasks.common import Subject
-from ettin.io import atomic_write_json, is_hub_id, read_tokenizer
+from ettin.io import atomic_write_json, is_hub_id, read_json, read_tokenizer
 
 
 @dataclass
@@ -97,7 +96,7 @@ def resolve_targets(model_or_run: str, every: int = 1) -> list[Target]:
     if p.is_dir() and (p / "config.json").is_file():  # a Hugging Face folder
         info = {}
         if (p / "ettin_checkpoint.json").is_file():  # written by export_hf
-            info = json.loads((p / "ettin_checkpoint.json").read_text())
+            info = read_json(p / "ettin_checkpoint.json")
         beside = p.resolve().parent  # <run>/final: named as the run's checkpoints are (a pair's: <pair>-encoder)
         run = _run_name(beside) if (beside / "checkpoints").is_dir() else info.get("run") or p.resolve().name
         return [Target(run, "final" if info else p.resolve().name, p, "hf",
@@ -126,7 +125,7 @@ def precheck(target: Target) -> None:
     if target.kind == "checkpoint":
         vocab = _checkpoint_api().read_meta(target.path).get("model_config", {}).get("vocab_size")
     else:
-        vocab = json.loads((Path(target.path) / "config.json").read_text()).get("vocab_size")
+        vocab = read_json(Path(target.path) / "config.json").get("vocab_size")
     if vocab is not None and size > vocab:
         raise ValueError(f"{target.path}: the tokenizer has {size} ids but the model's vocabulary has only {vocab}: "
                          "they do not belong together")
@@ -182,8 +181,8 @@ def load_results(out_dir: Path) -> list[dict]:
     found = []
     for f in sorted(Path(out_dir).rglob("*.json")):
         try:
-            obj = json.loads(f.read_text())
-        except json.JSONDecodeError:
+            obj = read_json(f)
+        except ValueError:  # not JSON: not a results file
             continue
         if isinstance(obj, dict) and {"model", "tasks"} <= obj.keys():
             obj["_path"] = str(f)
@@ -218,8 +217,8 @@ def evaluate_target(target: Target, tasks: list[TaskSpec], data_dir: Path, out_d
     sha = checkpoint_sha256(target.path)
     settings = {"seed": seed, "max_length": max_length, "data_dir": str(data_dir), "code": code_fingerprint()}
     try:
-        results = json.loads(path.read_text()) if path.is_file() else {}
-    except json.JSONDecodeError:
+        results = read_json(path) if path.is_file() else {}
+    except ValueError:
         results = {}  # a damaged cache file is rebuilt
     before = results.get("settings", {})
     if results.get("model", {}).get("sha256") != sha or any(before.get(k) != settings[k]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from ettin.eval.tasks.common import (
 )
 from ettin.eval.tasks.data import read_jsonl, read_tsv
 from ettin.inference import pool
+from ettin.io import hub_offline
 
 
 @dataclass
@@ -198,7 +198,7 @@ def check_hub(name: str) -> None:
     """Fail early for an unknown GLUE task name or an offline hub."""
     if name not in HUB:
         raise ValueError(f"glue:{name}: unknown GLUE task; known: {', '.join(HUB)}")
-    if os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
+    if hub_offline():
         raise ValueError(f"glue:{name} loads GLUE from the Hugging Face hub (datasets), which is offline here "
                          "(HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)")
 
@@ -260,6 +260,7 @@ def _probe(subject: Subject, seqs: dict[str, list], y: dict[str, np.ndarray], me
             if best is None or val > best[0]:
                 best = (val, pooling, c, clf.predict(feats["test"]))
             grid.update()
+    grid.finish()
     val, pooling, c, pred = best
     return {"value": score(metric, pred, y["test"]), "validation": val, "pooling": pooling, "C": c,
             "per_example": {"pred": [pred.tolist()]}}

@@ -128,9 +128,11 @@ def length_batches(lengths: Sequence[int], tokens_per_batch: int) -> Iterator[li
 def score_positions(
     subject: Subject, rows: Sequence[Sequence[int]], positions: Sequence[Sequence[int]],
     targets: Sequence[Sequence[int]], argmax: list | None = None,
+    rows_done: Callable[[list[int]], None] | None = None,
 ) -> list[np.ndarray]:
     """Log-probabilities log p(targets[r][j] | logits of rows[r] at positions[r][j]); one array per row.
-    When `argmax` is a list, it receives the arg-max token of each scored position (one array per row)."""
+    When `argmax` is a list, it receives the arg-max token of each scored position (one array per row).
+    `rows_done`, when given, is called after each batch with the indices of the rows it scored."""
     model = subject.model
     progress = Progress("scoring", len(rows), "rows")
     out: list[np.ndarray | None] = [None] * len(rows)
@@ -157,6 +159,9 @@ def score_positions(
                 argmax[i] = best[start : start + len(positions[i])]
             start += len(positions[i])
         progress.update(len(batch))
+        if rows_done is not None:
+            rows_done(batch)
+    progress.finish()
     return out  # type: ignore[return-value]
 
 
@@ -190,12 +195,15 @@ def causal_loglik(subject: Subject, items: Sequence[tuple[list[int], list[int]]]
 
 
 def masked_pll(
-    subject: Subject, items: Sequence[tuple[list[int], list[int], list[int]]], greedy: list | None = None
+    subject: Subject, items: Sequence[tuple[list[int], list[int], list[int]]], greedy: list | None = None,
+    items_done: Callable[[int], None] | None = None,
 ) -> list[np.ndarray]:
     """Encoder pseudo-log-likelihood: for (left, target, right), mask each target token in turn in
     [CLS] left target right [SEP] and score it (Salazar et al. 2020). Returns per-token log-probs per item.
     When the text exceeds max_length, each masked token sees the max_length - 2 tokens centred on it.
-    When `greedy` is a list, it receives per item whether every target token is the arg-max at its mask."""
+    When `greedy` is a list, it receives per item whether every target token is the arg-max at its mask.
+    `items_done`, when given, is called after each batch with how many more items have all their tokens scored
+    (the batches are the same either way)."""
     size = subject.max_length - 2
     rows, positions, targets, owner = [], [], [], []
     for k, (left, tgt, right) in enumerate(items):
@@ -212,7 +220,17 @@ def masked_pll(
             targets.append([t])
             owner.append(k)
     best: list | None = [] if greedy is not None else None
-    scores = score_positions(subject, rows, positions, targets, best)
+    left_rows = np.bincount(owner, minlength=len(items)) if owner else np.zeros(len(items), dtype=int)
+
+    def rows_done(batch: list[int]) -> None:
+        finished = 0
+        for i in batch:
+            left_rows[owner[i]] -= 1
+            finished += int(left_rows[owner[i]] == 0)
+        if finished:
+            items_done(finished)
+
+    scores = score_positions(subject, rows, positions, targets, best, rows_done if items_done else None)
     if greedy is not None:
         hits = _per_item(len(items), owner, [(b == np.asarray(t)).astype(np.float64) for b, t in zip(best, targets)])
         greedy[:] = [bool(h.all()) for h in hits]
@@ -240,6 +258,7 @@ def encode_poolings(subject: Subject, model: EttinModel, seqs: Sequence[list[int
             for k, i in enumerate(batch):
                 out[p][i] = pooled[k]
         progress.update(len(batch))
+    progress.finish()
     return {p: torch.stack(v) for p, v in out.items()}
 
 
@@ -316,6 +335,7 @@ def finetune(
             opt.step()
             sched.step()
             progress.update()
+    progress.finish()
     model.eval()
     head.eval()
     return model

@@ -237,6 +237,7 @@ def run_generation(subject: Subject, data_dir: Path, settings: GenerationSetting
             cut = row.index(subject.sep) if subject.sep in row else len(row)
             outputs.append(row[:cut])
         progress.update(len(chunk))
+    progress.finish()
     acc, rouge, chrf, copy = [], [], [], []
     for (prompt, ref), out in zip(prompts, outputs):
         out_text, ref_text = subject.decode(out), subject.decode(ref)
