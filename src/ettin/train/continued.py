@@ -33,6 +33,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ettin.config import SIZES, ModelConfig, preset
+from ettin.train.commands import (
+    check_resume,
+    common_flags,
+    dry_run,
+    flag_names,
+    print_plan,
+    print_results,
+    split_extras,
+    world_size,
+)
 from ettin.train.owndata import data_flags, data_sources, mixture
 from ettin.train.recipe import RecipeError, apply_override, parse_tokens, recipe_from_dict
 from ettin.train.recipe_checks import SET_ELSEWHERE
@@ -60,7 +70,7 @@ class Start:
     given: str  # what the command line said
 
 
-def register(subparsers, common_flags) -> None:
+def register(subparsers) -> None:
     text = "continue pre-training any checkpoint on your own text files (one phase, the model's tokenizer)"
     p = subparsers.add_parser("continue", help=text, description=text, allow_abbrev=False,
                               formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -84,7 +94,7 @@ def register(subparsers, common_flags) -> None:
                    help=f"the share of every file's documents held out and scored (default {HOLDOUT})")
     p.add_argument("--seed", type=int, default=0, help="the data order and masking seed (default 0)")
     common_flags(p)
-    p.set_defaults(func=cmd_continue, takes_overrides=True)
+    p.set_defaults(func=cmd_continue, takes_overrides=True, flags=flag_names(p))
 
 
 # ------------------------------------------------------------------------------------------- the start
@@ -192,8 +202,6 @@ def continue_recipe(start: Start, args) -> dict:
 
 def build(args) -> tuple:
     """(recipe, start, out) of a command line; every override applied and the recipe validated."""
-    from ettin.train.cli import split_extras
-
     start = resolve_start(args.model, args.revision)
     raw = continue_recipe(start, args)
     for text in split_extras(args):
@@ -212,14 +220,12 @@ def cmd_continue(args) -> int:
 
 
 def _continue(args) -> int:
-    from ettin.train import cli as train_cli
-
     recipe, start, out = build(args)
     if args.plan:
-        return train_cli._print_plan(recipe, [recipe.objective], train_cli._world(args))
+        return print_plan(recipe, [recipe.objective], world_size(args))
     if args.dry_run:
-        return train_cli._dry_run(recipe, [recipe.objective], train_cli._world(args), out)
-    train_cli._check_resume(args, [out])
+        return dry_run(recipe, [recipe.objective], world_size(args), out)
+    check_resume(args, [out])
     from ettin.train.resume import has_checkpoint
 
     if has_checkpoint(out) and not (args.resume or args.resume_if_exists):
@@ -253,7 +259,7 @@ def _continue(args) -> int:
     except TrainingStopped as e:
         print(f"ettin continue: stopped: {e}", file=sys.stderr)
         return 3
-    train_cli._print_results(out, results)
+    print_results(out, results)
     after = _score(recipe, held, load_model(latest_checkpoint(out)))
     _report(out, recipe, start, held, before, after)
     return 0
