@@ -13,12 +13,11 @@ Under torchrun (`torchrun --nproc_per_node 8 -m ettin.cli train RECIPE`), one mo
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from ettin.config import OBJECTIVES, ROLES
-from ettin.io import atomic_write_json
+from ettin.io import atomic_write_json, read_json
 from ettin.train import continued
 from ettin.train.commands import (
     check_resume,
@@ -241,7 +240,7 @@ def _pair_parallel(args, recipe, opts, folders: dict[int, Path]) -> int:
 
 def _compare_fingerprints(out: Path) -> int:
     """The pair's batch-order fingerprints (each run's fingerprints.json) compared, written to <out>/pair.json."""
-    fingerprints = {sub: json.loads((out / sub / "fingerprints.json").read_text()) for sub in OBJECTIVE_DIRS.values()}
+    fingerprints = {sub: read_json(out / sub / "fingerprints.json") for sub in OBJECTIVE_DIRS.values()}
     same = fingerprints["encoder"] == fingerprints["decoder"]
     summary = {"same_batch_order": same, **fingerprints}
     atomic_write_json(out / "pair.json", summary)

@@ -25,7 +25,6 @@ Anything else is a recipe override, as `ettin train` takes them (`train.lr=1e-4 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import sys
@@ -33,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ettin.config import SIZES, ModelConfig, preset
+from ettin.io import read_json
 from ettin.train.commands import (
     check_resume,
     common_flags,
@@ -128,10 +128,7 @@ def resolve_start(model: str, revision: str | None = None) -> Start:
     else:
         from ettin.data.tokenizer import load_tokenizer
 
-        try:
-            raw = json.loads((path / "config.json").read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path / 'config.json'}: not readable JSON ({e})") from None
+        raw = read_json(path / "config.json")  # errors name the file
         config = config_from_hf(raw, mask_token_id=load_tokenizer(tokenizer).mask_id)
     return Start(path, kind, config, tokenizer, model)
 

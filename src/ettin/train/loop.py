@@ -24,7 +24,6 @@ the uninterrupted run's per-step losses bitwise on CPU in fp32.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import time
@@ -39,7 +38,7 @@ from ettin.config import IGNORE_INDEX
 from ettin.data.collate import dropout_keys
 from ettin.data.loader import step_batches
 from ettin.data.ready import RecipeData, ensure_data
-from ettin.io import atomic_write_json
+from ettin.io import atomic_write_json, read_json
 from ettin.train import checkpoint as ckpt
 from ettin.train import distributed as D
 from ettin.train import runlock
@@ -456,7 +455,7 @@ def _write_fingerprint(run_dir: Path, phase: str, fingerprint: str, steps: int, 
     if not info.is_main:
         return
     path = run_dir / "fingerprints.json"
-    data = json.loads(path.read_text()) if path.is_file() else {}
+    data = read_json(path) if path.is_file() else {}
     data[phase] = {"fingerprint": fingerprint, "steps": steps}
     atomic_write_json(path, data)
 
