@@ -39,6 +39,7 @@ from ettin.data.collate import dropout_keys
 from ettin.data.loader import step_batches
 from ettin.data.ready import RecipeData, ensure_data
 from ettin.io import atomic_write_json, read_json
+from ettin.runtime import Runtime
 from ettin.train import checkpoint as ckpt
 from ettin.train import distributed as D
 from ettin.train import runlock
@@ -163,8 +164,7 @@ def train_phase(
     config = recipe.model_config(phase, data.vocab_size, objective, data.special_ids)
     mode = D.strategy(t.distributed, info.world_size)
     model, wrapped = build_model(config, info, mode, t.meta_init, recipe.seed, t.precision,
-                                 t.activation_checkpointing, attn_backend=t.attn_backend,
-                                 loss_chunk_size=t.loss_chunk_size)
+                                 t.activation_checkpointing, Runtime(t.attn_backend, t.loss_chunk_size))
     optimizer = build_optimizer(model, t)
     schedule = pp.schedule
     step, tokens, position = 0, 0, 0  # steps and budget position in this phase; real tokens of the whole run
