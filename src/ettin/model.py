@@ -149,6 +149,12 @@ class PredictionHead(nn.Module):
         return self.norm(F.gelu(self.dense(x)))
 
 
+def _runtime_field(name: str) -> property:
+    """`model.<name>`: the model's runtime's field, read and written there."""
+    return property(lambda self: getattr(self.runtime, name), lambda self, value: setattr(self.runtime, name, value),
+                    doc=f"ettin.runtime.Runtime.{name} of this model")
+
+
 class EttinModel(nn.Module):
     def __init__(self, config: ModelConfig, init: bool = True, *, runtime: Runtime | None = None,
                  attn_backend: str = "auto", loss_chunk_size: int = LOSS_CHUNK_SIZE):
@@ -198,21 +204,8 @@ class EttinModel(nn.Module):
     def decoder_weight(self) -> torch.Tensor:
         return self.embeddings.tok_embeddings.weight  # tied
 
-    @property
-    def attn_backend(self) -> str:
-        return self.runtime.attn_backend
-
-    @attn_backend.setter
-    def attn_backend(self, name: str) -> None:
-        self.runtime.attn_backend = name
-
-    @property
-    def loss_chunk_size(self) -> int:
-        return self.runtime.loss_chunk_size
-
-    @loss_chunk_size.setter
-    def loss_chunk_size(self, size: int) -> None:
-        self.runtime.loss_chunk_size = size
+    attn_backend = _runtime_field("attn_backend")
+    loss_chunk_size = _runtime_field("loss_chunk_size")
 
     def num_parameters(self) -> int:
         """The parameter count, from the config's shapes (ettin.config.ModelConfig.num_parameters: tied embeddings

@@ -33,16 +33,7 @@ from pathlib import Path
 
 from ettin.config import SIZES, ModelConfig, preset
 from ettin.io import read_json
-from ettin.train.commands import (
-    check_resume,
-    common_flags,
-    dry_run,
-    flag_names,
-    print_plan,
-    print_results,
-    split_extras,
-    world_size,
-)
+from ettin.train import commands
 from ettin.train.owndata import data_flags, data_sources, mixture
 from ettin.train.recipe import RecipeError, apply_override, parse_tokens, recipe_from_dict
 from ettin.train.recipe_checks import SET_ELSEWHERE
@@ -93,8 +84,8 @@ def register(subparsers) -> None:
     p.add_argument("--holdout", type=float, default=HOLDOUT,
                    help=f"the share of every file's documents held out and scored (default {HOLDOUT})")
     p.add_argument("--seed", type=int, default=0, help="the data order and masking seed (default 0)")
-    common_flags(p)
-    p.set_defaults(func=cmd_continue, takes_overrides=True, flags=flag_names(p))
+    commands.common_flags(p)
+    p.set_defaults(func=cmd_continue, takes_overrides=True, flags=commands.flag_names(p))
 
 
 # ------------------------------------------------------------------------------------------- the start
@@ -201,7 +192,7 @@ def build(args) -> tuple:
     """(recipe, start, out) of a command line; every override applied and the recipe validated."""
     start = resolve_start(args.model, args.revision)
     raw = continue_recipe(start, args)
-    for text in split_extras(args):
+    for text in commands.split_extras(args):
         apply_override(raw, text, "ettin continue")
     return recipe_from_dict(raw, "ettin continue"), start, Path(args.out)
 
@@ -219,10 +210,10 @@ def cmd_continue(args) -> int:
 def _continue(args) -> int:
     recipe, start, out = build(args)
     if args.plan:
-        return print_plan(recipe, [recipe.objective], world_size(args))
+        return commands.print_plan(recipe, [recipe.objective], commands.world_size(args))
     if args.dry_run:
-        return dry_run(recipe, [recipe.objective], world_size(args), out)
-    check_resume(args, [out])
+        return commands.dry_run(recipe, [recipe.objective], commands.world_size(args), out)
+    commands.check_resume(args, [out])
     from ettin.train.resume import has_checkpoint
 
     if has_checkpoint(out) and not (args.resume or args.resume_if_exists):
@@ -256,7 +247,7 @@ def _continue(args) -> int:
     except TrainingStopped as e:
         print(f"ettin continue: stopped: {e}", file=sys.stderr)
         return 3
-    print_results(out, results)
+    commands.print_results(out, results)
     after = _score(recipe, held, load_model(latest_checkpoint(out)))
     _report(out, recipe, start, held, before, after)
     return 0
