@@ -312,6 +312,8 @@ def test_per_objective_values_are_tagged_so_free_keys_are_never_misread(tmp_path
                                       r"read it.*\(warmup_stable, warmup_stable_decay\)"),
     ("phases.pretrain.decay_tokens=1k", r"phases\.0 \(pretrain\)\.decay_tokens: the warmup_stable schedule"),
     ("phases.pretrain.decay_shape=linear", r"phases\.0 \(pretrain\)\.decay_shape: the warmup_stable schedule"),
+    ("phases.pretrain.lr_end=0.1", r"phases\.0 \(pretrain\)\.lr_end: the warmup_stable schedule"),
+    ("phases.decay.schedule=constant", r"phases\.1 \(decay\)\.lr_end: the constant schedule"),
 ])
 def test_a_setting_the_schedule_does_not_read_is_refused(tmp_path, override, message):
     with pytest.raises(RecipeError, match=message):

@@ -121,13 +121,13 @@ def validate(r: Recipe) -> None:
 
 
 # the phase settings each schedule reads (ettin.train.plan.phase_schedule); a set one it does not read is refused
-_READS = {"warmup_stable": {"warmup_tokens"}, "one_minus_sqrt": {"decay_tokens", "decay_shape"},
-          "warmup_stable_decay": {"warmup_tokens", "decay_tokens", "decay_shape"}, "constant": set()}
+_READS = {"warmup_stable": {"warmup_tokens"}, "one_minus_sqrt": {"decay_tokens", "decay_shape", "lr_end"},
+          "warmup_stable_decay": {"warmup_tokens", "decay_tokens", "decay_shape", "lr_end"}, "constant": set()}
 
 
 def _check_schedule_settings(p, s: str, w: str) -> None:
     unused = {"warmup_tokens": p.warmup_tokens != 0, "decay_tokens": p.decay_tokens != 0,
-              "decay_shape": p.decay_shape is not None}
+              "decay_shape": p.decay_shape is not None, "lr_end": p.lr_end is not None}
     for key, given in unused.items():
         _check(not given or key in _READS.get(p.schedule, {key}), s, f"{w}.{key}",
                f"the {p.schedule} schedule does not read it: remove it, or choose a schedule that does "
