@@ -121,7 +121,7 @@ def test_resume_anywhere_without_replay(prepared, tokenizer):
     steps = list(zip((1, 2), step_batches(resumed, start_step=1, workers=0)))
     assert all(torch.equal(b["labels"].long(), expected[s]["labels"]) for s, (b, _) in steps)
     assert all(real == resumed.global_tokens(s) for s, (_, real) in steps)
-    assert resumed.data_position(251)["next_position"] == 251 * 8
+    assert resumed.schedule.start(251) == 251 * 8  # the position step 251 reads from
 
 
 def test_background_workers_do_not_change_the_order_or_the_global_rng_and_hand_over_copies(prepared, tokenizer):

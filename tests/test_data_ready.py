@@ -55,3 +55,23 @@ def test_synthetic_recipe_data():
     assert data.tokenizer is None and data.vocab_size == 96 and data.special_ids == SYNTHETIC_SPECIAL
     batch = data.phase_loader(recipe.phases[0], "clm").batch(0)
     assert batch["input_ids"].shape == (8, 16) and int(batch["input_ids"][:, 0].unique()) == 1  # [CLS]
+
+
+def test_check_data_answers_by_key_and_file(tmp_path):
+    """data/'s own readiness check (ettin.data.check.check_data): synthetic data is ready; a prepared recipe with a
+    missing tokenizer and a mixture over a folder that was never prepared names each problem by its recipe key and,
+    for a mixture's source, by the mixture and its entry; making it ready is ensure_data's."""
+    from ettin.data.check import check_data
+
+    synthetic = recipe_from_dict({"model": {"size": "tiny"}, "data": {"source": "synthetic", "vocab_size": 96},
+                                  "phases": [{"name": "p", "tokens": 256, "seq_len": 16}]})
+    assert check_data(synthetic).ready and check_data(synthetic).problems == []
+    mixture = {"name": "m", "sources": [{"name": "web", "path": str(tmp_path / "nowhere"), "percent": 100}]}
+    recipe = recipe_from_dict({"model": {"size": "tiny"},
+                               "data": {"tokenizer": str(tmp_path / "no-tokenizer"), "mixtures": {"pretrain": mixture}},
+                               "phases": [{"name": "p", "tokens": 256, "seq_len": 16}]}, str(tmp_path / "r.yaml"))
+    check = check_data(recipe)
+    assert not check.ready and len(check.problems) == 2, check.problems
+    assert check.problems[0].startswith(f"data.tokenizer: {tmp_path / 'no-tokenizer'} does not exist")
+    assert check.problems[1].startswith("phases.0 (p): mixture pretrain: ") and "sources[web].path: " in check.problems[1]
+    assert "nowhere" in check.problems[1]

@@ -316,9 +316,11 @@ def _check_run(run: Path, recipe, file_values: dict, init_from: str | None) -> N
 def _file_values(recipe: str, objective: str) -> dict[tuple[str, str], object]:
     """The per-objective values a recipe file sets itself (`phases.decay.local_rope_theta: {mlm: .., clm: ..}`), for
     `objective`: {(phase, key): value}."""
-    raw = yaml.safe_load((REPO / recipe).read_text()) if recipe != "continue" else {}
-    return {tuple(k.split(".")[1:]): v[objective] for k, v in raw.items()
-            if k.startswith("phases.") and isinstance(v, dict) and objective in v}
+    from ettin.train.recipe_values import PerObjective, RecipeLoader
+
+    raw = yaml.load((REPO / recipe).read_text(), Loader=RecipeLoader) if recipe != "continue" else {}
+    return {tuple(k.split(".")[1:]): v.values[objective] for k, v in raw.items()
+            if k.startswith("phases.") and isinstance(v, PerObjective) and objective in v.values}
 
 
 def _check_transformers(folder: Path, objective: str) -> None:

@@ -34,7 +34,7 @@ def test_module_parameter_count_matches_formula():
         cfg = preset("17m", obj)
         with torch.device("meta"):
             m = EttinModel(cfg)
-        assert m.num_parameters() == cfg.num_parameters()  # tied decoder counted once
+        assert sum(p.numel() for p in m.parameters()) == cfg.num_parameters()  # tied decoder counted once
     assert set(SIZES) >= {"17m", "32m", "68m", "150m", "400m", "1b", "tiny"}
 
 
@@ -268,3 +268,20 @@ def test_layer_pattern_has_one_source():
     kept = preset("tiny").to_dict() | {"global_every": 3}  # both stored: layer_types wins
     assert ModelConfig.from_dict(kept) == preset("tiny")
     assert global_every(["full_attention", "full_attention", "sliding_attention"]) is None
+
+
+def test_the_runtime_is_held_not_configured():
+    """How a model runs is one small object (ettin.runtime.Runtime) the caller hands in and may change: never part of
+    the config; the model's attn_backend / loss_chunk_size read and write it."""
+    from ettin.runtime import Runtime
+
+    cfg = preset("tiny", vocab_size=64, pad_token_id=0, bos_token_id=1, eos_token_id=2, mask_token_id=3)
+    runtime = Runtime("sdpa", 256)
+    m = EttinModel(cfg, runtime=runtime)
+    assert m.runtime is runtime and (m.attn_backend, m.loss_chunk_size) == ("sdpa", 256)
+    m.attn_backend = "cpu"
+    assert runtime.attn_backend == "cpu" and "attn_backend" not in cfg.to_dict()
+    assert EttinModel(cfg, attn_backend="flex").runtime == Runtime("flex")
+    assert Runtime().backend(torch.device("cpu"), torch.float32) == "cpu"
+    with pytest.raises(ValueError, match="unknown attention backend"):
+        Runtime("fast").backend(torch.device("cpu"), torch.float32)

@@ -1,5 +1,6 @@
 """The training loop on synthetic data: three phases, paired runs, checkpoints, NaN handling, export."""
 
+import dataclasses
 import json
 import math
 
@@ -136,7 +137,7 @@ def test_convert_objective_exports_matching_class(recipe_file, tmp_path):
     # continue training it with the other objective from the converted folder (a cross-objective recipe)
     recipe = load_recipe(recipe_file, [f"model.init_from={out}", "phases.0.tokens=768", "phases.0.warmup_tokens=0",
                                        "train.save_every_tokens=0"])
-    recipe.phases = recipe.phases[:1]
+    recipe = dataclasses.replace(recipe, phases=recipe.phases[:1])
     results = loop.train(recipe, tmp_path / "cross", objective="mlm", log=lambda *_: None)
     assert math.isfinite(results[0].last_loss)
 
@@ -152,7 +153,7 @@ def test_dry_run_prints_budget(recipe_file, capsys):
 def test_mntp_encoder_from_decoder(recipe_file, tmp_path):
     """train.mntp: a bidirectional model whose labels sit one position before the masked token."""
     recipe = load_recipe(recipe_file, ["train.mntp=true", "phases.0.tokens=768", "train.save_every_tokens=0"])
-    recipe.phases = recipe.phases[:1]
+    recipe = dataclasses.replace(recipe, phases=recipe.phases[:1])
     from ettin.data.ready import RecipeData
 
     data = RecipeData.open(recipe)
@@ -176,7 +177,7 @@ def test_bf16_autocast(recipe_file, tmp_path):
     for precision in ("bf16", "fp32"):
         recipe = load_recipe(recipe_file, [f"train.precision={precision}", "phases.0.tokens=768",
                                            "train.save_every_tokens=0"])
-        recipe.phases = recipe.phases[:1]
+        recipe = dataclasses.replace(recipe, phases=recipe.phases[:1])
         runs[precision] = loop.train(recipe, tmp_path / precision, objective="mlm", log=lambda *_: None)[0]
     result = runs["bf16"]
     assert result.steps == 2 and all(math.isfinite(x) for x in result.losses)
@@ -195,10 +196,10 @@ def test_torch_compile(recipe_file, tmp_path, monkeypatch):
     monkeypatch.setattr(EttinModel, "compile_blocks",
                         lambda self, **kw: compiled_blocks.append(1) or original(self, **kw))
     recipe = load_recipe(recipe_file, ["train.compile=true", "phases.0.tokens=1536", "train.save_every_tokens=0"])
-    recipe.phases = recipe.phases[:1]
+    recipe = dataclasses.replace(recipe, phases=recipe.phases[:1])
     compiled = loop.train(recipe, tmp_path / "compiled", objective="clm", log=lambda *_: None)[0]
     assert compiled_blocks == [1]
-    recipe.train.compile = False
+    recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, compile=False))
     eager = loop.train(recipe, tmp_path / "eager", objective="clm", log=lambda *_: None)[0]
     assert compiled_blocks == [1]  # the eager run compiled nothing
     for run, flag in (("compiled", True), ("eager", False)):
@@ -232,7 +233,7 @@ def test_activation_checkpointing_recomputes_each_block_and_changes_no_number(re
     for ac in (False, True):
         recipe = load_recipe(recipe_file, [f"train.activation_checkpointing={str(ac).lower()}", "phases.0.tokens=768",
                                            "model.overrides.attention_output_dropout=0.1"])
-        recipe.phases = recipe.phases[:1]
+        recipe = dataclasses.replace(recipe, phases=recipe.phases[:1])
         calls["n"] = 0
         Block.forward = counting
         try:

@@ -134,8 +134,8 @@ def test_set_elsewhere_is_what_model_config_sets_over_overrides(tmp_path):
     base = preset("tiny")
 
     def config(key, value):
-        r.model.overrides = {key: value}  # past validation, as the loop would see it
-        return r.model_config(r.phases[0], 128, "mlm", SYNTHETIC_SPECIAL)
+        changed = dataclasses.replace(r, model=dataclasses.replace(r.model, overrides={key: value}))  # past validation
+        return changed.model_config(changed.phases[0], 128, "mlm", SYNTHETIC_SPECIAL)
 
     for f in dataclasses.fields(ModelConfig):
         if f.name == "objective":
@@ -209,13 +209,13 @@ def test_plan_checks_the_batch_split_and_names_the_phase(tmp_path):
 
 
 def test_per_objective_values(tmp_path):
-    path = write(tmp_path, BASE + "phases.decay.local_rope_theta: {mlm: 160000, clm: 10000}\n")
+    path = write(tmp_path, BASE + "phases.decay.local_rope_theta: !objective {mlm: 160000, clm: 10000}\n")
     r = load_recipe(path)
     assert r.phases[1].local_rope_theta == 160000.0
     assert r.for_objective("clm").phases[1].local_rope_theta == 10000.0
     assert make_plan(r, "clm").phases[1].local_rope_theta == 10000.0
     assert "mlm:" not in r.for_objective("clm").to_yaml()  # run folders store the resolved value
-    half = write(tmp_path, BASE + "phases.decay.local_rope_theta: {clm: 10000}\n", "half.yaml")
+    half = write(tmp_path, BASE + "phases.decay.local_rope_theta: !objective {clm: 10000}\n", "half.yaml")
     with pytest.raises(RecipeError, match=r"half\.yaml: phases\.1\.local_rope_theta: a per-objective value without "
                                           r"one for 'mlm'"):
         load_recipe(half)
@@ -225,17 +225,16 @@ def test_changes_made_in_python_survive_for_objective(tmp_path):
     """A loaded recipe changed in Python (a section replaced, a field set, phases dropped) keeps every change when it
     is resolved for either objective; a per-objective value it did not change still resolves per objective, and one
     set in Python is the value of both."""
-    path = write(tmp_path, BASE + "phases.decay.local_rope_theta: {mlm: 160000, clm: 10000}\n")
+    path = write(tmp_path, BASE + "phases.decay.local_rope_theta: !objective {mlm: 160000, clm: 10000}\n")
     r = load_recipe(path)
     r = dataclasses.replace(r, train=dataclasses.replace(r.train, compile=True, lr=5e-4))
-    r.phases[0].seq_len = 16
+    r = dataclasses.replace(r, phases=(dataclasses.replace(r.phases[0], seq_len=16), *r.phases[1:]))
     for objective, theta in (("mlm", 160000.0), ("clm", 10000.0)):
         for resolved in (r.for_objective(objective), make_plan(r, objective).recipe):
             assert resolved.objective == objective and resolved.train.compile and resolved.train.lr == 5e-4
             assert resolved.phases[0].seq_len == 16 and resolved.phases[1].local_rope_theta == theta
     assert r.for_objective("clm").for_objective("mlm").phases[1].local_rope_theta == 160000.0
-    r.phases[1].local_rope_theta = 20000.0
-    r.phases = r.phases[1:]
+    r = dataclasses.replace(r, phases=(dataclasses.replace(r.phases[1], local_rope_theta=20000.0),))
     decoder = r.for_objective("clm")
     assert [p.name for p in decoder.phases] == ["decay"] and decoder.phases[0].local_rope_theta == 20000.0
 
@@ -273,3 +272,62 @@ TRAINING_RECIPES = sorted(p for p in RECIPES.glob("**/*.yaml") if p.parent.name 
 def test_shipped_recipes_validate(path):
     r = load_recipe(path)
     assert r.phases and all(describe(make_plan(r, obj)) for obj in ("mlm", "clm"))
+
+
+def test_a_loaded_recipe_is_frozen(tmp_path):
+    """A recipe is a value: a change is a new recipe (dataclasses.replace), never an assignment."""
+    r = load_recipe(write(tmp_path, BASE))
+    for obj, attr, value in ((r, "name", "x"), (r.train, "lr", 1.0), (r.phases[0], "tokens", 1), (r.data, "source", "")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(obj, attr, value)
+    assert isinstance(r.phases, tuple)
+    changed = dataclasses.replace(r, train=dataclasses.replace(r.train, lr=5e-4))
+    assert changed.train.lr == 5e-4 and r.train.lr == 1e-3
+
+
+def test_per_objective_values_are_tagged_so_free_keys_are_never_misread(tmp_path):
+    """Only the !objective tag makes a per-objective value: a mixture map with a key named mlm stays a map (the
+    untagged form read it as a per-objective value), and an untagged {mlm, clm} where one value goes is an error
+    that shows the tag."""
+    mixtures = BASE.replace("data: {source: synthetic, vocab_size: 128}",
+                            "data: {source: synthetic, vocab_size: 128, vars: {mlm: a, clm: b}}")
+    r = load_recipe(write(tmp_path, mixtures))
+    assert r.data.vars == {"mlm": "a", "clm": "b"} and r.for_objective("clm").data.vars == {"mlm": "a", "clm": "b"}
+    tagged = mixtures + "data.vars.mlm: !objective {mlm: x, clm: y}\n"
+    r = load_recipe(write(tmp_path, tagged, "tagged.yaml"))
+    assert r.data.vars["mlm"] == "x" and r.for_objective("clm").data.vars == {"mlm": "y", "clm": "b"}
+    untagged = write(tmp_path, BASE + "phases.decay.local_rope_theta: {mlm: 160000, clm: 10000}\n", "untagged.yaml")
+    with pytest.raises(RecipeError, match=r"untagged\.yaml: phases\.1\.local_rope_theta: expected a number, .*"
+                                          r"tagged: !objective \{mlm: \.\.\., clm: \.\.\.\}"):
+        load_recipe(untagged)
+    with pytest.raises(RecipeError, match=r"bad\.yaml:9: not valid YAML: !objective maps objectives"):
+        load_recipe(write(tmp_path, BASE + "phases.decay.local_rope_theta: !objective {mlm: 1, encoder: 2}\n",
+                          "bad.yaml"))
+    r = load_recipe(write(tmp_path, BASE), ["phases.decay.local_rope_theta=!objective {mlm: 5, clm: 7}"])
+    assert (r.phases[1].local_rope_theta, r.for_objective("clm").phases[1].local_rope_theta) == (5.0, 7.0)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("phases.decay.warmup_tokens=1k", r"phases\.1 \(decay\)\.warmup_tokens: the one_minus_sqrt schedule does not "
+                                      r"read it.*\(warmup_stable, warmup_stable_decay\)"),
+    ("phases.pretrain.decay_tokens=1k", r"phases\.0 \(pretrain\)\.decay_tokens: the warmup_stable schedule"),
+    ("phases.pretrain.decay_shape=linear", r"phases\.0 \(pretrain\)\.decay_shape: the warmup_stable schedule"),
+    ("phases.pretrain.lr_end=0.1", r"phases\.0 \(pretrain\)\.lr_end: the warmup_stable schedule"),
+    ("phases.decay.schedule=constant", r"phases\.1 \(decay\)\.lr_end: the constant schedule"),
+])
+def test_a_setting_the_schedule_does_not_read_is_refused(tmp_path, override, message):
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(write(tmp_path, BASE), [override])
+
+
+def test_mntp_is_refused_for_a_decoder(tmp_path):
+    """train.mntp trains an encoder: a decoder resolved from an encoder recipe that sets it is refused, not trained
+    without it (ettin pair, --objective clm), and so is a decoder recipe the command line gives it."""
+    r = load_recipe(write(tmp_path, BASE), ["train.mntp=true"])
+    assert r.train.mntp and r.for_objective("mlm") is r
+    with pytest.raises(RecipeError, match=r"r\.yaml: train\.mntp: masked next-token prediction trains an encoder"):
+        r.for_objective("clm")
+    with pytest.raises(RecipeError, match=r"train\.mntp: .*a clm model cannot use it"):
+        make_plan(r, "clm")
+    with pytest.raises(RecipeError, match=r"train\.mntp"):
+        load_recipe(write(tmp_path, BASE + "objective: clm\n"), ["train.mntp=true"])

@@ -1,6 +1,7 @@
 """Exact resume: a run SIGKILLed at an arbitrary step and resumed with --resume logs the same per-step
 losses as the uninterrupted run, bitwise (CPU, fp32)."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -227,12 +228,15 @@ def test_classify_future_phases_and_settings():
             "scheduler": {"kind": "warmup_stable", "total": 384, "warmup": 128, "decay": 0, "lr_start": 1.0,
                           "lr_end": 1.0, "shape": None, "position": 128}}
     new = recipe_from_dict(yaml.safe_load(SMALL))
-    new.phases[1].seq_len, new.train.keep_checkpoints, new.train.micro_batch_size = 64, 2, 2
-    new.phases[0].tokens = 3840  # warmup_stable: the learning rates of the first 128 tokens are the same
+    new = dataclasses.replace(new, train=dataclasses.replace(new.train, keep_checkpoints=2, micro_batch_size=2),
+                              phases=(dataclasses.replace(new.phases[0], tokens=3840),  # warmup_stable: the learning
+                                      dataclasses.replace(new.phases[1], seq_len=64)))  # rates of the first 128 tokens
+                                                                                        # are the same
     accepted, refused = classify(old, new, meta)
     assert not refused and set(accepted) == {"phases.1.seq_len", "train.keep_checkpoints", "train.micro_batch_size",
                                              "phases.0.tokens"}
-    new.phases[0].warmup_tokens = 256  # now the warmup is twice as long: the trained step's learning rate changes
+    # now the warmup is twice as long: the trained step's learning rate changes
+    new = dataclasses.replace(new, phases=(dataclasses.replace(new.phases[0], warmup_tokens=256), *new.phases[1:]))
     accepted, refused = classify(old, new, meta)
     assert set(refused) == {"phases.0.tokens", "phases.0.warmup_tokens"}
     accepted, refused = classify(old, new, None)  # nothing trained yet: anything goes

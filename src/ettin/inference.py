@@ -172,7 +172,7 @@ class _CompiledStep:
         import torch._inductor.config
 
         # resolved here, outside the compiled step, for the weights' dtype (the step then sees a plain name)
-        backend = resolve_backend(self.model.attn_backend, input_ids.device, self.model.decoder_weight.dtype)
+        backend = resolve_backend(self.model.runtime.attn_backend, input_ids.device, self.model.decoder_weight.dtype)
         with torch._inductor.config.patch(freezing=True):  # read when a graph compiles, not from `options`
             # contiguous: a view's strides would count as a new shape and compile again
             return self.fn(self.model, input_ids.contiguous(), positions.contiguous(), cache.slot, cache.visible,

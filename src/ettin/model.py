@@ -30,7 +30,6 @@ from ettin.attention import (
     Varlen,
     attend,
     layer_reach,
-    resolve_backend,
     rope_cos_sin,
     rope_halves,
     rope_qkv,
@@ -38,6 +37,7 @@ from ettin.attention import (
 from ettin.config import IGNORE_INDEX, LOSS_CHUNK_SIZE, ModelConfig
 from ettin.dropout import keyed_dropout, token_keys
 from ettin.losses import linear_cross_entropy
+from ettin.runtime import Runtime, compile_blocks
 
 
 @dataclass
@@ -80,12 +80,7 @@ class _Context:
     the (in, out) copies of projections the caller made (`EttinModel.forward_cached`)."""
 
     def __init__(self, cfg: ModelConfig, positions: torch.Tensor, varlen: Varlen | None, backend: str,
-                 cache: KVCache | None = None, weights_t: dict | None = None, dtype: torch.dtype | None = None):
-        device = positions.device
-        if dtype is not None and torch.is_autocast_enabled(device.type):
-            dtype = torch.get_autocast_dtype(device.type)  # what q, k and v will be
-        # resolved once, before the blocks (which may be compiled): they see a plain name
-        backend = resolve_backend(backend, device, dtype) if dtype is not None else backend
+                 cache: KVCache | None = None, weights_t: dict | None = None):
         self.cfg, self.varlen, self.backend, self.cache, self.weights_t = cfg, varlen, backend, cache, weights_t
         self.flex_masks = FlexMasks() if backend == "flex" else None  # one block mask per reach, this forward
         theta = {"full_attention": cfg.global_rope_theta, "sliding_attention": cfg.local_rope_theta}
@@ -154,16 +149,21 @@ class PredictionHead(nn.Module):
         return self.norm(F.gelu(self.dense(x)))
 
 
+def _runtime_field(name: str) -> property:
+    """`model.<name>`: the model's runtime's field, read and written there."""
+    return property(lambda self: getattr(self.runtime, name), lambda self, value: setattr(self.runtime, name, value),
+                    doc=f"ettin.runtime.Runtime.{name} of this model")
+
+
 class EttinModel(nn.Module):
-    def __init__(self, config: ModelConfig, init: bool = True, *, attn_backend: str = "auto",
-                 loss_chunk_size: int = LOSS_CHUNK_SIZE):
-        """`attn_backend` and `loss_chunk_size` say how this instance runs, not what it is: they are attributes of
-        the instance (set them at any time), never part of `config`, a checkpoint or an export. "auto" picks the
-        attention kernel by the tensors' device and dtype (ettin.attention.resolve_backend)."""
+    def __init__(self, config: ModelConfig, init: bool = True, *, runtime: Runtime | None = None,
+                 attn_backend: str = "auto", loss_chunk_size: int = LOSS_CHUNK_SIZE):
+        """`runtime` (ettin.runtime.Runtime; or its fields, `attn_backend` and `loss_chunk_size`) says how this
+        instance runs, not what it is: held by the instance (change it at any time), never part of `config`, a
+        checkpoint or an export. "auto" picks the attention kernel by the tensors' device and dtype."""
         super().__init__()
         self.config = config
-        self.attn_backend = attn_backend
-        self.loss_chunk_size = loss_chunk_size
+        self.runtime = runtime if runtime is not None else Runtime(attn_backend, loss_chunk_size)
         self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(Block(config, i) for i in range(config.num_layers))
         self.final_norm = _norm(config)
@@ -204,8 +204,13 @@ class EttinModel(nn.Module):
     def decoder_weight(self) -> torch.Tensor:
         return self.embeddings.tok_embeddings.weight  # tied
 
+    attn_backend = _runtime_field("attn_backend")
+    loss_chunk_size = _runtime_field("loss_chunk_size")
+
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        """The parameter count, from the config's shapes (ettin.config.ModelConfig.num_parameters: tied embeddings
+        counted once); a test checks it against the module's tensors."""
+        return self.config.num_parameters()
 
     # ------------------------------------------------------------------------------ layout
     def _layout(self, input_ids, attention_mask, position_ids):
@@ -244,7 +249,7 @@ class EttinModel(nn.Module):
             x = self.embeddings(input_ids.flatten()[indices])  # (N, H)
         else:
             x = self.embeddings(input_ids)  # (B, T, H)
-        ctx = _Context(cfg, pos, varlen, self.attn_backend, dtype=x.dtype)
+        ctx = _Context(cfg, pos, varlen, self.runtime.backend(x.device, x.dtype))
         if dropout_keys is not None and self.training:
             keys = token_keys(dropout_keys, input_ids.shape[1])
             ctx.drop_keys = keys.flatten()[indices] if varlen is not None else keys
@@ -281,7 +286,7 @@ class EttinModel(nn.Module):
         keep = (flat_labels != IGNORE_INDEX).nonzero().squeeze(1)  # sparse prediction: only positions with a target
         hk, tk = h[keep], flat_labels[keep]
         loss = linear_cross_entropy(self.head(hk), self.decoder_weight, self.decoder_bias, tk,
-                                    chunk_size=self.loss_chunk_size)
+                                    chunk_size=self.runtime.loss_chunk_size)
         return ModelOutput(loss=loss, num_targets=int(keep.numel()))
 
     # -------------------------------------------------------------------- cached decoding
@@ -291,7 +296,7 @@ class EttinModel(nn.Module):
         `positions` (B, T) go into the slots `cache.advance` took; returns the last position's logits (B, V).
         Attention is the same `attend` as training's, with the cache. `weights`: (in, out) copies of projections,
         keyed by module (the tied decoder weight by "decoder"), which the matmuls then read instead."""
-        ctx = _Context(self.config, positions, None, backend or self.attn_backend, cache=cache, weights_t=weights)
+        ctx = _Context(self.config, positions, None, backend or self.runtime.attn_backend, cache=cache, weights_t=weights)
         x = self.embeddings(input_ids)
         for block in self.layers:
             x = block(x, ctx)
@@ -301,13 +306,7 @@ class EttinModel(nn.Module):
         return (h @ weights["decoder"]).add_(self.decoder_bias)
 
     def compile_blocks(self, **kwargs) -> EttinModel:
-        """torch.compile each block in place (elementwise work fuses; layout, loss and cache stay eager)."""
-        import torch._dynamo
-
-        # each block is its own compiled frame: allow one entry per block (default limit is 8)
-        cfg = torch._dynamo.config
-        cfg.recompile_limit = max(cfg.recompile_limit, 2 * len(self.layers))
-        for block in self.layers:
-            block.compile(**kwargs)
+        """torch.compile each block in place (ettin.runtime.compile_blocks: the dynamo settings it needs)."""
+        compile_blocks(self.layers, **kwargs)
         return self
 

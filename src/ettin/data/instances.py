@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from ettin.data.keyed import GOLDEN, splitmix64
-from ettin.io import atomic_dir
+from ettin.io import atomic_dir, read_json
 
 INDEX_VERSION = 1
 MODES = ("chunk", "pack")
@@ -288,7 +288,7 @@ def load_or_build_index(
     root = Path(cache_dir) if cache_dir is not None else _default_cache_root(ds)
     folder = root / key
     if (folder / "meta.json").exists():
-        meta = json.loads((folder / "meta.json").read_text())
+        meta = read_json(folder / "meta.json")
         spans = np.load(folder / "spans.npy", mmap_mode="r")
         offsets = np.load(folder / "offsets.npy")
         return InstanceIndex(spans, offsets, seq_len, InstanceConfig(**meta["config"]), meta["stats"], key)

@@ -245,29 +245,6 @@ class PhaseLoader:
         keys = None if self.objective == "clm" else row_keys(self.seed, self.phase, step, rows)
         return collate(framed, self.objective, self.special, keys, self.mlm_probability, self._pool)
 
-    def data_position(self, step: int) -> dict:
-        """What a checkpoint records to resume this loader exactly (the next step to read)."""
-        return {
-            "phase": self.phase,
-            "seed": self.seed,
-            "next_step": step,
-            "next_position": self.schedule.start(step),
-            "mixture": self.mixture.name,
-        }
-
-    def describe(self) -> dict:
-        return {
-            "mixture": self.mixture.name,
-            "file": self.mixture.file,
-            "phase": self.phase,
-            "seed": self.seed,
-            "seq_len": self.seq_len,
-            "mode": self.instance_config.mode,
-            "draws_per_epoch": self.plan.total,
-            "sources": self.plan.summary(),
-            "instance_stats": {s.name: i.stats for s, i in zip(self.mixture.sources, self.indices)},
-        }
-
     def __getstate__(self) -> dict:  # workers reopen datasets and cached indices instead of copying memmaps
         return self._args
 

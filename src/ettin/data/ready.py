@@ -11,6 +11,9 @@ tail of every source (ettin.data.holdout), and synthetic rows for speed checks (
 A loader has the contract of `ettin.data.loader.PhaseLoader`: `batch(step)` (this rank's slice of global
 batch `step`, a pure function of (seed, phase, step)) and `fingerprint(num_steps)`.
 
+Whether a recipe's data is ready (and what is wrong, by file and key) is `ettin.data.check.check_data`, which the
+trainer asks once before `ensure_data` makes what is missing.
+
 The recipe is read, never imported: any object with the fields of `ettin.train.recipe.Recipe` works.
 """
 

@@ -17,14 +17,13 @@ Reading memory-maps the token files, so opening a multi-GB dataset costs only th
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ettin.io import atomic_path, atomic_write_json
+from ettin.io import atomic_path, atomic_write_json, read_json
 
 MANIFEST = "manifest.json"
 FORMAT = "ettin-token-shards"
@@ -161,10 +160,7 @@ def read_manifest(path: str | Path) -> dict:
         raise FileNotFoundError(
             f"{path}: not a prepared token dataset (no {MANIFEST}); run `ettin data prepare`"
         )
-    try:
-        manifest = json.loads(file.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{file}: corrupt manifest ({e})") from e
+    manifest = read_json(file)  # bad JSON: a ValueError naming the file
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{file}: not an {FORMAT} manifest (format={manifest.get('format')!r})")
     return manifest

@@ -13,7 +13,6 @@ The same code saves a plain, DDP, FSDP2 or compiled model: `get_state_dict` give
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -32,7 +31,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
-from ettin.io import atomic_dir, atomic_write_json
+from ettin.io import atomic_dir, atomic_write_json, read_json
 
 META = "meta.json"
 _SINGLE = "torch.distributed is disabled, unavailable or uninitialized"  # DCP's note on single-process use
@@ -132,7 +131,7 @@ def read_meta(ckpt_dir: str | Path) -> dict[str, Any]:
     path = Path(ckpt_dir) / META
     if not path.is_file():
         raise FileNotFoundError(f"{ckpt_dir}: not a complete checkpoint (no {META})")
-    return json.loads(path.read_text())
+    return read_json(path)
 
 
 def load_checkpoint(
@@ -250,7 +249,7 @@ def describe_start(path: str | Path | None) -> dict[str, Any] | None:
         meta = read_meta(p)
         return {"path": str(p), "kind": "checkpoint", **{k: meta.get(k) for k in ("run", "phase", "step", "tokens")}}
     marker = p / "ettin_checkpoint.json"  # an export of an ettin checkpoint (export_hf)
-    info = json.loads(marker.read_text()) if marker.is_file() else {}
+    info = read_json(marker) if marker.is_file() else {}
     return {"path": str(p), "kind": "hf", **{k: info.get(k) for k in ("run", "phase", "step", "tokens") if k in info}}
 
 

@@ -13,12 +13,22 @@ Under torchrun (`torchrun --nproc_per_node 8 -m ettin.cli train RECIPE`), one mo
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from ettin.config import OBJECTIVES, ROLES
-from ettin.io import atomic_write_json
+from ettin.io import atomic_write_json, read_json
+from ettin.train import continued
+from ettin.train.commands import (
+    check_resume,
+    common_flags,
+    dry_run,
+    flag_names,
+    print_plan,
+    print_results,
+    split_extras,
+    world_size,
+)
 from ettin.train.owndata import data_flags, own_data_overrides
 from ettin.train.recipe import RecipeError, load_recipe
 
@@ -38,26 +48,7 @@ def _run_flags(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--out", metavar="DIR", help=f"{what} (default: the recipe's out_dir/name, e.g. runs/tiny)")
     data_flags(p, "train on your own text instead of the recipe's data: .jsonl / .txt / .parquet files, folders or "
                   "globs, one mixture for every phase, prepared into <out>/data (ettin.train.owndata)")
-    _common_flags(p, "neither run holds one" if what.startswith("pair") else "it holds none")
-
-
-def _common_flags(p: argparse.ArgumentParser, none: str = "it holds none") -> None:
-    """--resume / --resume-if-exists / --dry-run / --plan / --world-size (ettin train, pair and continue)."""
-    resume = p.add_mutually_exclusive_group()
-    resume.add_argument("--resume", action="store_true",
-                        help=f"continue from the newest checkpoint in --out (an error when {none})")
-    resume.add_argument("--resume-if-exists", action="store_true",
-                        help="continue when --out holds a checkpoint, else start there (idempotent re-runs)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print the resolved recipe and its plan (with the steps each budget takes at the data's "
-                        "measured row fill when the data is ready), check that every file it names exists, "
-                        "train nothing")
-    p.add_argument("--plan", action="store_true",
-                   help="print the resolved plan as one JSON object on stdout (budgets, batch split, schedule, "
-                        "learning rates, masking, RoPE, dropout, optimizer per phase) and exit; reads no data")
-    p.add_argument("--world-size", type=int, metavar="N",
-                   help="--plan / --dry-run: the number of ranks to split the batch over (default: torchrun's "
-                        "WORLD_SIZE, else 1)")
+    common_flags(p, "neither run holds one" if what.startswith("pair") else "it holds none")
 
 
 def register(subparsers) -> None:
@@ -68,7 +59,7 @@ def register(subparsers) -> None:
     _run_flags(p, "run folder")
     p.add_argument("--objective", choices=OBJECTIVES,
                    help="mlm (an encoder) or clm (a decoder); default: the recipe's objective")
-    p.set_defaults(func=cmd_train, takes_overrides=True, flags=_flags(p))
+    p.set_defaults(func=cmd_train, takes_overrides=True, flags=flag_names(p))
     text = "train the encoder and the decoder: everything identical but the objective"
     p = subparsers.add_parser("pair", help=text, description=text, **kw)
     _run_flags(p, "pair folder: the runs go to DIR/encoder and DIR/decoder")
@@ -82,7 +73,7 @@ def register(subparsers) -> None:
                         "in this process")
     p.add_argument("--jobs", type=int, metavar="N",
                    help="--parallel: at most N runs at once (default: the usable CPU cores)")
-    p.set_defaults(func=cmd_pair, takes_overrides=True, flags=_flags(p))
+    p.set_defaults(func=cmd_pair, takes_overrides=True, flags=flag_names(p))
 
     text = "write a Hugging Face folder (config.json, model.safetensors, tokenizer) for a checkpoint"
     p = subparsers.add_parser("export-hf", help=text, description=text, allow_abbrev=False)
@@ -98,34 +89,7 @@ def register(subparsers) -> None:
                    help="the objective to convert to: mlm (encoder) or clm (decoder); must differ from the source's")
     p.add_argument("--out", required=True, metavar="DIR", help="the Hugging Face folder to write")
     p.set_defaults(func=cmd_convert)
-    from ettin.train import continued
-
-    continued.register(subparsers, _common_flags)
-    subparsers.choices["continue"].set_defaults(flags=_flags(subparsers.choices["continue"]))
-
-
-def _flags(p: argparse.ArgumentParser) -> list[str]:
-    return [s for action in p._actions for s in action.option_strings if s.startswith("--")]
-
-
-def split_extras(args) -> list[str]:
-    """The recipe overrides of a command line; anything else (an unknown flag, a stray word) is an error
-    naming the valid flags. `args.extra`: what argparse did not recognise (ettin.cli.main)."""
-    from ettin.io import UserError
-
-    words = [*args.overrides, *getattr(args, "extra", [])]
-    top = {"name", "seed", "seeds", "out_dir"}  # a --key=value without a dot must be one of these (not a flag name)
-    overrides = []
-    for word in words:
-        key = word.removeprefix("--").split("=", 1)[0]
-        is_flag = word.startswith("-") and ("=" not in word or ("." not in key and key not in top))
-        if is_flag:
-            raise UserError(f"unknown option {word.split('=', 1)[0]!r}; the options of ettin {args.command}: "
-                            f"{', '.join(args.flags)} (recipe overrides are KEY=VALUE, e.g. train.lr=1e-3)")
-        if "=" not in word or not key[:1].isalpha():
-            raise RecipeError(f"unexpected argument {word!r}: overrides look like train.lr=1e-3")
-        overrides.append(word)
-    return overrides
+    continued.register(subparsers)
 
 
 def _load(args) -> tuple:
@@ -142,67 +106,6 @@ def _load(args) -> tuple:
     return recipe, args, out
 
 
-def _check_resume(args, runs: list[Path]) -> None:
-    """--resume needs something to resume (any one of `runs`: the pair resumes as a whole)."""
-    from ettin.train.resume import has_checkpoint
-
-    if args.resume and not any(has_checkpoint(r) for r in runs):
-        where = runs[0] if len(runs) == 1 else runs[0].parent
-        state = "does not exist" if not where.exists() else "holds no complete checkpoint"
-        raise RecipeError(f"--resume: {where} {state}, so there is nothing to resume; run without --resume to "
-                          "start there, or with --resume-if-exists to resume only when there is")
-
-
-def _world(opts) -> int:
-    from ettin.train import distributed as D
-
-    world = opts.world_size if opts.world_size is not None else D.world_size_from_env()
-    if world < 1:
-        raise RecipeError(f"--world-size: must be >= 1, got {world}")
-    return world
-
-
-def _print_plan(recipe, objectives: list[str], world_size: int) -> int:
-    """--plan: the plan as one JSON object on stdout (a pair: {"encoder": plan, "decoder": plan})."""
-    from ettin.train.plan import make_plan
-
-    plans = {obj: make_plan(recipe, obj, world_size).to_json() for obj in objectives}
-    out = plans[objectives[0]] if len(objectives) == 1 else {ROLES[o]: p for o, p in plans.items()}
-    print(json.dumps(out, indent=2))
-    return 0
-
-
-def _dry_run(recipe, objectives: list[str], world_size: int, out: Path) -> int:
-    from ettin.train.plan import describe, make_plan
-    from ettin.train.preflight import check_inputs
-
-    print(recipe.to_yaml())
-    print(f"out: {out}")
-    for objective in objectives:
-        plan = make_plan(recipe, objective, world_size)
-        print(describe(plan, _measured_fills(plan)))
-    found = check_inputs(recipe)  # raises, naming every missing input, after the plan is shown
-    print("inputs: " + ("; ".join(found) if found else "none (synthetic data)"))
-    return 0
-
-
-def _measured_fills(plan) -> dict[str, float] | None:
-    """Real tokens per slot of each real-token phase on its data, when the data is ready (else None)."""
-    from ettin.data.mixture import MixtureError
-    from ettin.data.ready import RecipeData
-    from ettin.train.plan import measured_fill
-
-    real = [p for p in plan.phases if p.token_unit == "real"]
-    if not real:
-        return None
-    try:
-        data = RecipeData.open(plan.recipe)
-        return {p.name: measured_fill(data.phase_loader(plan.recipe.phases[p.index], plan.objective), p)
-                for p in real}
-    except (OSError, ValueError, MixtureError):
-        return None  # not prepared yet: the plan says "if every row were full"
-
-
 def cmd_train(args) -> int:
     recipe, opts, out = _load(args)
     if recipe.seeds != 1:
@@ -211,10 +114,10 @@ def cmd_train(args) -> int:
     from ettin.train import distributed as D
 
     if opts.plan:
-        return _print_plan(recipe, [recipe.objective], _world(opts))
+        return print_plan(recipe, [recipe.objective], world_size(opts))
     if opts.dry_run:
-        return _dry_run(recipe, [recipe.objective], _world(opts), out)
-    _check_resume(opts, [out])
+        return dry_run(recipe, [recipe.objective], world_size(opts), out)
+    check_resume(opts, [out])
     from ettin.train.guard import TrainingStopped
     from ettin.train.loop import train
     from ettin.train.progress import run_banner
@@ -228,7 +131,7 @@ def cmd_train(args) -> int:
         print(f"ettin train: stopped: {e}", file=sys.stderr)
         return 3
     if info.is_main:
-        _print_results(out, results)
+        print_results(out, results)
     return 0
 
 
@@ -249,12 +152,12 @@ def cmd_pair(args) -> int:
         args.overrides = [*args.overrides, f"seeds={args.seeds}"]
     recipe, opts, out = _load(args)
     if opts.plan:
-        return _print_plan(recipe, list(OBJECTIVE_DIRS), _world(opts))
+        return print_plan(recipe, list(OBJECTIVE_DIRS), world_size(opts))
     if opts.dry_run:
-        return _dry_run(recipe, list(OBJECTIVE_DIRS), _world(opts), out)
+        return dry_run(recipe, list(OBJECTIVE_DIRS), world_size(opts), out)
     seeds = pair_seeds(recipe)
     folders = {s: pair_folder(out, recipe, s) for s in seeds}
-    _check_resume(opts, [f / sub for f in folders.values() for sub in OBJECTIVE_DIRS.values()])
+    check_resume(opts, [f / sub for f in folders.values() for sub in OBJECTIVE_DIRS.values()])
     from ettin.train.preflight import check_inputs
 
     check_inputs(recipe)  # before the data set-up of --parallel (train() checks again in each run)
@@ -295,7 +198,7 @@ def _pair_serial(args, recipe, opts, folders: dict[int, Path]) -> int:
                     results = train(one, folder / sub, objective=objective,
                                     resume=opts.resume or opts.resume_if_exists)
                     if info.is_main:
-                        _print_results(folder / sub, results)
+                        print_results(folder / sub, results)
                 if info.is_main:
                     code = _compare_fingerprints(folder) or code
     except TrainingStopped as e:
@@ -337,30 +240,13 @@ def _pair_parallel(args, recipe, opts, folders: dict[int, Path]) -> int:
 
 def _compare_fingerprints(out: Path) -> int:
     """The pair's batch-order fingerprints (each run's fingerprints.json) compared, written to <out>/pair.json."""
-    fingerprints = {sub: json.loads((out / sub / "fingerprints.json").read_text()) for sub in OBJECTIVE_DIRS.values()}
+    fingerprints = {sub: read_json(out / sub / "fingerprints.json") for sub in OBJECTIVE_DIRS.values()}
     same = fingerprints["encoder"] == fingerprints["decoder"]
     summary = {"same_batch_order": same, **fingerprints}
     atomic_write_json(out / "pair.json", summary)
     print(f"batch-order fingerprints {'match' if same else 'DIFFER'}: "
           + ", ".join(f"{k} {v['fingerprint']}" for k, v in fingerprints["encoder"].items()))
     return 0 if same else 1
-
-
-def _print_results(out: Path, results) -> None:
-    if not results:
-        from ettin.train.checkpoint import latest_checkpoint
-
-        print(f"  nothing to train: {out} has finished every phase of the recipe (newest checkpoint "
-              f"{latest_checkpoint(out)}; final model {out / 'final'})", flush=True)
-        return
-    from ettin.train.checkpoint import read_meta
-
-    for r in results:
-        meta = read_meta(r.checkpoint)  # the phase's count as metrics.jsonl and the progress lines have it
-        count = f", {meta['phase_tokens']:,} {meta.get('token_unit', 'real')} tokens" if "phase_tokens" in meta else ""
-        print(f"  {r.phase}: {r.steps} steps{count}, loss {r.first_loss:.4f} -> {r.last_loss:.4f}"
-              f"{f', {r.skipped} skipped' if r.skipped else ''}; checkpoint {r.checkpoint}")
-    print(f"  final model: {out / 'final'}; metrics: {out / 'metrics.jsonl'}", flush=True)
 
 
 def cmd_export(args) -> int:

@@ -25,7 +25,6 @@ Anything else is a recipe override, as `ettin train` takes them (`train.lr=1e-4 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import sys
@@ -33,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ettin.config import SIZES, ModelConfig, preset
+from ettin.io import read_json
+from ettin.train import commands
 from ettin.train.owndata import data_flags, data_sources, mixture
 from ettin.train.recipe import RecipeError, apply_override, parse_tokens, recipe_from_dict
 from ettin.train.recipe_checks import SET_ELSEWHERE
@@ -60,7 +61,7 @@ class Start:
     given: str  # what the command line said
 
 
-def register(subparsers, common_flags) -> None:
+def register(subparsers) -> None:
     text = "continue pre-training any checkpoint on your own text files (one phase, the model's tokenizer)"
     p = subparsers.add_parser("continue", help=text, description=text, allow_abbrev=False,
                               formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -83,8 +84,8 @@ def register(subparsers, common_flags) -> None:
     p.add_argument("--holdout", type=float, default=HOLDOUT,
                    help=f"the share of every file's documents held out and scored (default {HOLDOUT})")
     p.add_argument("--seed", type=int, default=0, help="the data order and masking seed (default 0)")
-    common_flags(p)
-    p.set_defaults(func=cmd_continue, takes_overrides=True)
+    commands.common_flags(p)
+    p.set_defaults(func=cmd_continue, takes_overrides=True, flags=commands.flag_names(p))
 
 
 # ------------------------------------------------------------------------------------------- the start
@@ -118,10 +119,7 @@ def resolve_start(model: str, revision: str | None = None) -> Start:
     else:
         from ettin.data.tokenizer import load_tokenizer
 
-        try:
-            raw = json.loads((path / "config.json").read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path / 'config.json'}: not readable JSON ({e})") from None
+        raw = read_json(path / "config.json")  # errors name the file
         config = config_from_hf(raw, mask_token_id=load_tokenizer(tokenizer).mask_id)
     return Start(path, kind, config, tokenizer, model)
 
@@ -192,11 +190,9 @@ def continue_recipe(start: Start, args) -> dict:
 
 def build(args) -> tuple:
     """(recipe, start, out) of a command line; every override applied and the recipe validated."""
-    from ettin.train.cli import split_extras
-
     start = resolve_start(args.model, args.revision)
     raw = continue_recipe(start, args)
-    for text in split_extras(args):
+    for text in commands.split_extras(args):
         apply_override(raw, text, "ettin continue")
     return recipe_from_dict(raw, "ettin continue"), start, Path(args.out)
 
@@ -212,14 +208,12 @@ def cmd_continue(args) -> int:
 
 
 def _continue(args) -> int:
-    from ettin.train import cli as train_cli
-
     recipe, start, out = build(args)
     if args.plan:
-        return train_cli._print_plan(recipe, [recipe.objective], train_cli._world(args))
+        return commands.print_plan(recipe, [recipe.objective], commands.world_size(args))
     if args.dry_run:
-        return train_cli._dry_run(recipe, [recipe.objective], train_cli._world(args), out)
-    train_cli._check_resume(args, [out])
+        return commands.dry_run(recipe, [recipe.objective], commands.world_size(args), out)
+    commands.check_resume(args, [out])
     from ettin.train.resume import has_checkpoint
 
     if has_checkpoint(out) and not (args.resume or args.resume_if_exists):
@@ -253,7 +247,7 @@ def _continue(args) -> int:
     except TrainingStopped as e:
         print(f"ettin continue: stopped: {e}", file=sys.stderr)
         return 3
-    train_cli._print_results(out, results)
+    commands.print_results(out, results)
     after = _score(recipe, held, load_model(latest_checkpoint(out)))
     _report(out, recipe, start, held, before, after)
     return 0

@@ -8,6 +8,12 @@ phase's rate with generators keyed by (seed, "held-out", row), so every model sc
 is the mean negative log-likelihood of the predicted positions, in nats (the training loss, without dropout), and
 its perplexity. At most `HELD_OUT_TOKENS` tokens are scored, split evenly over the sources (each source's first
 held-out documents).
+
+Not the eval `lm` task's figure (`ettin.eval.tasks.language_modeling`), on purpose: both score the documents the one
+held-out rule (`ettin.data.holdout`) keeps from training, but this one scores a run's own data, at its recipe's
+holdout fraction, as its training loss (the phase's masking rate, 80/10/10 replacement, mntp's shifted labels), so
+`ettin continue` can say how much a model learned of that data; the `lm` task scores the fixed evaluation files,
+every encoder at one masking (15%, all [MASK]) with one seed, so that models of any recipe compare on one figure.
 """
 
 from __future__ import annotations

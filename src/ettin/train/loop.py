@@ -3,7 +3,9 @@
 Everything happens visibly here: build the model for the phase (its RoPE thetas and context come
 from the phase), wrap it (DDP / FSDP2 / compile), load the starting state, then for each step:
 fetch the global batch's slice for this rank, accumulate gradients over micro-batches, check the
-loss, set the LR, step the optimizer, log, checkpoint. No callbacks.
+loss, set the LR, step the optimizer, log, checkpoint. No callbacks. Read in the order a run happens: the plan
+(`ettin.train.plan`), the inputs checked (`ettin.train.preflight`), the data made ready (`ettin.data.ready`), the
+model built (`ettin.train.build`), where a resume starts (`ettin.train.resume`), then each step (`ettin.train.step`).
 
 The loss of a step is the mean cross-entropy over every predicted token of the global batch: each
 micro-batch's mean is weighted by its share of the global count of predicted tokens (all-reduced
@@ -24,9 +26,7 @@ the uninterrupted run's per-step losses bitwise on CPU in fp32.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,21 +35,23 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ettin.config import IGNORE_INDEX
 from ettin.data.collate import dropout_keys
 from ettin.data.loader import step_batches
 from ettin.data.ready import RecipeData, ensure_data
-from ettin.io import atomic_write_json
+from ettin.io import atomic_write_json, read_json
+from ettin.runtime import Runtime
 from ettin.train import checkpoint as ckpt
 from ettin.train import distributed as D
 from ettin.train import runlock
+from ettin.train.build import build_model, data_workers, runtime_line
 from ettin.train.guard import LossSpike, SpikeGuard, TrainingStopped
 from ettin.train.optim import build_optimizer
-from ettin.train.plan import PhasePlan, Plan, make_plan, measured_fill
+from ettin.train.plan import Plan, make_plan, measured_fill
 from ettin.train.preflight import check_inputs
 from ettin.train.progress import Progress, guess_peak_flops, plot_loss_curve, step_flops
 from ettin.train.recipe import Recipe, RecipeError
-from ettin.train.resume import prepare_run_dir
+from ettin.train.resume import prepare_run_dir, resume_point
+from ettin.train.step import StepWindow, grad_norm, micro_counts, set_lr, train_step
 
 # The batch-order fingerprint covers the first steps of a phase (all of them in CPU-sized runs): hashing the
 # order of a 1.7T-token phase would take minutes at start-up, and the order is a pure function of the
@@ -71,53 +73,6 @@ class PhaseResult:
     fingerprint: str
     losses: list[float] = field(default_factory=list)
     skipped: int = 0
-
-
-# ----------------------------------------------------------------------------------------- set-up
-
-
-def build_model(config, info: D.DistInfo, mode: str, meta_init: bool, seed: int, precision: str = "fp32",
-                activation_checkpointing: bool = False, **runtime):
-    """Same seed on every rank, so every rank starts from identical weights (or shards of them). `runtime`:
-    EttinModel's keywords (attn_backend, loss_chunk_size)."""
-    from ettin.model import EttinModel
-
-    torch.manual_seed(seed)
-    if mode == "fsdp" and meta_init:
-        with torch.device("meta"):
-            model = EttinModel(config, **runtime)
-        if activation_checkpointing:
-            D.apply_activation_checkpointing(model)
-        D.apply_fsdp(model, mixed_bf16=precision == "bf16")
-        model.to_empty(device=info.device)
-        model.init_weights()
-        return model, model
-    model = EttinModel(config, **runtime).to(info.device)
-    if activation_checkpointing:
-        D.apply_activation_checkpointing(model)
-    return model, D.wrap(model, mode, info, precision)
-
-
-def _resume_point(plan: Plan, run_dir: Path) -> tuple[int, Path | None, bool]:
-    """(phase index to run next, checkpoint to start from, whether it is a mid-phase resume)."""
-    latest = ckpt.latest_checkpoint(run_dir)
-    if latest is None:
-        return 0, None, False
-    meta = ckpt.read_meta(latest)
-    index = meta["phase_index"]
-    if index >= len(plan.phases) or plan.phases[index].name != meta["phase"]:
-        raise RecipeError(f"{latest}: phase {meta['phase']!r} does not match the recipe's phases")
-    if phase_done(meta, plan.phases[index]):
-        return index + 1, latest, False
-    return index, latest, True
-
-
-def phase_done(meta: dict, phase: PhasePlan) -> bool:
-    """Whether a checkpoint's phase has reached its budget (checkpoints from before real-token budgets record
-    only their step and the phase's step count)."""
-    if "phase_tokens" in meta:
-        return meta["phase_tokens"] >= phase.tokens
-    return meta["step"] >= meta.get("phase_steps", math.inf)
 
 
 # ------------------------------------------------------------------------------------------ train
@@ -176,7 +131,7 @@ def _train(plan: Plan, recipe: Recipe, objective: str, run_dir: Path, info: D.Di
         prepare_run_dir(run_dir, recipe, objective, data.tokenizer, resume)  # refuses a resume that would lie
     if info.active:
         dist.barrier()
-    start, start_ckpt, mid_phase = _resume_point(plan, run_dir) if resume else (0, None, False)
+    start, start_ckpt, mid_phase = resume_point(plan, run_dir) if resume else (0, None, False)
     if start_ckpt is not None and info.is_main:
         log(f"resuming from {start_ckpt}")
     results = []
@@ -209,8 +164,7 @@ def train_phase(
     config = recipe.model_config(phase, data.vocab_size, objective, data.special_ids)
     mode = D.strategy(t.distributed, info.world_size)
     model, wrapped = build_model(config, info, mode, t.meta_init, recipe.seed, t.precision,
-                                 t.activation_checkpointing, attn_backend=t.attn_backend,
-                                 loss_chunk_size=t.loss_chunk_size)
+                                 t.activation_checkpointing, Runtime(t.attn_backend, t.loss_chunk_size))
     optimizer = build_optimizer(model, t)
     schedule = pp.schedule
     step, tokens, position = 0, 0, 0  # steps and budget position in this phase; real tokens of the whole run
@@ -254,7 +208,7 @@ def train_phase(
     losses: list[float] = []
     skipped = 0
     guard = SpikeGuard(t.spike_window, t.spike_sigmas, history) if t.spike_guard != "off" else None
-    window = _Window()
+    window = StepWindow()
     last_ckpt = init
     workers = data_workers(t.data_workers, info)
     batches = step_batches(source, step, workers=workers, pin_memory=info.device.type == "cuda",
@@ -317,7 +271,7 @@ def train_phase(
                           "loss": values[-1], "loss_avg": sum(finite) / len(finite) if finite else math.nan,
                           "lr": lr, "grad_norm": norms[-1], "predicted": predicted, "data_wait": window.wait}
                 progress.log(position, record, flops, window.tokens)
-                window = _Window()
+                window = StepWindow()
             if save:
                 meta = {"run": run_dir.name, "run_objective": objective, "phase": phase.name, "phase_index": index,
                         "step": step, "phase_tokens": position, "phase_budget": pp.tokens,
@@ -341,122 +295,11 @@ def train_phase(
                        fingerprint, losses, skipped)
 
 
-def runtime_line(recipe: Recipe, info: D.DistInfo) -> str:
-    """How this run executes (docs/distributed.md's first check when a run is slow): the attention kernel that
-    train.attn_backend resolves to here, precision, parallelism, data workers, compilation, CPU threads."""
-    from ettin.attention import resolve_backend
-
-    t = recipe.train
-    dtype = torch.bfloat16 if t.precision == "bf16" and info.device.type == "cuda" else torch.float32
-    backend = resolve_backend(t.attn_backend, info.device, dtype)
-    threads = f", {torch.get_num_threads()} CPU thread(s) a rank" if info.device.type == "cpu" else ""
-    return (f"runtime: attention {backend} (train.attn_backend={t.attn_backend}), precision {t.precision}, "
-            f"parallelism {D.strategy(t.distributed, info.world_size)} on {info.world_size} rank(s), "
-            f"{data_workers(t.data_workers, info)} data worker(s) a rank, compile {'on' if t.compile else 'off'}"
-            f"{threads}")
-
-
-def grad_norm(model: torch.nn.Module) -> torch.Tensor:
-    """The L2 norm of all gradients as one vector (FSDP2's shards reduced over the ranks: a collective, no host
-    read), a device scalar; 0 when no parameter has a gradient. The published runs logged it (log_grad_norm in
-    every Ettin YAML)."""
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    if not grads:
-        return torch.zeros((), device=next(model.parameters()).device)
-    norm = torch.nn.utils.get_total_norm(grads)
-    full = getattr(norm, "full_tensor", None)  # a DTensor under FSDP2
-    return (full() if full is not None else norm).float()
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-
-
-def data_workers(requested: int | None, info: D.DistInfo) -> int:
-    """Background processes that build batches (train.data_workers; None: 1 on a CPU, where the cores train, and
-    up to 4 a rank on a GPU host, within the host's cores)."""
-    if requested is not None:
-        return requested
-    if info.device.type != "cuda":
-        return 1
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", 0)) or max(1, torch.cuda.device_count())  # ranks on this host
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
-    return max(1, min(4, cores // local - 1))
-
-
-class _Window:
-    """What the steps since the last log hold on the device, read back in one go."""
-
-    def __init__(self) -> None:
-        self.steps: list[int] = []
-        self.losses: list[torch.Tensor] = []
-        self.predicted: list[torch.Tensor] = []
-        self.norms: list[torch.Tensor] = []
-        self.tokens = 0
-        self.wait = 0.0  # seconds spent waiting for batches
-
-    def add(self, step: int, loss: torch.Tensor, predicted: torch.Tensor, tokens: int, norm: torch.Tensor) -> None:
-        self.steps.append(step)
-        self.losses.append(loss)
-        self.predicted.append(predicted)
-        self.norms.append(norm)
-        self.tokens += tokens
-
-    def read(self) -> tuple[list[float], int, list[float]]:
-        """(losses, predicted tokens, gradient norms) of the window's steps: one read-back."""
-        values = torch.stack([torch.stack(self.losses).double(), torch.stack(self.norms).double()]).tolist()
-        return values[0], int(torch.stack(self.predicted).sum()), values[1]
-
-
-def micro_counts(labels: torch.Tensor, mask: torch.Tensor | None, micro_batch_size: int) -> list[int]:
-    """Predicted positions of each micro-batch of this rank's rows, counted on the host before the copy."""
-    valid = labels != IGNORE_INDEX if mask is None else (labels != IGNORE_INDEX) & mask.bool()
-    return [int(v.sum()) for v in valid.split(micro_batch_size)]
-
-
-def train_step(model, batch: dict[str, torch.Tensor], counts: list[int], micro_batch_size: int, precision: str,
-               mode: str, info: D.DistInfo) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward + backward over this rank's slice in micro-batches (`counts`: each one's predicted positions);
-    returns the global-batch loss and the global count of predicted tokens, as device scalars, not read back (the
-    model's unpadding still reads the layout's sizes)."""
-    device = batch["labels"].device
-    # a fill, not a copy from the host: torch.tensor(value, device=cuda) would wait for the stream
-    n_global = D.all_reduce_sum(torch.full((), float(sum(counts)), dtype=torch.float64, device=device))
-    denominator = n_global.clamp_min(1.0)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    autocast = torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    for i, n_micro in enumerate(counts):
-        lo = i * micro_batch_size
-        micro = {k: v[lo : lo + micro_batch_size] for k, v in batch.items()}
-        last = i == len(counts) - 1
-        with _sync_context(model, mode, last), autocast:
-            out = model(**micro)
-        weight = (n_micro * info.world_size / denominator).to(out.loss.dtype)
-        term = out.loss * weight if n_micro else out.loss.nan_to_num(0.0) * 0.0
-        term.backward()
-        if n_micro:
-            loss_sum += out.loss.detach().to(torch.float64) * n_micro
-    loss_sum = D.all_reduce_sum(loss_sum)
-    loss = torch.where(n_global > 0, loss_sum / denominator, torch.full_like(loss_sum, math.nan))
-    return loss, n_global
-
-
-def _sync_context(model, mode: str, last: bool):
-    """Gradient sync only on the last micro-batch (DDP no_sync; FSDP2 requires_gradient_sync)."""
-    if mode == "ddp" and not last:
-        return model.no_sync()
-    if mode == "fsdp":
-        inner = getattr(model, "_orig_mod", model)
-        inner.set_requires_gradient_sync(last)
-    return contextlib.nullcontext()
-
-
 def _write_fingerprint(run_dir: Path, phase: str, fingerprint: str, steps: int, info: D.DistInfo) -> None:
     if not info.is_main:
         return
     path = run_dir / "fingerprints.json"
-    data = json.loads(path.read_text()) if path.is_file() else {}
+    data = read_json(path) if path.is_file() else {}
     data[phase] = {"fingerprint": fingerprint, "steps": steps}
     atomic_write_json(path, data)
 

@@ -16,7 +16,7 @@ from ettin.data.synthetic import SYNTHETIC_SPECIAL
 from ettin.train.schedule import DECAY_SHAPES
 
 if TYPE_CHECKING:
-    from ettin.train.recipe import Recipe
+    from ettin.train.recipe_types import Recipe
 
 SCHEDULES = ("warmup_stable", "one_minus_sqrt", "warmup_stable_decay", "constant")
 TOKEN_UNITS = ("real", "slots")  # how a phase counts its budget (ettin.train.plan)
@@ -104,6 +104,7 @@ def validate(r: Recipe) -> None:
         _check(p.lr_start > 0 and p.end_factor >= 0, s, f"{w}.lr_start", "factors must be positive")
         _check(p.warmup_tokens + p.decay_tokens <= p.tokens, s, f"{w}.warmup_tokens",
                "warmup + decay exceed the phase's tokens")
+        _check_schedule_settings(p, s, w)
         _check(r.batch_size(p) > 0 and r.micro_batch_size(p) > 0, s, f"{w}.global_batch_size", "positive")
         _check(p.global_rope_theta > 0 and p.local_rope_theta > 0, s, f"{w}.global_rope_theta", "positive")
         if r.data.source == "prepared" and r.data.mixtures:
@@ -117,3 +118,17 @@ def validate(r: Recipe) -> None:
             r.model_config(p, r.data.vocab_size or 50368, special=SYNTHETIC_SPECIAL)  # shapes only
         except (ValueError, KeyError) as e:
             raise RecipeError(f"{s}: model (phase {p.name}): {e}") from None
+
+
+# the phase settings each schedule reads (ettin.train.plan.phase_schedule); a set one it does not read is refused
+_READS = {"warmup_stable": {"warmup_tokens"}, "one_minus_sqrt": {"decay_tokens", "decay_shape", "lr_end"},
+          "warmup_stable_decay": {"warmup_tokens", "decay_tokens", "decay_shape", "lr_end"}, "constant": set()}
+
+
+def _check_schedule_settings(p, s: str, w: str) -> None:
+    unused = {"warmup_tokens": p.warmup_tokens != 0, "decay_tokens": p.decay_tokens != 0,
+              "decay_shape": p.decay_shape is not None, "lr_end": p.lr_end is not None}
+    for key, given in unused.items():
+        _check(not given or key in _READS.get(p.schedule, {key}), s, f"{w}.{key}",
+               f"the {p.schedule} schedule does not read it: remove it, or choose a schedule that does "
+               f"({', '.join(k for k, reads in _READS.items() if key in reads)})")

@@ -1,6 +1,6 @@
 """The keys a recipe override may name, checked before it is applied, so that a typo on the command line is blamed
 on the override (not on the recipe file) with the nearest known key: ``train.lrr=1e-3`` -> ``did you mean
-train.lr?``. Read from the recipe dataclasses themselves (`ettin.train.recipe`), so the list never drifts."""
+train.lr?``. Read from the recipe dataclasses themselves (`ettin.train.recipe_types`), so the list never drifts."""
 
 from __future__ import annotations
 
@@ -10,12 +10,15 @@ import types
 import typing
 from typing import Any
 
-_NOT_SETTINGS = {"source_file", "per_objective"}
+from ettin.config import ModelConfig
+from ettin.train.recipe_checks import SET_ELSEWHERE
+from ettin.train.recipe_types import Recipe
+from ettin.train.recipe_values import is_setting
 
 
 def _fields(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.name not in _NOT_SETTINGS}
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if is_setting(f)}
 
 
 def _unwrap(hint: Any) -> Any:
@@ -29,16 +32,12 @@ def unknown_key(key: str, raw: dict[str, Any]) -> str | None:
     """Why `key` (dotted, as an override names it) is not a recipe setting, with the nearest one; None when it is.
     `raw`: the recipe as read (phases named by index or name). Mappings of free keys (data.mixtures, data.vars) take
     any key; model.overrides takes the fields of ettin.config.ModelConfig but those the recipe sets elsewhere."""
-    from ettin.config import ModelConfig
-    from ettin.train.recipe import Recipe
-    from ettin.train.recipe_checks import SET_ELSEWHERE
-
     parts = key.split(".")
     node: Any = Recipe
     done: list[str] = []
     for i, part in enumerate(parts):
         where = ".".join(done) or "a recipe"
-        if typing.get_origin(node) is list:  # phases: an index or a phase's name
+        if typing.get_origin(node) in (list, tuple):  # phases: an index or a phase's name
             phases = raw.get("phases") if isinstance(raw.get("phases"), list) else []
             names = [str(p.get("name")) for p in phases if isinstance(p, dict)]
             if not (part.isdigit() and int(part) < len(phases)) and part not in names:

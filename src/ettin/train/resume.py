@@ -27,17 +27,21 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from ettin.train import checkpoint as ckpt
 from ettin.train.recipe import Recipe, RecipeError, usable
 from ettin.train.schedule import PhaseSchedule
+
+if TYPE_CHECKING:
+    from ettin.train.plan import PhasePlan, Plan
 
 HISTORY = "history.jsonl"
 # keys (dotted, `phases.*` for any phase) that say how training is executed, not what is trained
@@ -246,3 +250,28 @@ def _write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
+
+
+# ---- where a resumed run starts ------------------------------------------------------------------
+
+
+def resume_point(plan: Plan, run_dir: Path) -> tuple[int, Path | None, bool]:
+    """(phase index to run next, checkpoint to start from, whether it is a mid-phase resume)."""
+    latest = ckpt.latest_checkpoint(run_dir)
+    if latest is None:
+        return 0, None, False
+    meta = ckpt.read_meta(latest)
+    index = meta["phase_index"]
+    if index >= len(plan.phases) or plan.phases[index].name != meta["phase"]:
+        raise RecipeError(f"{latest}: phase {meta['phase']!r} does not match the recipe's phases")
+    if phase_done(meta, plan.phases[index]):
+        return index + 1, latest, False
+    return index, latest, True
+
+
+def phase_done(meta: dict, phase: PhasePlan) -> bool:
+    """Whether a checkpoint's phase has reached its budget (checkpoints from before real-token budgets record
+    only their step and the phase's step count)."""
+    if "phase_tokens" in meta:
+        return meta["phase_tokens"] >= phase.tokens
+    return meta["step"] >= meta.get("phase_steps", math.inf)

@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ettin.io import UserError
+from ettin.io import UserError, read_json
 
 LOCK = "run.lock"
 WATCH_SECONDS = 2.0  # how often a rank looks at its parent
@@ -61,9 +61,9 @@ def _describe(holder: dict) -> str:
 
 
 def _read(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text() or "{}")
-    except (OSError, json.JSONDecodeError):
+    try:  # a lock file being written (empty, or cut short) or gone: no holder to name
+        return read_json(path)
+    except (OSError, ValueError):
         return {}
 
 

@@ -7,6 +7,10 @@ the pretraining files.
   encoders  15% of each window's tokens (a fixed seed) are replaced by [MASK] at once; masked-token
             accuracy (arg-max) and masked perplexity exp(mean NLL of the masked tokens) (not a
             pseudo-perplexity, which masks one token at a time: tasks/common.py masked_pll)
+Not `ettin.train.heldout`'s likelihood, on purpose: the same held-out rule (`ettin.data.holdout`), but that one
+scores a run's own data as its training loss (its phase's masking rate and 80/10/10 replacement, mntp's labels), to
+compare one model before and after `ettin continue`; this one fixes the files, the masking and the seed, so that
+models trained by any recipe compare on one figure.
 Next token: the same held-out documents cut into (left context, next token) pairs, one pair every `context`
 tokens; both objectives see only the left context ([CLS] context [MASK] [SEP] for encoders, [CLS] context for
 decoders), the one likelihood the two can be compared on. Both tasks report, beside every figure, a unigram
