@@ -12,6 +12,22 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ETTIN_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+def hub_tokenizer_cache(cache: Path, repo: str = "answerdotai/ModernBERT-base") -> Path:
+    """A Hugging Face hub cache (huggingface_hub's layout: refs/main -> a snapshot) holding `repo`'s tokenizer files,
+    copied from ../shared/data/modernbert_tokenizer: what `data.tokenizer: <hub id>` reads offline once downloaded.
+    Point HF_HUB_CACHE (a subprocess) or huggingface_hub.constants.HF_HUB_CACHE (this process) at it."""
+    import shutil
+
+    commit = "0" * 40
+    snap = cache / f"models--{repo.replace('/', '--')}" / "snapshots" / commit
+    snap.mkdir(parents=True, exist_ok=True)
+    (snap.parents[1] / "refs").mkdir(exist_ok=True)
+    (snap.parents[1] / "refs" / "main").write_text(commit)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(SHARED_DATA / "modernbert_tokenizer" / name, snap / name)
+    return snap
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.exists():

@@ -42,6 +42,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import hub_tokenizer_cache
 from ettin.train.checkpoint import list_checkpoints, read_meta
 
 pytestmark = pytest.mark.dist
@@ -174,7 +175,8 @@ def shrink(recipe: str, objective: str | None, extra: list[str], steps: tuple[in
 def published_data(tmp_path_factory) -> dict[str, str]:
     """ETTIN_DATA for the published mixtures: the MDS shards of ../shared/data/mds (ModernBERT ids, the published
     data's format) prepared once (`ettin data prepare --source mds:...`, as docs/real-sizes.md), every source
-    folder of recipes/data/ettin_{pretrain,extension,decay}.yaml a link to it."""
+    folder of recipes/data/ettin_{pretrain,extension,decay}.yaml a link to it; HF_HUB_CACHE holding the presets'
+    tokenizer (data.tokenizer: answerdotai/ModernBERT-base), as a cluster's shared cache would."""
     root = tmp_path_factory.mktemp("ettin-data")
     _ettin("data", "prepare", "--source", f"mds:{SHARED / 'mds' / 'tokens_uint32'}", "--out", root / "mds",
            "--workers", "0")
@@ -183,7 +185,8 @@ def published_data(tmp_path_factory) -> dict[str, str]:
             link = Path(source["path"].replace("${ETTIN_DATA:-data/ettin}", str(root)))
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(root / "mds", target_is_directory=True)
-    return {"ETTIN_DATA": str(root)}
+    hub_tokenizer_cache(root / "hf-hub")  # the presets name the tokenizer by hub id: a filled cache, offline
+    return {"ETTIN_DATA": str(root), "HF_HUB_CACHE": str(root / "hf-hub")}
 
 
 @pytest.fixture(scope="session")

@@ -5,14 +5,13 @@ downloaded."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
+from conftest import hub_tokenizer_cache
 from ettin.data.tokenizer import encoding_sha256, fetch_tokenizer, load_tokenizer
 
 REPO = "answerdotai/ModernBERT-base"
-COMMIT = "0" * 40
 
 
 @pytest.fixture
@@ -21,12 +20,7 @@ def hub_cache(tmp_path, shared_data, monkeypatch):
     import huggingface_hub.constants
 
     cache = tmp_path / "hf-cache"
-    snap = cache / f"models--{REPO.replace('/', '--')}" / "snapshots" / COMMIT
-    snap.mkdir(parents=True)
-    (snap.parents[1] / "refs").mkdir()
-    (snap.parents[1] / "refs" / "main").write_text(COMMIT)
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(shared_data / "modernbert_tokenizer" / name, snap / name)
+    snap = hub_tokenizer_cache(cache, REPO)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return snap
