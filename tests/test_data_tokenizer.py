@@ -96,3 +96,12 @@ def test_cli_tokenizer_train(shared_data, tmp_path, capsys):
     assert main(["tokenizer", "train", "--sources", str(tmp_path / "missing.jsonl"), "--vocab-size", "300",
                  "--out", str(out)]) == 2  # fmt: skip
     assert "missing.jsonl" in capsys.readouterr().err
+
+
+def test_gpt2_folder_is_built_as_the_library_builds_it(shared_data):
+    """vocab.json + merges.txt through public classes only: the same tokenizer as tokenizers' ByteLevelBPETokenizer."""
+    from tokenizers import ByteLevelBPETokenizer
+
+    folder = shared_data / "gpt2_tokenizer"
+    theirs = ByteLevelBPETokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    assert load_tokenizer(folder).tokenizer.to_str() == theirs.to_str()

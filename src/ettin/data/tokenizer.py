@@ -224,13 +224,21 @@ def load_tokenizer(path: str | Path | None = None) -> TokenizerInfo:
     if path.is_dir() and not (path / "tokenizer.json").exists():
         if not ((path / "vocab.json").exists() and (path / "merges.txt").exists()):
             raise FileNotFoundError(f"{path}: no tokenizer.json (or vocab.json + merges.txt) there")
-        from tokenizers import ByteLevelBPETokenizer
-
-        bpe = ByteLevelBPETokenizer(str(path / "vocab.json"), str(path / "merges.txt"))
-        return tokenizer_info(bpe._tokenizer, str(path), _special_names(folder))
+        return tokenizer_info(_byte_level_bpe(path), str(path), _special_names(folder))
     tokenizer, file = read_tokenizer(path)
     sha256 = canonical_sha256(file.read_text(encoding="utf-8"))  # of the file: stable across library versions
     return tokenizer_info(tokenizer, str(file), _special_names(folder), sha256)
+
+
+def _byte_level_bpe(folder: Path) -> Tokenizer:
+    """A GPT-2 style folder (vocab.json + merges.txt) as `tokenizers.ByteLevelBPETokenizer` builds it (its defaults:
+    no prefix space, no normalizer), through the library's public classes."""
+    tokenizer = Tokenizer(models.BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt"),
+                                               continuing_subword_prefix="", end_of_word_suffix=""))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    return tokenizer
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> Tokenizer:
