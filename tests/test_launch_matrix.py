@@ -119,15 +119,21 @@ def _launch(nproc: int, args: list[str], env: dict[str, str]) -> str:
 
 @contextlib.contextmanager
 def _in_repo(**env: str):
-    """In this process, as the commands run: from the repository, one thread, `env` set."""
+    """In this process, as the commands run: from the repository, one thread, `env` set (HF_HUB_CACHE also where
+    huggingface_hub, already imported, read it)."""
+    import huggingface_hub.constants as hub
+
     cwd, threads, saved = os.getcwd(), torch.get_num_threads(), {k: os.environ.get(k) for k in env}
+    hub_cache = hub.HF_HUB_CACHE
     os.chdir(REPO)
     os.environ.update(env)
+    hub.HF_HUB_CACHE = env.get("HF_HUB_CACHE", hub_cache)
     torch.set_num_threads(1)
     try:
         yield
     finally:
         os.chdir(cwd)
+        hub.HF_HUB_CACHE = hub_cache
         torch.set_num_threads(threads)
         for key, value in saved.items():
             if value is None:
