@@ -331,3 +331,22 @@ def test_mntp_is_refused_for_a_decoder(tmp_path):
         make_plan(r, "clm")
     with pytest.raises(RecipeError, match=r"train\.mntp"):
         load_recipe(write(tmp_path, BASE + "objective: clm\n"), ["train.mntp=true"])
+
+
+def test_a_loaded_recipes_mappings_and_lists_are_frozen_too():
+    """Not only its fields: model.overrides, data.mixtures (and the mappings inside), data.vars and
+    data.prepare.sources refuse changes; a changed recipe is made with dataclasses.replace."""
+    import copy
+    import dataclasses
+    import json
+    import pickle
+
+    r = load_recipe("recipes/tiny.yaml", ["data.vars.X=1", "model.overrides.attention_output_dropout=0.1"])
+    for change in (lambda: r.model.overrides.update(a=1), lambda: r.data.vars.__setitem__("Y", "2"),
+                   lambda: r.data.mixtures.pop("pretrain"), lambda: r.data.prepare.sources.append("x")):
+        with pytest.raises(TypeError, match="dataclasses.replace"):
+            change()
+    assert copy.deepcopy(r) == r and pickle.loads(pickle.dumps(r)) == r and json.dumps(r.to_dict())
+    changed = dataclasses.replace(r, data=dataclasses.replace(r.data, vars={**r.data.vars, "Y": "2"}))
+    assert changed.data.vars["Y"] == "2" and "Y" not in r.data.vars
+    assert type(r.to_dict()["data"]["vars"]) is dict  # plain again for YAML

@@ -21,6 +21,51 @@ from ettin.train.recipe_checks import RecipeError, validate
 from ettin.train.recipe_values import convert, find, per_objective_paths, resolve_objective
 
 
+class FrozenDict(dict):
+    """A mapping of a loaded recipe (`model.overrides`, `data.mixtures`, `data.vars`, and the mappings inside them):
+    a dict to every reader (isinstance, json, ** unpacking), refusing changes, as the frozen dataclasses refuse
+    assignment. A changed recipe is made with `dataclasses.replace` and a new mapping."""
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("a loaded recipe is a value: make a changed one with dataclasses.replace")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _refuse
+
+    def __reduce__(self):  # copy, deepcopy and pickle build a new one instead of filling it item by item
+        return (type(self), (dict(self),))
+
+
+class FrozenList(list):
+    """A list of a loaded recipe (`data.prepare.sources`, the lists inside its mappings), refusing changes."""
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("a loaded recipe is a value: make a changed one with dataclasses.replace")
+
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = append = clear = extend = insert = pop = remove = _refuse
+    reverse = sort = _refuse
+
+    def __reduce__(self):
+        return (type(self), (list(self),))
+
+
+def freeze(value: Any) -> Any:
+    """Mappings and lists, at any depth, as FrozenDict and FrozenList (other values as they are)."""
+    if isinstance(value, dict):
+        return FrozenDict({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return FrozenList(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """The plain dicts and lists of `freeze`'s result (for YAML, and for mappings a caller goes on to change)."""
+    if isinstance(value, dict):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [thaw(v) for v in value]
+    return value
+
+
 @dataclass(frozen=True)
 class ModelSection:
     size: str = "tiny"  # a preset name from ettin.config (17m ... 1b, tiny, demo)
@@ -176,7 +221,7 @@ class Recipe:
         return preset(self.model.size, objective or self.objective, **kw)
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        d = thaw(dataclasses.asdict(self))
         d.pop("source_file")
         d.pop("per_objective")
         d["train"]["betas"] = list(d["train"]["betas"])
@@ -240,8 +285,19 @@ def typed(raw: dict[str, Any], objective: str, source: str) -> Recipe:
             expanded = expand_vars(value, f"{source}: {section}.{key}")
             recipe = dataclasses.replace(recipe, **{section: dataclasses.replace(getattr(recipe, section),
                                                                                  **{key: expanded})})
+    recipe = _frozen(recipe)
     validate(recipe)
     return recipe
+
+
+def _frozen(recipe: Recipe) -> Recipe:
+    """The recipe with its mappings and lists frozen too (the dataclasses already refuse assignment)."""
+    data = recipe.data
+    prepare = data.prepare and dataclasses.replace(data.prepare, sources=freeze(list(data.prepare.sources)))
+    return dataclasses.replace(
+        recipe, model=dataclasses.replace(recipe.model, overrides=freeze(dict(recipe.model.overrides))),
+        data=dataclasses.replace(data, mixtures=freeze(dict(data.mixtures)), vars=freeze(dict(data.vars)),
+                                 prepare=prepare))
 
 
 def _check_mntp(mntp: bool, objective: str, source: str) -> None:
