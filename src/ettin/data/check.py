@@ -39,8 +39,8 @@ def check_data(recipe) -> DataCheck:
     check = DataCheck()
     if recipe.data.source == "prepared":
         prepared_names = _check_prepare(recipe, check.problems, check.found)
-        _check_tokenizer(recipe, check.problems, check.found)
-        _check_mixtures(recipe, prepared_names, check.problems, check.found)
+        tokenizer = _check_tokenizer(recipe, check.problems, check.found)
+        _check_mixtures(recipe, prepared_names, tokenizer, check.problems, check.found)
     return check
 
 
@@ -87,7 +87,8 @@ def wanted_tokenizer(recipe) -> Path:
         return Path(str(recipe.data.tokenizer))
 
 
-def _check_tokenizer(recipe, problems: list[str], found: list[str]) -> None:
+def _check_tokenizer(recipe, problems: list[str], found: list[str]) -> Path:
+    """data.tokenizer checked; its local path (`wanted_tokenizer`'s), fetched once for the whole check."""
     from ettin.data.tokenizer import fetch_tokenizer
 
     data = recipe.data
@@ -95,7 +96,7 @@ def _check_tokenizer(recipe, problems: list[str], found: list[str]) -> None:
         path = fetch_tokenizer(data.tokenizer)
     except FileNotFoundError as e:
         problems.append(f"data.tokenizer: {e}")
-        return
+        return Path(str(data.tokenizer))
     if has_tokenizer(path):
         hub = str(path) != str(Path(str(data.tokenizer)).expanduser())
         found.append(f"data.tokenizer: {data.tokenizer} (hub id; {path})" if hub else f"data.tokenizer: {path}")
@@ -105,6 +106,7 @@ def _check_tokenizer(recipe, problems: list[str], found: list[str]) -> None:
         problems.append(f"data.tokenizer: {path} holds no tokenizer.json (or vocab.json + merges.txt)")
     else:
         problems.append(f"data.tokenizer: {path} does not exist (or set data.prepare.tokenizer_vocab_size to train one)")
+    return path
 
 
 @contextlib.contextmanager
@@ -122,7 +124,7 @@ def _environment(extra: dict[str, str]):
                 os.environ[key] = value
 
 
-def _check_mixtures(recipe, prepared_names: set[str], problems: list[str], found: list[str]) -> None:
+def _check_mixtures(recipe, prepared_names: set[str], wanted: Path, problems: list[str], found: list[str]) -> None:
     from ettin.data.mixture import MixtureError
     from ettin.data.order import order_folders, order_spec
     from ettin.io import UserError
@@ -132,7 +134,6 @@ def _check_mixtures(recipe, prepared_names: set[str], problems: list[str], found
     contents: dict[Path, set[str]] = {}  # dataset folder -> the names of its sources
     seen_mixtures: set[str] = set()
     datasets = 0
-    wanted = wanted_tokenizer(recipe)
     tokenizer = None
     if has_tokenizer(wanted):
         from ettin.data.tokenizer import load_tokenizer
